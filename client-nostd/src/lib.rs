@@ -1,0 +1,2 @@
+//! Varta firmware client (placeholder).
+#![no_std]

@@ -1,0 +1,1 @@
+//! Varta client (placeholder).

@@ -1,0 +1,49 @@
+//! `vlp-core`: the Varta Lifeline Protocol v0.2, as a sans-I/O core.
+//!
+//! Everything that decides what goes on the wire, and whether what came off it is acceptable,
+//! lives here; sockets, clocks, entropy and files live in the clients and the observer. The
+//! crate is `#![no_std]`, never allocates, never reads a clock (time is an argument), and runs
+//! unchanged on a Cortex-M4 and in the observer.
+//!
+//! Layers, bottom up:
+//!
+//! * [`crc`]: CRC-32C, the frame checksum.
+//! * [`wire`]: the 32-byte frame. [`wire::Frame::parse`] applies the spec's eight checks in
+//!   order and yields a validated value; [`wire::Frame::emit`] cannot fail.
+//! * [`envelope`]: ChaCha20-Poly1305 sealing of a frame into the 60-byte (shared key) or
+//!   64-byte (master key) datagram, in place, and opening with the tag checked first.
+//! * [`kdf`]: HKDF-SHA256 derivation of per-agent keys and IV prefixes.
+//! * [`replay`]: the receiver's sliding window over AEAD counters.
+//! * [`session`]: the sender's nonce / timestamp / IV state machine with commit-on-success,
+//!   shared by every client.
+//!
+//! # Panic contract
+//!
+//! No function of this crate panics on any input that comes from a peer: every byte sequence
+//! of every length given to a `parse`, `from_bytes` or `open` returns a value or an error.
+//! (The few `expect`s guard conditions fixed by construction, such as a 32-byte message being
+//! within ChaCha20's length limit.) The `fuzz/` targets hold this.
+//!
+//! # Features
+//!
+//! * `std`: `std::error::Error` impls and [`keyfile`] (reading key files with the §5 checks).
+//! * `defmt`: `defmt::Format` on the public types.
+#![no_std]
+#![warn(missing_docs)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod crc;
+pub mod envelope;
+pub mod kdf;
+#[cfg(feature = "std")]
+pub mod keyfile;
+pub mod replay;
+pub mod session;
+pub mod wire;
+
+pub use envelope::{Iv, Key, KeyError, MasterDatagram, OpenError, SharedDatagram};
+pub use replay::{ReplayError, ReplayWindow};
+pub use session::{Beat, Session, SessionError};
+pub use wire::{DecodeError, Frame, Status, FRAME_LEN, GOODBYE_PAYLOAD, NONCE_TERMINAL};
