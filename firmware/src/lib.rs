@@ -1,0 +1,20 @@
+//! Varta's example firmware for QEMU's `mps2-an386` (Cortex-M4).
+//!
+//! The pieces, from the wire up:
+//!
+//! * [`lan9118`]: a polled driver for the board's SMSC LAN9118 Ethernet controller, as a
+//!   smoltcp [`Device`](smoltcp::phy::Device);
+//! * [`clock`]: smoltcp time from the controller's 25 MHz free-running counter;
+//! * [`net`]: smoltcp set up for QEMU's user-mode network (10.0.2.15/24, gateway 10.0.2.2,
+//!   which forwards to the host's loopback);
+//! * [`args`]: run-time arguments from the host over semihosting.
+//!
+//! The binaries in `src/bin` tie them together; `run-e2e.sh` boots them under QEMU against a
+//! listener on the host. The library builds for the host too, so its logic is unit-tested there
+//! (`cargo test --lib` with the host toolchain; see `run-e2e.sh`).
+#![cfg_attr(not(test), no_std)]
+
+pub mod args;
+pub mod clock;
+pub mod lan9118;
+pub mod net;
