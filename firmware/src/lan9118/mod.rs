@@ -547,3 +547,6 @@ impl<B: Bus> Device for Lan9118<B> {
         caps
     }
 }
+
+#[cfg(test)]
+mod tests;
