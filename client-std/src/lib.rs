@@ -1,1 +1,497 @@
-//! Varta client (placeholder).
+//! `varta-client`: tell a Varta observer, once per loop iteration, that this process is still
+//! making progress.
+//!
+//! ```no_run
+//! use varta_client::{BeatOutcome, Status, Varta};
+//!
+//! let mut varta = Varta::connect("/run/varta/observer.sock")?;
+//! loop {
+//!     // ... one unit of work ...
+//!     match varta.beat(Status::Ok, 0) {
+//!         BeatOutcome::Sent | BeatOutcome::Dropped(_) => {}
+//!         BeatOutcome::Failed(e) => eprintln!("heartbeat failed: {e}"),
+//!     }
+//! #   break;
+//! }
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # Architecture
+//!
+//! Three layers, each with one job:
+//!
+//! * **The session** ([`vlp_core::Session`], shared with the firmware client): decides what
+//!   the next frame is: pid, nonce 1, 2, 3…, timestamp, and for secure transports the AEAD
+//!   IV. It *prepares* a beat without changing state and is told to *commit* only after the
+//!   kernel took the datagram, so a dropped beat consumes neither its nonce nor its IV.
+//! * **The envelope**: plain 32-byte frame, or sealed with ChaCha20-Poly1305 into a 60-byte
+//!   (shared key) or 64-byte (master key, per-agent derived key) datagram (VLP v0.2 §3).
+//! * **The transport** ([`BeatTransport`]): a connected non-blocking datagram socket (Unix or
+//!   UDP), or your own. It reads no clock and keeps no protocol state.
+//!
+//! [`Varta`] is the thin shell that owns them: it reads the monotonic clock
+//! ([`std::time::Instant`], nanoseconds since `connect`), checks for a fork, and classifies
+//! the send's result into a [`BeatOutcome`].
+//!
+//! # Guarantees
+//!
+//! * **No heap allocation and no blocking per beat** after `connect`, on every path: sent,
+//!   dropped, failed, sealed, and the automatic reconnect. (Tested with a counting global
+//!   allocator over 10,000+ beats per transport.)
+//! * **Fork safety.** A forked child notices the new pid on its next beat, opens its own
+//!   socket, restarts the nonce sequence at 1 and, on secure transports, draws a fresh IV salt
+//!   from OS entropy (`getrandom(2)`), so no (key, IV) pair is ever used twice across the
+//!   fork ([`Varta::fork_recoveries`] counts these). The master-key agent key is re-derived
+//!   for the child's pid.
+//! * [`Status::Stall`] is observer-only: `beat(Status::Stall, _)` is refused with
+//!   [`BeatOutcome::Failed`] ([`BeatError::INVALID_INPUT`]) and nothing is sent.
+//! * No function panics on anything the network or the OS returns.
+//!
+//! # Wire conventions for the end of an agent
+//!
+//! Both are ordinary VLP v0.2 *terminal* frames (status Critical, nonce
+//! [`NONCE_TERMINAL`] = `u64::MAX`), valid for every v0.2 observer:
+//!
+//! * **Crash**: the panic hook ([`install_panic_handler`], feature `panic-handler`) sends a
+//!   terminal frame with payload [`PANIC_PAYLOAD`] (0) before the previous hook runs.
+//! * **Clean exit**: [`Varta::goodbye`] sends a terminal frame whose payload is
+//!   [`GOODBYE_PAYLOAD`], the bytes `"BYE!"` (`0x2145_5942` little-endian). Varta's observer
+//!   treats it as an announced departure (no stall, no recovery); an observer that does not
+//!   know the convention sees a dying agent, the safe reading. Nothing is sent on `Drop`: a
+//!   goodbye must be said on purpose, never by an unwinding stack.
+//!
+//! # Queue length of Unix sockets
+//!
+//! Linux queues at most `net.unix.max_dgram_qlen` + 1 datagrams per Unix datagram socket
+//! (the default is 10, unless systemd raised it). A burst beyond that, or an observer that is
+//! slow to read, yields [`DropReason::KernelQueueFull`] rather than blocking. Raise the limit
+//! with `sysctl -w net.unix.max_dgram_qlen=512` (persist it in `/etc/sysctl.d/`).
+//!
+//! # Features
+//!
+//! All on by default; each only adds API (the cipher is compiled into `vlp-core` anyway).
+//!
+//! * `udp`: [`Varta::connect_udp`].
+//! * `secure-udp` (implies `udp`): [`Varta::connect_secure_udp`],
+//!   [`Varta::connect_secure_udp_with_master`].
+//! * `panic-handler`: [`install_panic_handler`] and its UDP forms.
+#![warn(missing_docs)]
+
+mod entropy;
+mod outcome;
+#[cfg(feature = "panic-handler")]
+mod panic;
+mod transport;
+
+use std::io;
+#[cfg(feature = "udp")]
+use std::net::ToSocketAddrs;
+use std::path::Path;
+use std::time::Instant;
+
+use vlp_core::envelope::MASTER_LEN;
+use vlp_core::kdf::derive_agent_key;
+use vlp_core::session::Beat;
+use vlp_core::{Session, SessionError};
+
+pub use outcome::{classify_send_error, BeatError, BeatOutcome, DropReason};
+#[cfg(all(feature = "panic-handler", feature = "udp"))]
+pub use panic::install_panic_handler_udp;
+#[cfg(feature = "panic-handler")]
+pub use panic::{install_panic_handler, install_panic_handler_with};
+#[cfg(all(feature = "panic-handler", feature = "secure-udp"))]
+pub use panic::{install_panic_handler_secure_udp, install_panic_handler_secure_udp_with_master};
+#[cfg(feature = "udp")]
+pub use transport::UdpTransport;
+pub use transport::{BeatTransport, Transport, UdsTransport};
+pub use vlp_core;
+pub use vlp_core::{DecodeError, Frame, Key, Status, FRAME_LEN, GOODBYE_PAYLOAD, NONCE_TERMINAL};
+
+/// Payload of the terminal frame sent by the panic hook.
+pub const PANIC_PAYLOAD: u32 = 0;
+
+/// How frames are wrapped before they reach the transport.
+enum Envelope {
+    /// The 32-byte frame as is.
+    Plain,
+    /// 60-byte shared-key datagram.
+    Shared(Key),
+    /// 64-byte master-key datagram; `agent` is derived from `master` for the current pid.
+    Master { master: Key, agent: Key },
+}
+
+impl Envelope {
+    const fn name(&self) -> &'static str {
+        match self {
+            Envelope::Plain => "plain",
+            Envelope::Shared(_) => "shared-key",
+            Envelope::Master { .. } => "master-key",
+        }
+    }
+}
+
+/// A heartbeat client: one session, one envelope, one transport.
+///
+/// Built with [`Varta::connect`] (Unix socket), [`Varta::connect_udp`],
+/// [`Varta::connect_secure_udp`], [`Varta::connect_secure_udp_with_master`], or
+/// [`Varta::with_transport`] for your own [`BeatTransport`]. `T` defaults to [`Transport`],
+/// so `Varta` names a client of any built-in kind.
+pub struct Varta<T: BeatTransport = Transport> {
+    transport: T,
+    session: Session,
+    envelope: Envelope,
+    /// The clock's origin: timestamps are nanoseconds since this instant.
+    epoch: Instant,
+    /// The pid the session speaks for; a different `getpid()` means we are a forked child.
+    pid: u32,
+    reconnect_after: u32,
+    consecutive_drops: u32,
+    fork_recoveries: u64,
+}
+
+impl<T: BeatTransport> std::fmt::Debug for Varta<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Varta")
+            .field("pid", &self.pid)
+            .field("envelope", &self.envelope.name())
+            .field("next_nonce", &self.session.next_nonce())
+            .field("reconnect_after", &self.reconnect_after)
+            .field("consecutive_drops", &self.consecutive_drops)
+            .field("fork_recoveries", &self.fork_recoveries)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The default of [`Varta::set_reconnect_after`]: reconnect on the first drop that a new
+/// connection can cure, so an agent follows an observer that restarted.
+pub const DEFAULT_RECONNECT_AFTER: u32 = 1;
+
+impl Varta {
+    /// Connects to the observer's Unix datagram socket at `path`.
+    ///
+    /// # Errors
+    /// Creating or connecting the socket failed, e.g. `NotFound` / `ConnectionRefused` when no
+    /// observer is bound at `path`.
+    pub fn connect(path: impl AsRef<Path>) -> io::Result<Varta> {
+        Ok(Varta::with_transport(Transport::Uds(
+            UdsTransport::connect(path)?,
+        )))
+    }
+
+    /// Connects to the observer's UDP address (plain 32-byte frames, unauthenticated).
+    ///
+    /// # Errors
+    /// The address did not resolve, or creating or connecting the socket failed.
+    #[cfg(feature = "udp")]
+    pub fn connect_udp(addr: impl ToSocketAddrs) -> io::Result<Varta> {
+        Ok(Varta::with_transport(Transport::Udp(
+            UdpTransport::connect(addr)?,
+        )))
+    }
+
+    /// Connects to the observer's UDP address, sealing every frame with the shared `key` into
+    /// a 60-byte datagram (VLP v0.2 §3).
+    ///
+    /// # Errors
+    /// As [`Varta::connect_udp`], or reading OS entropy for the IV salt failed.
+    #[cfg(feature = "secure-udp")]
+    pub fn connect_secure_udp(addr: impl ToSocketAddrs, key: Key) -> io::Result<Varta> {
+        Varta::with_transport_shared_key(Transport::Udp(UdpTransport::connect(addr)?), key)
+    }
+
+    /// Connects to the observer's UDP address, sealing every frame with the key derived from
+    /// `master_key` for this pid into a 64-byte datagram (VLP v0.2 §3, §4).
+    ///
+    /// # Errors
+    /// As [`Varta::connect_secure_udp`].
+    #[cfg(feature = "secure-udp")]
+    pub fn connect_secure_udp_with_master(
+        addr: impl ToSocketAddrs,
+        master_key: Key,
+    ) -> io::Result<Varta> {
+        Varta::with_transport_master_key(Transport::Udp(UdpTransport::connect(addr)?), master_key)
+    }
+}
+
+fn session_error(e: SessionError) -> BeatError {
+    match e {
+        // A frame rule (Stall status, pid 0/1): the caller's input is invalid.
+        SessionError::Frame(_) | SessionError::NotSecure | SessionError::StaleBeat => {
+            BeatError::INVALID_INPUT
+        }
+        // 2^64 datagrams under one salt: unreachable in practice, but never reuse an IV.
+        SessionError::IvExhausted => BeatError {
+            errno: None,
+            kind: io::ErrorKind::Other,
+        },
+    }
+}
+
+impl<T: BeatTransport> Varta<T> {
+    fn build(transport: T, envelope: Envelope, salt: Option<[u8; 16]>) -> Varta<T> {
+        let pid = std::process::id();
+        let session = match salt {
+            Some(s) => Session::secure(pid, s),
+            None => Session::plain(pid),
+        };
+        Varta {
+            transport,
+            session,
+            envelope,
+            epoch: Instant::now(),
+            pid,
+            reconnect_after: DEFAULT_RECONNECT_AFTER,
+            consecutive_drops: 0,
+            fork_recoveries: 0,
+        }
+    }
+
+    /// A client sending plain 32-byte frames over your own transport.
+    #[must_use]
+    pub fn with_transport(transport: T) -> Varta<T> {
+        Varta::build(transport, Envelope::Plain, None)
+    }
+
+    /// A client sealing 60-byte shared-key datagrams over your own transport.
+    ///
+    /// # Errors
+    /// Reading OS entropy for the IV salt failed.
+    pub fn with_transport_shared_key(transport: T, key: Key) -> io::Result<Varta<T>> {
+        let salt = entropy::salt()?;
+        Ok(Varta::build(transport, Envelope::Shared(key), Some(salt)))
+    }
+
+    /// A client sealing 64-byte master-key datagrams over your own transport.
+    ///
+    /// # Errors
+    /// Reading OS entropy for the IV salt failed.
+    pub fn with_transport_master_key(transport: T, master_key: Key) -> io::Result<Varta<T>> {
+        let salt = entropy::salt()?;
+        let agent = derive_agent_key(&master_key, std::process::id());
+        let envelope = Envelope::Master {
+            master: master_key,
+            agent,
+        };
+        Ok(Varta::build(transport, envelope, Some(salt)))
+    }
+
+    /// Sends one heartbeat with `status` and an opaque `payload`, without blocking or
+    /// allocating.
+    ///
+    /// The frame carries the next nonce (1, 2, 3… per session) and the nanoseconds since
+    /// `connect`. If the kernel refuses the datagram the nonce is not consumed. After
+    /// [`Varta::set_reconnect_after`] consecutive drops that reconnecting may cure, the client
+    /// reconnects and retries the same frame once.
+    ///
+    /// Returns [`BeatOutcome::Failed`] with [`BeatError::INVALID_INPUT`] for
+    /// [`Status::Stall`] (observer-only) and sends nothing.
+    pub fn beat(&mut self, status: Status, payload: u32) -> BeatOutcome {
+        if status == Status::Stall {
+            return BeatOutcome::Failed(BeatError::INVALID_INPUT);
+        }
+        if let Err(e) = self.check_fork() {
+            return BeatOutcome::Failed(e);
+        }
+        let now = self.now();
+        match self.session.beat(status, payload, now) {
+            Ok(beat) => self.deliver(&beat),
+            Err(e) => BeatOutcome::Failed(session_error(e)),
+        }
+    }
+
+    /// Sends a terminal frame (Critical, nonce [`NONCE_TERMINAL`]): this agent is dying.
+    /// The panic hook uses it with [`PANIC_PAYLOAD`].
+    pub fn terminal(&mut self, payload: u32) -> BeatOutcome {
+        if let Err(e) = self.check_fork() {
+            return BeatOutcome::Failed(e);
+        }
+        let now = self.now();
+        match self.session.terminal(payload, now) {
+            Ok(beat) => self.deliver(&beat),
+            Err(e) => BeatOutcome::Failed(session_error(e)),
+        }
+    }
+
+    /// Announces a clean exit: a terminal frame carrying [`GOODBYE_PAYLOAD`] (see the crate
+    /// docs for the wire convention). Call it once, when the process is about to exit on
+    /// purpose; if it comes back [`BeatOutcome::Dropped`] it may be retried. Beats sent after
+    /// a goodbye make the observer see the agent again.
+    pub fn goodbye(&mut self) -> BeatOutcome {
+        if let Err(e) = self.check_fork() {
+            return BeatOutcome::Failed(e);
+        }
+        let now = self.now();
+        match self.session.goodbye(now) {
+            Ok(beat) => self.deliver(&beat),
+            Err(e) => BeatOutcome::Failed(session_error(e)),
+        }
+    }
+
+    /// Replaces the transport's connection (e.g. after the observer restarted and bound its
+    /// socket path again). The session continues: nonces do not restart.
+    ///
+    /// # Errors
+    /// Creating or connecting the new socket failed; the old one stays in place.
+    pub fn reconnect(&mut self) -> io::Result<()> {
+        self.transport.reconnect()?;
+        self.consecutive_drops = 0;
+        Ok(())
+    }
+
+    /// After `n` consecutive drops for a reason a new connection may cure
+    /// ([`DropReason::NoObserver`], [`DropReason::PeerGone`]), reconnect and retry the same
+    /// frame once, within the same `beat` call. `0` disables it; the default is
+    /// [`DEFAULT_RECONNECT_AFTER`]. A full queue never triggers a reconnect.
+    pub fn set_reconnect_after(&mut self, n: u32) {
+        self.reconnect_after = n;
+    }
+
+    /// The current [`Varta::set_reconnect_after`] value.
+    #[must_use]
+    pub const fn reconnect_after(&self) -> u32 {
+        self.reconnect_after
+    }
+
+    /// Drops in a row since the last sent beat or reconnect.
+    #[must_use]
+    pub const fn consecutive_drops(&self) -> u32 {
+        self.consecutive_drops
+    }
+
+    /// How many beats had their timestamp clamped because the clock went backwards (never,
+    /// with the monotonic clock used here; kept for API compatibility and custom clocks).
+    #[must_use]
+    pub const fn clock_regressions(&self) -> u64 {
+        self.session.clock_regressions()
+    }
+
+    /// How many times this client noticed it was running in a forked child and started a
+    /// fresh session.
+    #[must_use]
+    pub const fn fork_recoveries(&self) -> u64 {
+        self.fork_recoveries
+    }
+
+    /// The pid frames carry.
+    #[must_use]
+    pub const fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The nonce the next regular beat will carry.
+    #[must_use]
+    pub const fn next_nonce(&self) -> u64 {
+        self.session.next_nonce()
+    }
+
+    /// The transport.
+    #[must_use]
+    pub const fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// The transport, mutably.
+    pub fn transport_mut(&mut self) -> &mut T {
+        &mut self.transport
+    }
+
+    fn now(&self) -> u64 {
+        // u64 nanoseconds last 584 years; saturate rather than wrap (the session keeps the
+        // value below the reserved u64::MAX).
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    #[inline]
+    fn check_fork(&mut self) -> Result<(), BeatError> {
+        let pid = std::process::id();
+        if pid == self.pid {
+            Ok(())
+        } else {
+            self.recover_from_fork(pid)
+        }
+    }
+
+    /// We are a forked child: new pid, new session, new salt, new socket.
+    #[cold]
+    fn recover_from_fork(&mut self, pid: u32) -> Result<(), BeatError> {
+        let salt = if self.session.is_secure() {
+            // Without fresh entropy the child must not send at all: continuing the parent's
+            // IV stream would reuse AEAD nonces. Nothing changes; the next beat tries again.
+            Some(entropy::salt().map_err(|e| BeatError::from_io(&e))?)
+        } else {
+            None
+        };
+        if let Envelope::Master { master, agent } = &mut self.envelope {
+            *agent = derive_agent_key(master, pid);
+        }
+        self.session.restart(pid, salt);
+        self.pid = pid;
+        self.epoch = Instant::now();
+        self.consecutive_drops = 0;
+        self.fork_recoveries += 1;
+        // The inherited socket is shared with the parent; take our own. If that fails the
+        // inherited one still delivers, and the next curable drop reconnects again.
+        let _ = self.transport.reconnect();
+        Ok(())
+    }
+
+    /// Wraps the beat, sends it, commits on success, reconnects and retries when configured.
+    fn deliver(&mut self, beat: &Beat) -> BeatOutcome {
+        let mut buf = [0u8; MASTER_LEN];
+        let len = match self.encode(beat, &mut buf) {
+            Ok(len) => len,
+            Err(e) => return BeatOutcome::Failed(e),
+        };
+        let datagram = &buf[..len];
+        let mut outcome = self.send(datagram);
+        if let BeatOutcome::Dropped(reason) = outcome {
+            self.consecutive_drops = self.consecutive_drops.saturating_add(1);
+            if self.reconnect_after > 0
+                && reason.reconnect_may_help()
+                && self.consecutive_drops >= self.reconnect_after
+            {
+                outcome = match self.transport.reconnect() {
+                    Ok(()) => self.send(datagram),
+                    Err(e) => classify_send_error(&e),
+                };
+            }
+        }
+        if outcome == BeatOutcome::Sent {
+            self.consecutive_drops = 0;
+            // `beat` was prepared from the current state a moment ago; commit cannot find it
+            // stale. Should it ever, the state is unchanged and the next beat re-prepares.
+            let committed = self.session.commit(beat);
+            debug_assert!(committed.is_ok(), "fresh beat refused: {committed:?}");
+        }
+        outcome
+    }
+
+    fn send(&mut self, datagram: &[u8]) -> BeatOutcome {
+        match self.transport.send(datagram) {
+            Ok(()) => BeatOutcome::Sent,
+            Err(e) => classify_send_error(&e),
+        }
+    }
+
+    fn encode(&self, beat: &Beat, buf: &mut [u8; MASTER_LEN]) -> Result<usize, BeatError> {
+        match &self.envelope {
+            Envelope::Plain => {
+                let out: &mut [u8; FRAME_LEN] = (&mut buf[..FRAME_LEN])
+                    .try_into()
+                    .map_err(|_| BeatError::INVALID_INPUT)?;
+                beat.frame().emit_into(out);
+                Ok(FRAME_LEN)
+            }
+            Envelope::Shared(key) => {
+                let d = beat.seal_shared(key).map_err(session_error)?;
+                buf[..d.0.len()].copy_from_slice(&d.0);
+                Ok(d.0.len())
+            }
+            Envelope::Master { agent, .. } => {
+                let d = beat.seal_master(agent).map_err(session_error)?;
+                buf.copy_from_slice(&d.0);
+                Ok(d.0.len())
+            }
+        }
+    }
+}
