@@ -57,6 +57,12 @@ impl Clock {
         (self.ticks / hz) * 1_000_000 + (self.ticks % hz) * 1_000_000 / hz
     }
 
+    /// Nanoseconds elapsed up to the last reading (rounded down); VLP's sender timestamp.
+    pub const fn nanos(&self) -> u64 {
+        let hz = self.hz as u64;
+        (self.ticks / hz) * 1_000_000_000 + (self.ticks % hz) * 1_000_000_000 / hz
+    }
+
     /// Feeds a new counter reading and returns the time as smoltcp's [`Instant`].
     pub fn instant(&mut self, raw: u32) -> Instant {
         self.update(raw);
@@ -75,6 +81,9 @@ mod tests {
         assert_eq!(c.update(1_000), 0);
         assert_eq!(c.update(26_000), 25_000);
         assert_eq!(c.micros(), 1_000);
+        assert_eq!(c.nanos(), 1_000_000);
+        c.update(26_001);
+        assert_eq!(c.nanos(), 1_000_040, "one tick is 40 ns at 25 MHz");
     }
 
     #[test]
@@ -104,6 +113,7 @@ mod tests {
         }
         assert_eq!(c.ticks(), target);
         assert_eq!(c.micros(), 200 * 86_400 * 1_000_000);
+        assert_eq!(c.nanos(), 200 * 86_400 * 1_000_000_000);
     }
 
     #[test]

@@ -7,14 +7,18 @@
 //! * [`clock`]: smoltcp time from the controller's 25 MHz free-running counter;
 //! * [`net`]: smoltcp set up for QEMU's user-mode network (10.0.2.15/24, gateway 10.0.2.2,
 //!   which forwards to the host's loopback);
-//! * [`args`]: run-time arguments from the host over semihosting.
+//! * [`args`]: run-time arguments from the host over semihosting;
+//! * [`board`]: all of the above brought up together on the MPS2 board;
+//! * [`app`]: the sending loop the binaries share.
 //!
 //! The binaries in `src/bin` tie them together; `run-e2e.sh` boots them under QEMU against a
 //! listener on the host. The library builds for the host too, so its logic is unit-tested there
 //! (`cargo test --lib` with the host toolchain; see `run-e2e.sh`).
 #![cfg_attr(not(test), no_std)]
 
+pub mod app;
 pub mod args;
+pub mod board;
 pub mod clock;
 pub mod lan9118;
 pub mod net;
