@@ -1,0 +1,385 @@
+//! The agent: one `vlp-core` session plus its key, sans-I/O at the core and with thin
+//! `try_*` (non-blocking) and async shells over a [`Transport`] / [`AsyncTransport`].
+//!
+//! Every send is *prepare → hand to the transport → commit on success*
+//! ([`Session::commit`]): a datagram the stack refused consumes neither its frame nonce nor its
+//! AEAD counter, and the retry sends the same nonce under the same IV (safe: nothing left the
+//! device). A datagram the stack *accepted* is committed even if it is later lost on the wire.
+
+use vlp_core::envelope::{Key, MASTER_LEN, SHARED_LEN};
+use vlp_core::kdf::derive_agent_key;
+use vlp_core::{Beat, Session, Status, FRAME_LEN};
+
+use crate::entropy::{self, SALT_LEN};
+use crate::error::Error;
+use crate::transport::{AsyncTransport, Transport};
+
+/// The largest datagram an agent emits (a master-key datagram).
+pub const MAX_DATAGRAM_LEN: usize = MASTER_LEN;
+
+/// How an agent's frames go on the wire (VLP §1, §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Security {
+    /// 32-byte plain frames.
+    Plain,
+    /// 60-byte datagrams sealed with a key shared by every agent.
+    Shared,
+    /// 64-byte datagrams sealed with the agent key derived from a master key and the pid.
+    Master,
+}
+
+impl Security {
+    /// The datagram length of this mode.
+    #[must_use]
+    pub const fn datagram_len(self) -> usize {
+        match self {
+            Security::Plain => FRAME_LEN,
+            Security::Shared => SHARED_LEN,
+            Security::Master => MASTER_LEN,
+        }
+    }
+}
+
+/// A datagram on the caller's stack: at most [`MAX_DATAGRAM_LEN`] bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Datagram {
+    buf: [u8; MAX_DATAGRAM_LEN],
+    len: u8,
+}
+
+impl Datagram {
+    // Fixed-size copies: the lengths are compile-time constants, so no bounds-check panic
+    // path is linked.
+    fn from_array<const N: usize>(bytes: &[u8; N]) -> Datagram {
+        const { assert!(N <= MAX_DATAGRAM_LEN) };
+        let mut buf = [0u8; MAX_DATAGRAM_LEN];
+        buf[..N].copy_from_slice(bytes);
+        Datagram {
+            buf,
+            // N ≤ 64 by the assertion above.
+            len: N as u8,
+        }
+    }
+
+    /// The bytes to send.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        // `len` ≤ 64 by construction; `get` keeps the panic path out of the binary.
+        self.buf.get(..usize::from(self.len)).unwrap_or(&self.buf)
+    }
+}
+
+impl core::fmt::Debug for Datagram {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Datagram").field("len", &self.len).finish()
+    }
+}
+
+/// A beat ready to send: the datagram and what [`Agent::commit`] needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prepared {
+    beat: Beat,
+    datagram: Datagram,
+}
+
+impl Prepared {
+    /// The bytes to hand to the stack.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        self.datagram.as_bytes()
+    }
+
+    /// The `vlp-core` beat (frame and IV).
+    #[must_use]
+    pub const fn beat(&self) -> &Beat {
+        &self.beat
+    }
+}
+
+/// What to send: a regular beat, a terminal frame, or a goodbye.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Kind {
+    /// A regular beat with this status and payload.
+    Beat(Status, u32),
+    /// A terminal frame (Critical, terminal nonce): the device is dying; the payload says why.
+    Terminal(u32),
+    /// An announced clean exit (a terminal frame carrying `GOODBYE_PAYLOAD`).
+    Goodbye,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyState {
+    /// Plain agent: `key` unused.
+    None,
+    /// `key` is the shared key.
+    Shared,
+    /// `key` is still the master key; [`Agent::start`] derives the agent key.
+    MasterUnderived,
+    /// `key` is the agent key derived from the master key and the pid.
+    MasterDerived,
+}
+
+/// A heartbeat agent: one VLP session and its key. Lives in a `static` (its constructors are
+/// `const`), on a task's stack, or in a [`crate::GlobalAgent`].
+///
+/// Secure agents must be [`Agent::start`]ed with a fresh session salt at every boot before
+/// they beat (see [`crate::entropy`]); plain agents may beat at once.
+pub struct Agent {
+    session: Session,
+    key: Key,
+    key_state: KeyState,
+    started: bool,
+}
+
+impl core::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Agent")
+            .field("pid", &self.session.pid())
+            .field("security", &self.security())
+            .field("started", &self.started)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Agent {
+    /// A plain-frame agent with identity `pid` (≥ 2, VLP §2 rule 6). Ready at once.
+    #[must_use]
+    pub const fn plain(pid: u32) -> Agent {
+        Agent {
+            session: Session::plain(pid),
+            key: Key::from_bytes([0; 32]),
+            key_state: KeyState::None,
+            started: true,
+        }
+    }
+
+    /// A shared-key agent (60-byte datagrams). Call [`Agent::start`] before beating.
+    #[must_use]
+    pub const fn shared(pid: u32, key: Key) -> Agent {
+        Agent {
+            session: Session::plain(pid),
+            key,
+            key_state: KeyState::Shared,
+            started: false,
+        }
+    }
+
+    /// A master-key agent (64-byte datagrams). [`Agent::start`] derives the agent key once
+    /// (HKDF, VLP §4) and overwrites the master key with it, so the master key does not stay
+    /// in RAM.
+    #[must_use]
+    pub const fn master(pid: u32, master_key: Key) -> Agent {
+        Agent {
+            session: Session::plain(pid),
+            key: master_key,
+            key_state: KeyState::MasterUnderived,
+            started: false,
+        }
+    }
+
+    /// Starts (or restarts) the session with a fresh salt: nonces from 1, a new IV sequence.
+    /// Call once per boot, before the first beat, with a salt from [`crate::entropy`]. Plain
+    /// agents restart their nonce sequence and ignore the salt.
+    pub fn start(&mut self, salt: [u8; SALT_LEN]) {
+        let pid = self.session.pid();
+        if self.key_state == KeyState::MasterUnderived {
+            self.key = derive_agent_key(&self.key, pid);
+            self.key_state = KeyState::MasterDerived;
+        }
+        let salt = if self.key_state == KeyState::None {
+            None
+        } else {
+            Some(salt)
+        };
+        self.session.restart(pid, salt);
+        self.started = true;
+        #[cfg(feature = "defmt")]
+        defmt::debug!("varta: agent {=u32} started", pid);
+    }
+
+    /// [`Agent::start`] with a salt drawn from `rng`.
+    ///
+    /// # Errors
+    /// [`Error::Entropy`] if the RNG fails; the agent is then unchanged.
+    pub fn start_with_rng<R: rand_core::TryCryptoRng + ?Sized>(
+        &mut self,
+        rng: &mut R,
+    ) -> Result<(), Error> {
+        let salt = entropy::salt_from_rng(rng)?;
+        self.start(salt);
+        Ok(())
+    }
+
+    /// [`Agent::start`] with a salt drawn from `rng` and mixed with a persisted boot counter
+    /// ([`entropy::salt_with_boot_counter`]).
+    ///
+    /// # Errors
+    /// [`Error::Entropy`] if the RNG fails; the agent is then unchanged.
+    pub fn start_with_boot_counter<R: rand_core::TryCryptoRng + ?Sized>(
+        &mut self,
+        rng: &mut R,
+        boot_count: u32,
+    ) -> Result<(), Error> {
+        let salt = entropy::salt_with_boot_counter(rng, boot_count)?;
+        self.start(salt);
+        Ok(())
+    }
+
+    /// The agent's identity.
+    #[must_use]
+    pub const fn pid(&self) -> u32 {
+        self.session.pid()
+    }
+
+    /// The frame format.
+    #[must_use]
+    pub const fn security(&self) -> Security {
+        match self.key_state {
+            KeyState::None => Security::Plain,
+            KeyState::Shared => Security::Shared,
+            KeyState::MasterUnderived | KeyState::MasterDerived => Security::Master,
+        }
+    }
+
+    /// Whether the agent may beat (plain, or secure and started).
+    #[must_use]
+    pub const fn is_started(&self) -> bool {
+        self.started
+    }
+
+    /// The session (nonce, IV sequence), read-only.
+    #[must_use]
+    pub const fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Prepares `kind` at sender time `now` (any monotonic tick; VLP timestamps are opaque to
+    /// the observer) without changing the agent.
+    ///
+    /// # Errors
+    /// [`Error::NotStarted`]; [`Error::Session`] for a Stall status, a reserved pid or IV
+    /// exhaustion.
+    pub fn prepare(&self, kind: Kind, now: u64) -> Result<Prepared, Error> {
+        if !self.started {
+            return Err(Error::NotStarted);
+        }
+        let beat = match kind {
+            Kind::Beat(status, payload) => self.session.beat(status, payload, now),
+            Kind::Terminal(payload) => self.session.terminal(payload, now),
+            Kind::Goodbye => self.session.goodbye(now),
+        }?;
+        let datagram = match self.key_state {
+            KeyState::None => Datagram::from_array(&beat.emit()),
+            KeyState::Shared => Datagram::from_array(&beat.seal_shared(&self.key)?.0),
+            KeyState::MasterDerived => Datagram::from_array(&beat.seal_master(&self.key)?.0),
+            // `started` is only set by `start`, which derives the key first.
+            KeyState::MasterUnderived => return Err(Error::NotStarted),
+        };
+        Ok(Prepared { beat, datagram })
+    }
+
+    /// Records that `prepared` was accepted by the transport.
+    ///
+    /// # Errors
+    /// [`Error::Session`] with [`vlp_core::SessionError::StaleBeat`] if another beat was committed
+    /// since `prepared` was made; nothing changes then.
+    pub fn commit(&mut self, prepared: &Prepared) -> Result<(), Error> {
+        self.session.commit(&prepared.beat).map_err(Error::Session)
+    }
+
+    /// Consumes the current nonce and IV without sending anything. Used before a last-gasp
+    /// frame when a prepared beat may be in flight (see [`crate::GlobalAgent`]), so the two
+    /// can never share an IV.
+    ///
+    /// # Errors
+    /// As [`Agent::prepare`].
+    pub fn burn(&mut self, now: u64) -> Result<(), Error> {
+        let p = self.prepare(Kind::Beat(Status::Ok, 0), now)?;
+        self.commit(&p)
+    }
+
+    /// Prepares `kind`, hands it to `transport` without blocking, and commits it if taken.
+    ///
+    /// # Errors
+    /// [`Error::Send`] with the stack's refusal ([`crate::StackError::WouldBlock`]: poll the
+    /// stack and retry; the retry reuses the same nonce and IV); errors of
+    /// [`Agent::prepare`]. On error nothing was consumed.
+    pub fn try_send<T: Transport + ?Sized>(
+        &mut self,
+        transport: &mut T,
+        kind: Kind,
+        now: u64,
+    ) -> Result<(), Error> {
+        let p = self.prepare(kind, now)?;
+        match transport.try_send(p.as_bytes()) {
+            Ok(()) => self.commit(&p),
+            Err(e) => {
+                #[cfg(feature = "defmt")]
+                defmt::debug!("varta: send refused: {}", e);
+                Err(Error::Send(e))
+            }
+        }
+    }
+
+    /// A regular beat through [`Agent::try_send`].
+    ///
+    /// # Errors
+    /// As [`Agent::try_send`].
+    pub fn try_beat<T: Transport + ?Sized>(
+        &mut self,
+        transport: &mut T,
+        status: Status,
+        payload: u32,
+        now: u64,
+    ) -> Result<(), Error> {
+        self.try_send(transport, Kind::Beat(status, payload), now)
+    }
+
+    /// Prepares `kind`, awaits `transport`, and commits it if sent.
+    ///
+    /// Cancel safety: dropping the future before the transport finished leaves the agent
+    /// unchanged; the next send reuses the nonce and IV, which is only safe if the dropped
+    /// send did not reach the wire (true of embassy-net and embedded-nal-async sends, which
+    /// complete in one poll once buffer space exists).
+    ///
+    /// # Errors
+    /// As [`Agent::try_send`].
+    pub async fn send<T: AsyncTransport + ?Sized>(
+        &mut self,
+        transport: &mut T,
+        kind: Kind,
+        now: u64,
+    ) -> Result<(), Error> {
+        let p = self.prepare(kind, now)?;
+        match transport.send(p.as_bytes()).await {
+            Ok(()) => self.commit(&p),
+            Err(e) => {
+                #[cfg(feature = "defmt")]
+                defmt::debug!("varta: send refused: {}", e);
+                Err(Error::Send(e))
+            }
+        }
+    }
+
+    /// A regular beat through [`Agent::send`].
+    ///
+    /// # Errors
+    /// As [`Agent::send`].
+    pub async fn beat<T: AsyncTransport + ?Sized>(
+        &mut self,
+        transport: &mut T,
+        status: Status,
+        payload: u32,
+        now: u64,
+    ) -> Result<(), Error> {
+        self.send(transport, Kind::Beat(status, payload), now).await
+    }
+
+    /// Test hook: the IV sequence, to jump its counter.
+    #[doc(hidden)]
+    pub fn session_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
+}
