@@ -143,10 +143,8 @@ impl BeatError {
 
 impl fmt::Display for BeatError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.errno {
-            Some(code) => write!(f, "{} (os error {code})", self.to_io_error()),
-            None => write!(f, "{}", self.to_io_error()),
-        }
+        // io::Error's Display already names the errno ("... (os error 22)").
+        write!(f, "{}", self.to_io_error())
     }
 }
 
