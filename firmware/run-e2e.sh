@@ -5,6 +5,8 @@
 #
 #   udp-probe  text datagrams: the network path alone (LAN9118 + smoltcp + QEMU's slirp)
 #   vlp-plain  VLP v0.2 plain frames from vlp-core's sender session, checked field by field
+#   vlp-secure VLP v0.2 master-key datagrams, opened on the host with an independent
+#              ChaCha20-Poly1305 / HKDF-SHA256 (python3-cryptography) and checked likewise
 #
 # Usage: firmware/run-e2e.sh [CASE...]   (default: all; installs missing Debian packages)
 # Env:   E2E_COUNT (datagrams per case, default 5), E2E_TIMEOUT (seconds per QEMU run, default 30)
@@ -15,9 +17,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/scripts/toolchain.sh"
 COUNT="${E2E_COUNT:-5}"
 TIMEOUT="${E2E_TIMEOUT:-30}"
 CASES=("$@")
-((${#CASES[@]})) || CASES=(udp-probe vlp-plain)
+((${#CASES[@]})) || CASES=(udp-probe vlp-plain vlp-secure)
 # The device id the vlp cases are told to use (any value but 0 and 1).
 PID=305419896
+# A master key for this run, and the per-boot entropy the board would take from its TRNG
+# (QEMU's MPS2 has none): both fresh per run.
+KEY="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
+SALT="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 
 fw_ensure_packages
 fw_log "e2e: building firmware (release)"
@@ -42,7 +48,7 @@ run_case() {
     local elf="$FW_DIR/target/$FW_TARGET/release/$bin"
     rm -f "$WORK/port"
     python3 "$FW_DIR/scripts/listener.py" "$WORK/port" "$kind" "$COUNT" --pid "$PID" \
-        --timeout "$((TIMEOUT + 5))" >"$WORK/listener.log" 2>&1 &
+        --key "$KEY" --salt "$SALT" --timeout "$((TIMEOUT + 5))" >"$WORK/listener.log" 2>&1 &
     LISTENER_PID=$!
     for _ in $(seq 100); do
         [[ -s "$WORK/port" ]] && break
@@ -83,6 +89,10 @@ for c in "${CASES[@]}"; do
     case "$c" in
         udp-probe) run_case udp-probe text && passed=$((passed + 1)) || failed=$((failed + 1)) ;;
         vlp-plain) run_case vlp-plain vlp-plain "pid=$PID" && passed=$((passed + 1)) || failed=$((failed + 1)) ;;
+        vlp-secure)
+            run_case vlp-secure vlp-master "pid=$PID" "key=$KEY" "salt=$SALT" &&
+                passed=$((passed + 1)) || failed=$((failed + 1))
+            ;;
         *) fw_log "e2e: unknown case $c"; failed=$((failed + 1)) ;;
     esac
 done

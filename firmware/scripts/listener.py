@@ -8,9 +8,16 @@ COUNT datagrams of the expected kind and checks each one:
   vlp-plain  VLP v0.2 plain frames (32 bytes): magic, version, CRC-32C, status Ok, the given
              pid, nonces 1..=COUNT in order, timestamps never decreasing and not u64::MAX
 
+  vlp-master VLP v0.2 master-key datagrams (64 bytes): the clear pid is the given one, the
+             tag verifies under the agent key HKDF-derived from --key and the pid, the IV
+             prefix is the one HKDF-derived from --salt, counters 1..=COUNT in order, and the
+             opened frame passes the vlp-plain checks with the same pid
+
 Exits 0 when all arrived and passed, 1 on the first bad datagram or at the timeout.
 """
 import argparse
+import hashlib
+import hmac
 import os
 import socket
 import struct
@@ -29,6 +36,12 @@ def crc32c(data: bytes) -> int:
 
 
 assert crc32c(b"") == 0 and crc32c(b"a") == 0xC1D04330 and crc32c(b"123456789") == 0xE3069283
+
+
+def hkdf_sha256(ikm: bytes, info: bytes, length: int) -> bytes:
+    # RFC 5869 with an empty salt (VLP v0.2 section 4); lengths here fit one block.
+    prk = hmac.new(b"\0" * 32, ikm, hashlib.sha256).digest()
+    return hmac.new(prk, info + b"\x01", hashlib.sha256).digest()[:length]
 
 
 class Text:
@@ -81,15 +94,59 @@ class VlpPlain:
         return self.next_nonce == self.count + 1
 
 
+class VlpMaster:
+    def __init__(self, count, pid, key_hex, salt_hex):
+        # Imported here so the other kinds run without python3-cryptography.
+        from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+        self.count, self.pid = count, pid
+        agent_key = hkdf_sha256(bytes.fromhex(key_hex), b"varta-agent-v1\0" + struct.pack("<I", pid), 32)
+        self.aead = ChaCha20Poly1305(agent_key)
+        self.iv_random = hkdf_sha256(bytes.fromhex(salt_hex), b"varta-iv-prefix-v1\0" + struct.pack("<I", 0), 8)
+        self.next_counter = 1
+        self.frames = VlpPlain(count, pid)
+
+    def check(self, data):
+        from cryptography.exceptions import InvalidTag
+
+        if len(data) != 64:
+            return f"{len(data)} bytes, a master-key datagram has 64"
+        (pid,) = struct.unpack_from("<I", data, 0)
+        if pid != self.pid:
+            return f"clear pid {pid}, expected {self.pid}"
+        iv_random, (counter,) = data[4:12], struct.unpack_from("<I", data, 12)
+        if iv_random != self.iv_random:
+            return f"IV prefix {iv_random.hex()}, expected {self.iv_random.hex()} from the salt"
+        if counter != self.next_counter:
+            return f"IV counter {counter}, expected {self.next_counter}"
+        try:
+            frame = self.aead.decrypt(data[4:16], data[16:64], data[0:4])
+        except InvalidTag:
+            return "tag does not verify under the agent key"
+        print(f"listener:   opened: iv {iv_random.hex()}/{counter}")
+        self.next_counter += 1
+        return self.frames.check(frame)
+
+    def done(self):
+        return self.frames.done()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("port_file")
-    ap.add_argument("kind", choices=["text", "vlp-plain"])
+    ap.add_argument("kind", choices=["text", "vlp-plain", "vlp-master"])
     ap.add_argument("count", type=int)
     ap.add_argument("--pid", type=int, default=0)
+    ap.add_argument("--key", default="", help="master key, hex (vlp-master)")
+    ap.add_argument("--salt", default="", help="session salt, hex (vlp-master)")
     ap.add_argument("--timeout", type=float, default=30.0)
     args = ap.parse_args()
-    checker = Text(args.count) if args.kind == "text" else VlpPlain(args.count, args.pid)
+    if args.kind == "text":
+        checker = Text(args.count)
+    elif args.kind == "vlp-plain":
+        checker = VlpPlain(args.count, args.pid)
+    else:
+        checker = VlpMaster(args.count, args.pid, args.key, args.salt)
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))

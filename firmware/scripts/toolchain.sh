@@ -4,7 +4,7 @@
 
 FW_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 FW_TARGET=thumbv7em-none-eabihf
-FW_PACKAGES=(rustc-web cargo-web rust-web-src rust-web-clippy binutils-arm-none-eabi qemu-system-arm python3)
+FW_PACKAGES=(rustc-web cargo-web rust-web-src rust-web-clippy binutils-arm-none-eabi qemu-system-arm python3 python3-cryptography)
 
 fw_log() { printf '%s\n' "$*" >&2; }
 

@@ -17,6 +17,22 @@ pub fn find_u32(cmdline: &str, key: &str) -> Option<u32> {
     find(cmdline, key)?.parse().ok()
 }
 
+/// The value of `key` as exactly `N` bytes of hex (either case); `None` when absent, of
+/// another length, or not hex.
+pub fn find_hex<const N: usize>(cmdline: &str, key: &str) -> Option<[u8; N]> {
+    let text = find(cmdline, key)?.as_bytes();
+    if text.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+        let hi = char::from(pair[0]).to_digit(16)?;
+        let lo = char::from(pair[1]).to_digit(16)?;
+        *byte = (hi << 4 | lo) as u8; // two hex digits: < 256
+    }
+    Some(out)
+}
+
 /// Reads the semihosting command line into `buf`; `None` when the host gives none or it is
 /// not UTF-8.
 #[cfg(all(target_arch = "arm", target_os = "none"))]
@@ -51,6 +67,18 @@ mod tests {
         assert_eq!(find_u32(cmd, "count"), Some(5));
         assert_eq!(find(cmd, "udp-probe"), None);
         assert_eq!(find(cmd, "missing"), None);
+    }
+
+    #[test]
+    fn decodes_hex_of_the_exact_length() {
+        let cmd = "salt=00ff10Ab key=0";
+        assert_eq!(find_hex::<4>(cmd, "salt"), Some([0x00, 0xFF, 0x10, 0xAB]));
+        assert_eq!(find_hex::<3>(cmd, "salt"), None, "too long");
+        assert_eq!(find_hex::<5>(cmd, "salt"), None, "too short");
+        assert_eq!(find_hex::<1>("salt=0g", "salt"), None, "not hex");
+        assert_eq!(find_hex::<1>("salt=+1", "salt"), None, "not hex");
+        assert_eq!(find_hex::<1>(cmd, "key"), None, "odd length");
+        assert_eq!(find_hex::<1>(cmd, "iv"), None, "absent");
     }
 
     #[test]
