@@ -130,6 +130,14 @@ impl IvSequence {
     pub fn set_counter(&mut self, counter: u32) {
         self.counter = counter;
     }
+
+    /// Test and simulation hook: jump to prefix `index` (re-deriving `iv_random`), keeping the
+    /// counter; lets tests reach the end of the IV space.
+    #[doc(hidden)]
+    pub fn set_prefix_index(&mut self, index: u32) {
+        self.index = index;
+        self.random = derive_iv_prefix(&self.salt, index);
+    }
 }
 
 /// A prepared beat: the frame and, for secure sessions, the IV it must be sealed with.
