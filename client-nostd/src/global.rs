@@ -227,7 +227,7 @@ pub fn panic_payload(info: &core::panic::PanicInfo<'_>) -> u32 {
 ///
 /// `now` is the caller's tick at panic time (read a hardware timer; no clock is read here).
 ///
-/// ```ignore
+/// ```text
 /// static AGENT: GlobalAgent = GlobalAgent::new();
 ///
 /// #[panic_handler]

@@ -1,6 +1,6 @@
 //! The blocking / `nb` form over embedded-nal's [`UdpClientStack`].
 //!
-//! ```ignore
+//! ```text
 //! let mut socket = nal::connect(&mut stack, observer)?;
 //! let mut t = NalTransport::new(&mut stack, &mut socket);
 //! nb::block!(nal::nb_result(agent.try_beat(&mut t, Status::Ok, 0, now)))?; // or handle WouldBlock
