@@ -43,7 +43,7 @@ fn main() -> ! {
     let mut cmd_buf = [0u8; 256];
     let cmd = args::cmdline(&mut cmd_buf).unwrap_or("");
     let Some(port) = args::find_u32(cmd, "port").and_then(|p| u16::try_from(p).ok()) else {
-        fail(format_args!("udp-probe: missing or bad port=N in {cmd:?}"));
+        fail(format_args!("udp-probe: missing or bad port=N"));
     };
     let count = args::find_u32(cmd, "count").unwrap_or(5);
     let interval = args::find_u32(cmd, "interval_ms").unwrap_or(20);
