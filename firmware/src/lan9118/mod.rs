@@ -22,7 +22,8 @@
 //! * The TX FIFO takes command A, command B, then the frame without FCS (the MAC appends it).
 //! * `FREE_RUN` is a free-running 32-bit counter at 25 MHz; it wraps every ~171.8 s. In QEMU
 //!   it is derived from the virtual clock (host time while the guest runs, or instruction
-//!   counts under `-icount`).
+//!   counts under `-icount`), and a soft reset restarts it from 0: start a
+//!   [`Clock`](crate::clock::Clock) after [`Lan9118::init`], not before.
 
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
