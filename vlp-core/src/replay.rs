@@ -141,6 +141,12 @@ impl ReplayWindow {
         Ok(())
     }
 
+    /// The highest counter committed on the current stream (0 before any commit).
+    #[must_use]
+    pub const fn highest(&self) -> u32 {
+        self.highest
+    }
+
     /// The stream (`iv_random`) the window currently follows, if any.
     #[must_use]
     pub const fn stream(&self) -> Option<[u8; 8]> {

@@ -1,0 +1,365 @@
+//! The agent table: a slab of fixed-size entries, a compact hash index over it, and three
+//! intrusive deadline lists threaded through the slab.
+//!
+//! Memory per agent is one [`Agent`] (96 bytes, pinned by a `const` assertion) plus one `u32`
+//! bucket and one control byte of the hash index (about 10 bytes at hashbrown's load factor).
+//! The index stores only slot numbers: the key lives once, in the slab entry.
+//!
+//! With one global threshold, an agent's stall deadline is `last_beat + threshold`, and
+//! `last_beat` is the (monotonic) time its last beat was accepted; appending an agent to the
+//! tail of the `alive` list whenever it beats therefore keeps the list sorted by deadline, and
+//! the earliest deadline is always at its head: O(1) per beat, O(1) per fired deadline. The
+//! `stalled` list is filled in stall order, which is `last_beat` order, so its eviction
+//! deadlines (`last_beat + threshold + evict_after`) are sorted too; the `dead` list is filled
+//! at death time (`last_beat` = time of the terminal frame), sorted the same way.
+
+use hashbrown::HashTable;
+use vlp_core::{ReplayWindow, Status};
+
+use super::{AgentId, Listener, Nanos};
+
+/// "No slot" in the intrusive links.
+pub(crate) const NIL: u32 = u32::MAX;
+
+/// Lifecycle of a slab entry (low bits of [`Agent::bits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Phase {
+    /// On the free list.
+    Free = 0,
+    /// Beating; on the `alive` list.
+    Alive = 1,
+    /// Silent for the threshold; on the `stalled` list.
+    Stalled = 2,
+    /// Terminal frame seen (crash); on the `dead` list.
+    DeadCrash = 3,
+    /// Goodbye seen (clean exit); on the `dead` list.
+    DeadClean = 4,
+}
+
+const PHASE_MASK: u8 = 0b0000_0111;
+/// The agent speaks through a secure listener: its window and stream fields are live.
+const FLAG_SECURE: u8 = 0b0000_1000;
+/// `retired` holds the stream of the agent's previous session.
+const FLAG_RETIRED: u8 = 0b0001_0000;
+
+/// One tracked agent. Kept at 96 bytes: see the module docs.
+#[derive(Debug, Clone)]
+pub(crate) struct Agent {
+    /// Replay window over the current AEAD stream (secure agents only).
+    pub window: ReplayWindow,
+    /// Nonce of the last accepted regular (non-terminal) beat of the current session.
+    pub last_nonce: u64,
+    /// Sender timestamp of the last accepted frame (terminal included) of the session.
+    pub last_ts: u64,
+    /// Observer time the last beat (or terminal frame) was accepted; orders the lists.
+    pub last_beat: Nanos,
+    /// Frames accepted from this identity, across sessions.
+    pub beats: u64,
+    /// `iv_random` of the previous session, refused if it reappears (replayed old stream).
+    pub retired: [u8; 8],
+    /// The agent's pid (frame pid, attested for Unix).
+    pub pid: u32,
+    /// Previous entry on this entry's list.
+    pub prev: u32,
+    /// Next entry on this entry's list, or next free slot.
+    pub next: u32,
+    /// Stall events raised for this identity.
+    pub stalls: u32,
+    /// Payload of the last accepted frame.
+    pub payload: u32,
+    /// 0 = Unix, n + 1 = UDP listener n.
+    pub listener: u16,
+    /// Last wire status.
+    pub status: u8,
+    /// [`Phase`] in the low bits, flags above.
+    pub bits: u8,
+}
+
+const _: () = assert!(core::mem::size_of::<Agent>() <= 96);
+
+impl Agent {
+    pub(crate) const EMPTY: Agent = Agent {
+        window: ReplayWindow::new(),
+        last_nonce: 0,
+        last_ts: 0,
+        last_beat: 0,
+        beats: 0,
+        retired: [0; 8],
+        pid: 0,
+        prev: NIL,
+        next: NIL,
+        stalls: 0,
+        payload: 0,
+        listener: 0,
+        status: 0,
+        bits: 0,
+    };
+
+    pub(crate) fn phase(&self) -> Phase {
+        match self.bits & PHASE_MASK {
+            1 => Phase::Alive,
+            2 => Phase::Stalled,
+            3 => Phase::DeadCrash,
+            4 => Phase::DeadClean,
+            _ => Phase::Free,
+        }
+    }
+
+    pub(crate) fn set_phase(&mut self, p: Phase) {
+        self.bits = (self.bits & !PHASE_MASK) | p as u8;
+    }
+
+    pub(crate) fn is_dead(&self) -> bool {
+        matches!(self.phase(), Phase::DeadCrash | Phase::DeadClean)
+    }
+
+    pub(crate) fn secure(&self) -> bool {
+        self.bits & FLAG_SECURE != 0
+    }
+
+    pub(crate) fn set_secure(&mut self) {
+        self.bits |= FLAG_SECURE;
+    }
+
+    pub(crate) fn retired(&self) -> Option<[u8; 8]> {
+        (self.bits & FLAG_RETIRED != 0).then_some(self.retired)
+    }
+
+    pub(crate) fn set_retired(&mut self, stream: [u8; 8]) {
+        self.retired = stream;
+        self.bits |= FLAG_RETIRED;
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        Status::from_u8(self.status).unwrap_or(Status::Ok)
+    }
+
+    pub(crate) fn id(&self) -> AgentId {
+        AgentId {
+            listener: listener_of(self.listener),
+            pid: self.pid,
+        }
+    }
+
+    pub(crate) fn tag(&self) -> u64 {
+        tag(self.listener, self.pid)
+    }
+}
+
+/// The listener code stored in an [`Agent`]: 0 = Unix, n + 1 = UDP listener n. `None` for UDP
+/// listener numbers that do not fit (the tracker refuses those as unknown listeners).
+pub(crate) fn listener_code(l: Listener) -> Option<u16> {
+    match l {
+        Listener::Unix => Some(0),
+        Listener::Udp(n) => u16::try_from(n).ok().and_then(|n| n.checked_add(1)),
+    }
+}
+
+fn listener_of(code: u16) -> Listener {
+    match code {
+        0 => Listener::Unix,
+        n => Listener::Udp(usize::from(n - 1)),
+    }
+}
+
+/// The index key of an identity.
+pub(crate) fn tag(listener: u16, pid: u32) -> u64 {
+    (u64::from(listener) << 32) | u64::from(pid)
+}
+
+/// Which deadline list an entry is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ListId {
+    Alive = 0,
+    Stalled = 1,
+    Dead = 2,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct List {
+    head: u32,
+    tail: u32,
+}
+
+impl List {
+    const EMPTY: List = List {
+        head: NIL,
+        tail: NIL,
+    };
+}
+
+/// Slab + index + lists. Every operation is O(1) (amortised for growth of the slab and the
+/// index, which happens only when a new agent is admitted).
+pub(crate) struct Table {
+    pub slab: Vec<Agent>,
+    index: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
+    free: u32,
+    lists: [List; 3],
+    len: usize,
+    capacity: usize,
+}
+
+impl Table {
+    /// Room for `capacity` agents; memory is reserved as agents arrive, not up front.
+    pub(crate) fn new(capacity: usize) -> Table {
+        let initial = capacity.min(1024);
+        Table {
+            slab: Vec::with_capacity(initial),
+            index: HashTable::with_capacity(initial),
+            hasher: foldhash::fast::RandomState::default(),
+            free: NIL,
+            lists: [List::EMPTY; 3],
+            len: 0,
+            capacity,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub(crate) fn is_full(&self) -> bool {
+        self.len >= self.capacity
+    }
+
+    fn hash(&self, tag: u64) -> u64 {
+        use core::hash::BuildHasher;
+        self.hasher.hash_one(tag)
+    }
+
+    /// The slot of identity `tag`.
+    pub(crate) fn find(&self, tag: u64) -> Option<u32> {
+        let slab = &self.slab;
+        self.index
+            .find(self.hash(tag), |&s| slab[s as usize].tag() == tag)
+            .copied()
+    }
+
+    /// Takes a free slot (or grows the slab), resets it to `agent` and indexes it. The caller
+    /// checked [`Table::is_full`] and that the identity is not present.
+    pub(crate) fn insert(&mut self, agent: Agent) -> u32 {
+        let slot = if self.free != NIL {
+            let s = self.free;
+            self.free = self.slab[s as usize].next;
+            self.slab[s as usize] = agent;
+            s
+        } else {
+            let s = u32::try_from(self.slab.len()).unwrap_or(NIL);
+            debug_assert!(s != NIL, "capacity is clamped below u32::MAX");
+            self.slab.push(agent);
+            s
+        };
+        let h = self.hash(self.slab[slot as usize].tag());
+        let Table {
+            index,
+            slab,
+            hasher,
+            ..
+        } = self;
+        index.insert_unique(h, slot, |&s| {
+            use core::hash::BuildHasher;
+            hasher.hash_one(slab[s as usize].tag())
+        });
+        self.len += 1;
+        slot
+    }
+
+    /// Unlinks `slot` from its list, de-indexes it and puts it on the free list.
+    pub(crate) fn remove(&mut self, slot: u32) {
+        self.unlink(slot);
+        let tag = self.slab[slot as usize].tag();
+        let h = self.hash(tag);
+        let slab = &self.slab;
+        if let Ok(e) = self.index.find_entry(h, |&s| slab[s as usize].tag() == tag) {
+            e.remove();
+        }
+        let a = &mut self.slab[slot as usize];
+        a.set_phase(Phase::Free);
+        a.next = self.free;
+        a.prev = NIL;
+        self.free = slot;
+        self.len -= 1;
+    }
+
+    fn list_of(&self, slot: u32) -> Option<ListId> {
+        match self.slab[slot as usize].phase() {
+            Phase::Free => None,
+            Phase::Alive => Some(ListId::Alive),
+            Phase::Stalled => Some(ListId::Stalled),
+            Phase::DeadCrash | Phase::DeadClean => Some(ListId::Dead),
+        }
+    }
+
+    /// Removes `slot` from the list its phase says it is on. Call before changing the phase.
+    pub(crate) fn unlink(&mut self, slot: u32) {
+        let Some(l) = self.list_of(slot) else {
+            return;
+        };
+        let (prev, next) = {
+            let a = &self.slab[slot as usize];
+            (a.prev, a.next)
+        };
+        if prev == NIL {
+            self.lists[l as usize].head = next;
+        } else {
+            self.slab[prev as usize].next = next;
+        }
+        if next == NIL {
+            self.lists[l as usize].tail = prev;
+        } else {
+            self.slab[next as usize].prev = prev;
+        }
+        let a = &mut self.slab[slot as usize];
+        a.prev = NIL;
+        a.next = NIL;
+    }
+
+    /// Appends `slot` at the tail of list `l` (its phase must already name `l`).
+    pub(crate) fn push_back(&mut self, l: ListId, slot: u32) {
+        let tail = self.lists[l as usize].tail;
+        {
+            let a = &mut self.slab[slot as usize];
+            a.prev = tail;
+            a.next = NIL;
+        }
+        if tail == NIL {
+            self.lists[l as usize].head = slot;
+        } else {
+            self.slab[tail as usize].next = slot;
+        }
+        self.lists[l as usize].tail = slot;
+    }
+
+    /// The entry with the earliest deadline on list `l`.
+    pub(crate) fn head(&self, l: ListId) -> Option<u32> {
+        let h = self.lists[l as usize].head;
+        (h != NIL).then_some(h)
+    }
+
+    /// Iterates the live entries in slab order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Agent> + '_ {
+        self.slab.iter().filter(|a| a.phase() != Phase::Free)
+    }
+
+    /// Bytes of heap the table holds (slab capacity + index), for the scale bench.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.slab.capacity() * core::mem::size_of::<Agent>() + self.index.allocation_size()
+    }
+
+    /// Walks list `l` from head to tail (invariant checks; allocates, not for the hot path).
+    pub(crate) fn walk(&self, l: ListId) -> Vec<u32> {
+        let mut v = Vec::new();
+        let mut s = self.lists[l as usize].head;
+        while s != NIL {
+            v.push(s);
+            s = self.slab[s as usize].next;
+        }
+        v
+    }
+}
