@@ -1,0 +1,34 @@
+//! `varta-watch`: the Varta observer.
+//!
+//! Architecture (VLP v0.2 observer, issue 5): a sans-I/O core, [`tracker`], fed
+//! `(now, origin, datagram bytes)` and `handle_timeout(now)`, returning events and the next
+//! deadline; and a thin daemon around it that owns every piece of I/O:
+//!
+//! * [`listener`]: the Unix datagram socket (kernel-attested senders via `SCM_CREDENTIALS`) and
+//!   UDP, read in `recvmmsg` batches into buffers allocated once;
+//! * [`daemon`]: the single-threaded `ppoll` loop, with its timeout set exactly to the
+//!   tracker's next deadline (no periodic wake-ups), bounded work per turn;
+//! * [`output`]: event lines on stdout (text or JSON) and the TSV export file;
+//! * [`metrics`]: the Prometheus endpoint, served by a second thread from snapshots the loop
+//!   publishes on request;
+//! * [`recovery`]: the operator's recovery program, run without a shell, debounced per agent;
+//! * [`config`]: flags and the TOML configuration file;
+//! * [`agent`], [`demo`], [`bench`]: a small agent, the newcomer's demo and the benchmarks,
+//!   all in this one binary.
+//!
+//! # Panic contract
+//!
+//! Nothing a peer sends can panic the daemon: every datagram goes through the tracker's
+//! decode pipeline, whose rejections are counted by reason.
+
+pub mod agent;
+pub mod bench;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod listener;
+pub mod metrics;
+pub mod output;
+pub mod recovery;
+
+pub mod tracker;
