@@ -13,6 +13,9 @@ COUNT datagrams of the expected kind and checks each one:
              prefix is the one HKDF-derived from --salt, counters 1..=COUNT in order, and the
              opened frame passes the vlp-plain checks with the same pid
 
+With --silence S, after the last expected datagram the listener keeps listening S seconds and
+rejects anything that arrives (a device told to go quiet must stay quiet).
+
 Exits 0 when all arrived and passed, 1 on the first bad datagram or at the timeout.
 """
 import argparse
@@ -139,6 +142,7 @@ def main():
     ap.add_argument("--pid", type=int, default=0)
     ap.add_argument("--key", default="", help="master key, hex (vlp-master)")
     ap.add_argument("--salt", default="", help="session salt, hex (vlp-master)")
+    ap.add_argument("--silence", type=float, default=0.0)
     ap.add_argument("--timeout", type=float, default=30.0)
     args = ap.parse_args()
     if args.kind == "text":
@@ -173,6 +177,14 @@ def main():
             print(f"listener: REJECTED: {problem}")
             return 1
     print(f"listener: all {args.count} {args.kind} datagrams arrived and passed")
+    if args.silence > 0:
+        sock.settimeout(args.silence)
+        try:
+            data, peer = sock.recvfrom(2048)
+            print(f"listener: REJECTED: {len(data)} bytes from {peer[0]}:{peer[1]} during the silence")
+            return 1
+        except socket.timeout:
+            print(f"listener: silent for {args.silence} s as asked")
     return 0
 
 

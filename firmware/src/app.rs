@@ -25,6 +25,23 @@ pub struct Plan {
     pub deadline: Duration,
 }
 
+/// Time allowed on top of `count * interval` before a run is declared failed: ARP, boot and
+/// a slow host.
+pub const DEADLINE_SLACK: Duration = Duration::from_secs(10);
+
+impl Plan {
+    /// A plan whose deadline is `count * interval` plus [`DEADLINE_SLACK`].
+    pub fn new(remote: IpEndpoint, local_port: u16, count: u32, interval: Duration) -> Self {
+        Self {
+            remote,
+            local_port,
+            count,
+            interval,
+            deadline: interval * count + DEADLINE_SLACK,
+        }
+    }
+}
+
 /// Produces the datagrams of a run.
 pub trait Source {
     /// Writes datagram `seq` (1-based) for time `now` into `buf` and returns its length
@@ -92,6 +109,26 @@ impl core::fmt::Display for RunError {
                 "deadline passed: {queued} datagrams queued, {pending} bytes not sent"
             ),
         }
+    }
+}
+
+/// Keeps the interface polled for `duration` without sending: the device stays reachable
+/// (answers ARP) but says nothing, as a hung application on a live network would.
+pub fn linger<D: Device + ?Sized>(
+    device: &mut D,
+    iface: &mut Interface,
+    mut now: impl FnMut(&mut D) -> Instant,
+    duration: Duration,
+) {
+    let mut storage: [SocketStorage<'_>; 0] = [];
+    let mut sockets = SocketSet::new(&mut storage[..]);
+    let start = now(device);
+    loop {
+        let t = now(device);
+        if t - start >= duration {
+            return;
+        }
+        iface.poll(t, device, &mut sockets);
     }
 }
 

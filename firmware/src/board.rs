@@ -79,6 +79,59 @@ impl Board {
     }
 }
 
+#[cfg(all(target_arch = "arm", target_os = "none"))]
+impl Board {
+    /// Sends the datagrams of `source` to 10.0.2.2:`args.port` at `args.interval_ms`, lingers
+    /// `args.linger_ms`, reports on the host's stdout as `name`, and ends the QEMU run with
+    /// success, or with failure at the first error.
+    pub fn run(
+        &mut self,
+        name: &str,
+        args: &crate::args::RunArgs,
+        local_port: u16,
+        source: &mut impl crate::app::Source,
+    ) -> ! {
+        use crate::app;
+        use smoltcp::time::Duration;
+        use smoltcp::wire::IpEndpoint;
+
+        let plan = app::Plan::new(
+            IpEndpoint::new(net::GATEWAY_IP.into(), args.port),
+            local_port,
+            args.count,
+            Duration::from_millis(args.interval_ms.into()),
+        );
+        let Self { eth, clock, iface } = self;
+        let mut now = |eth: &mut Lan9118<Mmio>| clock.instant(eth.free_run());
+        match app::send_all(eth, iface, &mut now, &plan, source) {
+            Ok(report) => {
+                let stats = eth.stats();
+                cortex_m_semihosting::hprintln!(
+                    "{}: {} datagrams sent in {} ms; NIC tx {} ({} errors), rx {} ({} dropped)",
+                    name,
+                    report.sent,
+                    report.elapsed.total_millis(),
+                    stats.tx_frames,
+                    stats.tx_errors,
+                    stats.rx_frames,
+                    stats.rx_dropped
+                );
+            }
+            Err(e) => fail(format_args!("{name}: {e}")),
+        }
+        if args.linger_ms > 0 {
+            cortex_m_semihosting::hprintln!("{}: silent for {} ms", name, args.linger_ms);
+            app::linger(
+                eth,
+                iface,
+                &mut now,
+                Duration::from_millis(args.linger_ms.into()),
+            );
+        }
+        exit(true)
+    }
+}
+
 /// Ends the QEMU run with success or failure (semihosting `SYS_EXIT`).
 #[cfg(all(target_arch = "arm", target_os = "none"))]
 pub fn exit(ok: bool) -> ! {

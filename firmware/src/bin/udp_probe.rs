@@ -1,9 +1,8 @@
-//! Network-only baseline: sends `count` text datagrams to 10.0.2.2:`port` (the host's
-//! 127.0.0.1:`port` under QEMU's user network), then exits QEMU with success once all of them
-//! have left the NIC, or with failure on any error or after a deadline.
+//! Network-only baseline: sends text datagrams `varta-probe SEQ/COUNT` to 10.0.2.2:`port`
+//! (the host's 127.0.0.1:`port` under QEMU's user network), then exits QEMU with success once
+//! all of them have left the NIC, or with failure on any error or after a deadline.
 //!
-//! Arguments (semihosting command line): `port=N` (required), `count=N` (default 5),
-//! `interval_ms=N` (default 20). Each datagram reads `varta-probe SEQ/COUNT`.
+//! Arguments (semihosting command line): see [`RunArgs`]; `pid` is ignored.
 #![no_std]
 #![no_main]
 
@@ -11,11 +10,12 @@ use core::fmt::Write as _;
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::hprintln;
-use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{EthernetAddress, IpEndpoint};
-use varta_firmware_mps2::app::{self, Plan, Source, MAX_DATAGRAM};
+use smoltcp::time::Instant;
+use smoltcp::wire::EthernetAddress;
+use varta_firmware_mps2::app::{Source, MAX_DATAGRAM};
+use varta_firmware_mps2::args::{self, RunArgs};
 use varta_firmware_mps2::board::{fail, Board};
-use varta_firmware_mps2::{args, net};
+use varta_firmware_mps2::net;
 
 struct Text {
     count: u32,
@@ -42,52 +42,17 @@ impl Source for Text {
 fn main() -> ! {
     let mut cmd_buf = [0u8; 256];
     let cmd = args::cmdline(&mut cmd_buf).unwrap_or("");
-    let Some(port) = args::find_u32(cmd, "port").and_then(|p| u16::try_from(p).ok()) else {
-        fail(format_args!("udp-probe: missing or bad port=N"));
-    };
-    let count = args::find_u32(cmd, "count").unwrap_or(5);
-    let interval = args::find_u32(cmd, "interval_ms").unwrap_or(20);
-
+    let args = RunArgs::parse(cmd).unwrap_or_else(|e| fail(format_args!("udp-probe: {e}")));
     let mut board = Board::bring_up().unwrap_or_else(|e| fail(format_args!("udp-probe: {e}")));
     hprintln!(
-        "udp-probe: mac {}, {}/{} -> {}:{}, {} datagrams",
+        "udp-probe: mac {}, {}/{} -> {}:{}",
         EthernetAddress(board.eth.mac_address()),
         net::GUEST_IP,
         net::PREFIX_LEN,
         net::GATEWAY_IP,
-        port,
-        count
+        args.port
     );
-    let plan = Plan {
-        remote: IpEndpoint::new(net::GATEWAY_IP.into(), port),
-        local_port: 49_152,
-        count,
-        interval: Duration::from_millis(interval.into()),
-        deadline: Duration::from_secs(10),
-    };
-    let Board { eth, clock, iface } = &mut board;
-    match app::send_all(
-        eth,
-        iface,
-        |eth| clock.instant(eth.free_run()),
-        &plan,
-        &mut Text { count },
-    ) {
-        Ok(report) => {
-            let stats = eth.stats();
-            hprintln!(
-                "udp-probe: {} sent in {} ms; NIC tx {} ({} errors), rx {} ({} dropped)",
-                report.sent,
-                report.elapsed.total_millis(),
-                stats.tx_frames,
-                stats.tx_errors,
-                stats.rx_frames,
-                stats.rx_dropped
-            );
-            varta_firmware_mps2::board::exit(true)
-        }
-        Err(e) => fail(format_args!("udp-probe: {e}")),
-    }
+    board.run("udp-probe", &args, 49_152, &mut Text { count: args.count })
 }
 
 #[panic_handler]

@@ -1,20 +1,18 @@
 //! Plain VLP v0.2 heartbeats (32-byte frames, CRC-32C) built with `vlp-core`'s sender session,
 //! sent to 10.0.2.2:`port` (the host's 127.0.0.1:`port` under QEMU's user network).
 //!
-//! Arguments (semihosting command line): `port=N` (required), `count=N` (default 5),
-//! `interval_ms=N` (default 20), `pid=N` (default: from the MAC address; not 0 or 1).
-//! Frames carry status Ok, payload 0, nonces 1..=count and the nanoseconds since boot.
-//! A frame the socket refuses is not committed, so its nonce is reused by the next attempt.
+//! Arguments (semihosting command line): see [`RunArgs`]; `pid` defaults to one derived from
+//! the MAC address. Frames carry status Ok, payload 0, nonces from 1, and the nanoseconds since
+//! boot. A frame the socket refuses is not committed, so its nonce goes out with the next try.
 #![no_std]
 #![no_main]
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::hprintln;
-use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::IpEndpoint;
-use varta_firmware_mps2::app::{self, Plan, Source, MAX_DATAGRAM};
-use varta_firmware_mps2::board::{exit, fail, Board};
-use varta_firmware_mps2::{args, net};
+use smoltcp::time::Instant;
+use varta_firmware_mps2::app::{Source, MAX_DATAGRAM};
+use varta_firmware_mps2::args::{self, RunArgs};
+use varta_firmware_mps2::board::{fail, Board};
 use vlp_core::{Beat, Session, Status, FRAME_LEN};
 
 struct Plain {
@@ -51,54 +49,15 @@ impl Source for Plain {
 fn main() -> ! {
     let mut cmd_buf = [0u8; 256];
     let cmd = args::cmdline(&mut cmd_buf).unwrap_or("");
-    let Some(port) = args::find_u32(cmd, "port").and_then(|p| u16::try_from(p).ok()) else {
-        fail(format_args!("vlp-plain: missing or bad port=N"));
-    };
-    let count = args::find_u32(cmd, "count").unwrap_or(5);
-    let interval = args::find_u32(cmd, "interval_ms").unwrap_or(20);
-
+    let args = RunArgs::parse(cmd).unwrap_or_else(|e| fail(format_args!("vlp-plain: {e}")));
     let mut board = Board::bring_up().unwrap_or_else(|e| fail(format_args!("vlp-plain: {e}")));
-    let pid = args::find_u32(cmd, "pid").unwrap_or_else(|| board.device_id());
-    if pid <= 1 {
-        fail(format_args!("vlp-plain: pid {pid} is reserved"));
-    }
-    hprintln!(
-        "vlp-plain: pid {} -> {}:{}, {} beats",
-        pid,
-        net::GATEWAY_IP,
-        port,
-        count
-    );
-    let plan = Plan {
-        remote: IpEndpoint::new(net::GATEWAY_IP.into(), port),
-        local_port: 49_153,
-        count,
-        interval: Duration::from_millis(interval.into()),
-        deadline: Duration::from_secs(10),
-    };
+    let pid = args.pid.unwrap_or_else(|| board.device_id());
+    hprintln!("vlp-plain: pid {} -> port {}", pid, args.port);
     let mut source = Plain {
         session: Session::plain(pid),
         pending: None,
     };
-    let Board { eth, clock, iface } = &mut board;
-    match app::send_all(
-        eth,
-        iface,
-        |eth| clock.instant(eth.free_run()),
-        &plan,
-        &mut source,
-    ) {
-        Ok(report) => {
-            hprintln!(
-                "vlp-plain: {} beats sent in {} ms, next nonce {}",
-                report.sent,
-                report.elapsed.total_millis(),
-                source.session.next_nonce()
-            );
-            exit(true)
-        }
-        Err(e) => fail(format_args!("vlp-plain: {e}")),
-    }
+    board.run("vlp-plain", &args, 49_153, &mut source)
 }
 
 #[panic_handler]
