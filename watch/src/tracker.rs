@@ -63,6 +63,8 @@
 
 mod keys;
 mod table;
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 use std::fmt;
