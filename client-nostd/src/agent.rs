@@ -6,7 +6,7 @@
 //! AEAD counter, and the retry sends the same nonce under the same IV (safe: nothing left the
 //! device). A datagram the stack *accepted* is committed even if it is later lost on the wire.
 
-use vlp_core::envelope::{Key, MASTER_LEN, SHARED_LEN};
+use vlp_core::envelope::{Key, MasterDatagram, SharedDatagram, MASTER_LEN, SHARED_LEN};
 use vlp_core::kdf::derive_agent_key;
 use vlp_core::{Beat, Session, Status, FRAME_LEN};
 
@@ -41,38 +41,36 @@ impl Security {
     }
 }
 
-/// A datagram on the caller's stack: at most [`MAX_DATAGRAM_LEN`] bytes.
+/// A datagram on the caller's stack: the sealed (or plain) bytes, at most
+/// [`MAX_DATAGRAM_LEN`]. An enum of the three fixed-size forms, so building one copies
+/// nothing beyond what the seal returns.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Datagram {
-    buf: [u8; MAX_DATAGRAM_LEN],
-    len: u8,
+pub enum Datagram {
+    /// A 32-byte plain frame.
+    Plain([u8; FRAME_LEN]),
+    /// A 60-byte shared-key datagram.
+    Shared(SharedDatagram),
+    /// A 64-byte master-key datagram.
+    Master(MasterDatagram),
 }
 
 impl Datagram {
-    // Fixed-size copies: the lengths are compile-time constants, so no bounds-check panic
-    // path is linked.
-    fn from_array<const N: usize>(bytes: &[u8; N]) -> Datagram {
-        const { assert!(N <= MAX_DATAGRAM_LEN) };
-        let mut buf = [0u8; MAX_DATAGRAM_LEN];
-        buf[..N].copy_from_slice(bytes);
-        Datagram {
-            buf,
-            // N ≤ 64 by the assertion above.
-            len: N as u8,
-        }
-    }
-
     /// The bytes to send.
     #[must_use]
     pub fn as_bytes(&self) -> &[u8] {
-        // `len` ≤ 64 by construction; `get` keeps the panic path out of the binary.
-        self.buf.get(..usize::from(self.len)).unwrap_or(&self.buf)
+        match self {
+            Datagram::Plain(b) => b,
+            Datagram::Shared(d) => &d.0,
+            Datagram::Master(d) => &d.0,
+        }
     }
 }
 
 impl core::fmt::Debug for Datagram {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Datagram").field("len", &self.len).finish()
+        f.debug_struct("Datagram")
+            .field("len", &self.as_bytes().len())
+            .finish()
     }
 }
 
@@ -271,9 +269,9 @@ impl Agent {
             Kind::Goodbye => self.session.goodbye(now),
         }?;
         let datagram = match self.key_state {
-            KeyState::None => Datagram::from_array(&beat.emit()),
-            KeyState::Shared => Datagram::from_array(&beat.seal_shared(&self.key)?.0),
-            KeyState::MasterDerived => Datagram::from_array(&beat.seal_master(&self.key)?.0),
+            KeyState::None => Datagram::Plain(beat.emit()),
+            KeyState::Shared => Datagram::Shared(beat.seal_shared(&self.key)?),
+            KeyState::MasterDerived => Datagram::Master(beat.seal_master(&self.key)?),
             // `started` is only set by `start`, which derives the key first.
             KeyState::MasterUnderived => return Err(Error::NotStarted),
         };
