@@ -25,6 +25,8 @@ pub enum BringUpError {
     Taken,
     /// The LAN9118 failed to initialise.
     Nic(lan9118::Error),
+    /// The PHY reports no link.
+    LinkDown,
 }
 
 impl core::fmt::Display for BringUpError {
@@ -32,6 +34,7 @@ impl core::fmt::Display for BringUpError {
         match self {
             Self::Taken => f.write_str("LAN9118 already taken"),
             Self::Nic(e) => write!(f, "LAN9118: {e}"),
+            Self::LinkDown => f.write_str("LAN9118: PHY reports link down"),
         }
     }
 }
@@ -45,6 +48,9 @@ impl Board {
     pub fn bring_up() -> Result<Self, BringUpError> {
         let mut eth = Lan9118::take_mps2().ok_or(BringUpError::Taken)?;
         let mac = eth.init(None).map_err(BringUpError::Nic)?;
+        if !eth.link_up().map_err(BringUpError::Nic)? {
+            return Err(BringUpError::LinkDown);
+        }
         let raw = eth.free_run();
         let mut clock = Clock::new(lan9118::FREE_RUN_HZ, raw);
         let now = clock.instant(raw);
