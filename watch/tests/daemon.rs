@@ -1,0 +1,610 @@
+//! Integration tests: the real `varta-watch` binary, real sockets, real agent processes.
+//!
+//! Each test starts its own observer on its own socket (and, where needed, its own UDP port and
+//! metrics port, all chosen by the kernel), talks to it, reads its JSON event lines, and scrapes
+//! its metrics over HTTP.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use vlp_core::{Frame, Key, Session, Status};
+
+const BIN: &str = env!("CARGO_BIN_EXE_varta-watch");
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("varta-it-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes into a local timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+struct Observer {
+    child: Child,
+    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+    prom: Option<SocketAddr>,
+    udp: Option<SocketAddr>,
+    socket: PathBuf,
+}
+
+impl Observer {
+    /// Starts `varta-watch run --socket DIR/s.sock --format json --prom-addr 127.0.0.1:0 ARGS`.
+    fn start(dir: &Path, args: &[&str]) -> Observer {
+        let socket = dir.join("s.sock");
+        let mut child = Command::new(BIN)
+            .arg("run")
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--format", "json", "--prom-addr", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut first = String::new();
+        err.read_line(&mut first).unwrap();
+        assert!(first.contains("listening"), "observer failed: {first}");
+        std::thread::spawn(move || for _ in err.lines() {});
+        let addr_after = |tag: &str| -> Option<SocketAddr> {
+            first
+                .split(tag)
+                .nth(1)
+                .and_then(|s| s.split([',', ';', '/']).next())
+                .and_then(|s| s.trim().parse().ok())
+        };
+        let prom = addr_after("http://");
+        let udp = addr_after("udp ");
+        let out = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let l2 = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                l2.lock().unwrap().push((Instant::now(), line));
+            }
+        });
+        Observer {
+            child,
+            lines,
+            prom,
+            udp,
+            socket,
+        }
+    }
+
+    /// Waits for an event line containing every needle; returns it with its arrival time.
+    fn wait_for(&self, needles: &[&str], timeout: Duration) -> (Instant, String) {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(x) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(_, l)| needles.iter().all(|n| l.contains(n)))
+            {
+                return x.clone();
+            }
+            assert!(
+                Instant::now() < end,
+                "no line with {needles:?}; got {:?}",
+                self.lines.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn count(&self, needles: &[&str]) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, l)| needles.iter().all(|n| l.contains(n)))
+            .count()
+    }
+
+    fn scrape(&self) -> String {
+        let mut s = TcpStream::connect(self.prom.expect("metrics address")).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+        body
+    }
+
+    /// The value of the sample whose line starts with `series` (name plus labels as printed).
+    fn metric(&self, series: &str) -> f64 {
+        let body = self.scrape();
+        metric_in(&body, series)
+    }
+
+    /// Polls the metric until it equals `want` (the loop handles datagrams asynchronously).
+    fn wait_metric(&self, series: &str, want: f64) {
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            let v = self.metric(series);
+            if v == want {
+                return;
+            }
+            assert!(
+                Instant::now() < end,
+                "{series} = {v}, want {want}\n{}",
+                self.scrape()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn client(&self) -> UnixDatagram {
+        let c = UnixDatagram::unbound().unwrap();
+        c.connect(&self.socket).unwrap();
+        c
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn metric_in(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in\n{body}"))
+}
+
+fn agent(obs: &Observer, args: &[&str]) -> Child {
+    Command::new(BIN)
+        .arg("agent")
+        .arg("--socket")
+        .arg(&obs.socket)
+        .args(args)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn frame(pid: u32, nonce: u64) -> [u8; 32] {
+    Frame::new(Status::Ok, pid, mono_ns(), nonce, 0)
+        .unwrap()
+        .emit()
+}
+
+fn write_key(path: &Path, hex: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    writeln!(f, "{hex}").unwrap();
+}
+
+fn run_bin(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn beats_counted_stall_within_bounds_then_recovered() {
+    let dir = tmpdir("stall");
+    let cfg = dir.join("watch.toml");
+    std::fs::write(&cfg, "threshold-ms = 300\n").unwrap();
+    let obs = Observer::start(&dir, &["--config", cfg.to_str().unwrap()]);
+    let me = std::process::id();
+    let c = obs.client();
+    let mut last = Instant::now();
+    for n in 1..=5 {
+        std::thread::sleep(Duration::from_millis(20));
+        c.send(&frame(me, n)).unwrap();
+        last = Instant::now();
+    }
+    obs.wait_for(
+        &["\"kind\":\"new\"", &format!("\"pid\":{me}")],
+        Duration::from_secs(2),
+    );
+    let (t, line) = obs.wait_for(&["\"kind\":\"stall\""], Duration::from_secs(3));
+    let late = t.duration_since(last);
+    // Exactly one threshold of silence, reported promptly (generous bound: shared CI machine).
+    assert!(line.contains("silent for 300.0ms"), "{line}");
+    assert!(late >= Duration::from_millis(299), "stall after {late:?}");
+    assert!(late < Duration::from_millis(450), "stall after {late:?}");
+    let series = format!("{{pid=\"{me}\",listener=\"unix\"}}");
+    let stalls = format!("varta_stalls_total{series}");
+    let status = format!("varta_status{series}");
+    obs.wait_metric(&status, 3.0);
+    assert_eq!(obs.metric(&stalls), 1.0);
+    c.send(&frame(me, 6)).unwrap();
+    obs.wait_for(&["\"kind\":\"recovered\""], Duration::from_secs(2));
+    obs.wait_metric(&format!("varta_beats_total{series}"), 6.0);
+    assert_eq!(obs.metric(&status), 0.0);
+    assert_eq!(obs.metric("varta_frames_accepted_total"), 6.0);
+    assert_eq!(obs.metric("varta_agents_tracked"), 1.0);
+    // One silence run, one stall event.
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(obs.count(&["\"kind\":\"stall\""]), 1);
+    assert!(obs.terminate().success());
+}
+
+#[test]
+fn real_agents_crash_goodbye_and_recovery_command() {
+    let dir = tmpdir("agents");
+    let mark = dir.join("recovered.txt");
+    let cmd = format!("/bin/sh -c 'echo {{pid}} >> {}'", mark.display());
+    let export = dir.join("events.tsv");
+    let obs = Observer::start(
+        &dir,
+        &[
+            "--threshold-ms",
+            "400",
+            "--recovery-cmd",
+            &cmd,
+            "--export-file",
+            export.to_str().unwrap(),
+        ],
+    );
+    let mut crasher = agent(&obs, &["--interval-ms", "20", "--crash-after", "3"]);
+    let mut polite = agent(&obs, &["--interval-ms", "20", "--count", "3", "--goodbye"]);
+    let (cpid, ppid) = (crasher.id(), polite.id());
+    assert_eq!(crasher.wait().unwrap().code(), Some(101));
+    assert!(polite.wait().unwrap().success());
+    obs.wait_for(
+        &["\"kind\":\"crash\"", &format!("\"pid\":{cpid}")],
+        Duration::from_secs(3),
+    );
+    obs.wait_for(
+        &["\"kind\":\"goodbye\"", &format!("\"pid\":{ppid}")],
+        Duration::from_secs(3),
+    );
+    obs.wait_for(
+        &["\"kind\":\"recovery\"", "exited 0 (succeeded)"],
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        std::fs::read_to_string(&mark).unwrap().trim(),
+        cpid.to_string()
+    );
+    obs.wait_metric("varta_recovery_outcomes_total{outcome=\"succeeded\"}", 1.0);
+    // Neither a crash nor a clean exit is followed by a stall.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(obs.count(&["\"kind\":\"stall\""]), 0);
+    let beats = format!("varta_beats_total{{pid=\"{cpid}\",listener=\"unix\"}}");
+    assert_eq!(obs.metric(&beats), 4.0, "3 beats and the terminal frame");
+    assert!(obs.terminate().success());
+    let tsv = std::fs::read_to_string(&export).unwrap();
+    let crash_row = tsv
+        .lines()
+        .find(|l| l.split('\t').nth(1) == Some("crash"))
+        .expect("crash row");
+    let cols: Vec<&str> = crash_row.split('\t').collect();
+    assert_eq!(cols.len(), 6);
+    assert_eq!(cols[2], cpid.to_string());
+    assert_eq!(cols[4], "critical");
+}
+
+#[test]
+fn spoofed_pid_and_decode_errors_counted_by_kind() {
+    let dir = tmpdir("reject");
+    let obs = Observer::start(&dir, &[]);
+    let me = std::process::id();
+    let c = obs.client();
+    // A valid frame claiming someone else's pid: the kernel says it is ours.
+    c.send(&frame(me + 1, 1)).unwrap();
+    let good = frame(me, 1);
+    let recrc = |mut b: [u8; 32]| {
+        let crc = vlp_core::crc::crc32c(&b[..28]);
+        b[28..].copy_from_slice(&crc.to_le_bytes());
+        b
+    };
+    let with = |at: usize, bytes: &[u8]| {
+        let mut b = good;
+        b[at..at + bytes.len()].copy_from_slice(bytes);
+        recrc(b)
+    };
+    let mut bad_crc = good;
+    bad_crc[28] ^= 0xff;
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("bad_length", good[..31].to_vec()),
+        ("bad_magic", with(0, b"XX").to_vec()),
+        ("bad_version", with(2, &[1]).to_vec()),
+        ("bad_crc", bad_crc.to_vec()),
+        ("bad_status", with(3, &[4]).to_vec()),
+        ("stall_on_wire", with(3, &[3]).to_vec()),
+        ("bad_pid", with(4, &1u32.to_le_bytes()).to_vec()),
+        ("bad_timestamp", with(8, &u64::MAX.to_le_bytes()).to_vec()),
+        ("bad_nonce", with(16, &u64::MAX.to_le_bytes()).to_vec()),
+    ];
+    for (_, bytes) in &cases {
+        c.send(bytes).unwrap();
+    }
+    // Longer than any VLP datagram: cut by the kernel, still refused by length.
+    c.send(&[0u8; 300]).unwrap();
+    obs.wait_metric("varta_frame_auth_failures_total", 1.0);
+    obs.wait_metric("varta_decode_errors_total{kind=\"bad_length\"}", 2.0);
+    let body = obs.scrape();
+    for (kind, _) in &cases[1..] {
+        assert_eq!(
+            metric_in(
+                &body,
+                &format!("varta_decode_errors_total{{kind=\"{kind}\"}}")
+            ),
+            1.0,
+            "{kind}"
+        );
+    }
+    assert_eq!(metric_in(&body, "varta_frames_accepted_total"), 0.0);
+    assert_eq!(metric_in(&body, "varta_agents_tracked"), 0.0);
+    assert_eq!(
+        metric_in(&body, "varta_rejections_total{reason=\"pid_mismatch\"}"),
+        1.0
+    );
+    // The loop goes on: a good frame after all that is accepted.
+    c.send(&good).unwrap();
+    obs.wait_metric("varta_frames_accepted_total", 1.0);
+}
+
+#[test]
+fn secure_udp_every_key_kind_replay_refused_reorder_accepted() {
+    let dir = tmpdir("secure");
+    let k1 = "11".repeat(32);
+    let k2 = "22".repeat(32);
+    let km = "33".repeat(32);
+    for (name, hex) in [("k1", &k1), ("k2", &k2), ("km", &km)] {
+        write_key(&dir.join(name), hex);
+    }
+    let p = |n: &str| dir.join(n).display().to_string();
+    let obs = Observer::start(
+        &dir,
+        &[
+            "--udp-port",
+            "0",
+            "--key-file",
+            &p("k1"),
+            "--accepted-key-file",
+            &p("k2"),
+            "--master-key-file",
+            &p("km"),
+            "--threshold-ms",
+            "5000",
+        ],
+    );
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.connect(obs.udp.expect("udp address")).unwrap();
+    let key = |h: &str| Key::from_hex(h).unwrap();
+    let beat = |s: &mut Session| {
+        let b = s.beat(Status::Ok, 0, mono_ns()).unwrap();
+        s.commit(&b).unwrap();
+        b
+    };
+    // Shared key, rotation key, master key: one agent each.
+    let mut a = Session::secure(5001, [1; 16]);
+    udp.send(&beat(&mut a).seal_shared(&key(&k1)).unwrap().0)
+        .unwrap();
+    let mut b = Session::secure(5002, [2; 16]);
+    udp.send(&beat(&mut b).seal_shared(&key(&k2)).unwrap().0)
+        .unwrap();
+    let mut m = Session::secure(5003, [3; 16]);
+    let agent_key = vlp_core::kdf::derive_agent_key(&key(&km), 5003);
+    udp.send(&beat(&mut m).seal_master(&agent_key).unwrap().0)
+        .unwrap();
+    for pid in [5001, 5002, 5003] {
+        obs.wait_for(
+            &["\"kind\":\"new\"", &format!("\"pid\":{pid}")],
+            Duration::from_secs(3),
+        );
+    }
+    // Wrong key: decrypt failure. Plaintext on a secure listener: refused.
+    let mut w = Session::secure(5004, [4; 16]);
+    udp.send(&beat(&mut w).seal_shared(&key(&"44".repeat(32))).unwrap().0)
+        .unwrap();
+    udp.send(&frame(5005, 1)).unwrap();
+    // Replay: the same datagram twice.
+    let d = beat(&mut a).seal_shared(&key(&k1)).unwrap();
+    udp.send(&d.0).unwrap();
+    udp.send(&d.0).unwrap();
+    // Reorder: 2nd, 4th, then 3rd.
+    let d2 = beat(&mut b).seal_shared(&key(&k2)).unwrap();
+    let d3 = beat(&mut b).seal_shared(&key(&k2)).unwrap();
+    let d4 = beat(&mut b).seal_shared(&key(&k2)).unwrap();
+    for d in [&d2, &d4, &d3] {
+        udp.send(&d.0).unwrap();
+    }
+    obs.wait_metric("varta_frames_accepted_total", 7.0);
+    let body = obs.scrape();
+    assert_eq!(metric_in(&body, "varta_frame_decrypt_failures_total"), 1.0);
+    assert_eq!(metric_in(&body, "varta_replays_refused_total"), 1.0);
+    assert_eq!(metric_in(&body, "varta_frames_reordered_total"), 1.0);
+    assert_eq!(
+        metric_in(
+            &body,
+            "varta_rejections_total{reason=\"plaintext_refused\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_in(&body, "varta_beats_total{pid=\"5002\",listener=\"udp0\"}"),
+        4.0
+    );
+    assert_eq!(metric_in(&body, "varta_agents_tracked"), 3.0);
+}
+
+#[test]
+fn unattested_udp_agents_get_no_recovery() {
+    let dir = tmpdir("udprec");
+    let obs = Observer::start(
+        &dir,
+        &[
+            "--udp-port",
+            "0",
+            "--allow-plaintext-udp",
+            "--threshold-ms",
+            "150",
+            "--recovery-cmd",
+            "/bin/true {pid}",
+        ],
+    );
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.connect(obs.udp.unwrap()).unwrap();
+    udp.send(&frame(6001, 1)).unwrap();
+    obs.wait_for(
+        &["\"kind\":\"stall\"", "\"pid\":6001"],
+        Duration::from_secs(3),
+    );
+    obs.wait_for(
+        &["\"kind\":\"recovery\"", "refused_unattested"],
+        Duration::from_secs(3),
+    );
+    obs.wait_metric(
+        "varta_recovery_outcomes_total{outcome=\"refused_unattested\"}",
+        1.0,
+    );
+}
+
+#[test]
+fn stale_socket_replaced_live_refused_removed_only_if_ours() {
+    let dir = tmpdir("sock");
+    let path = dir.join("s.sock");
+    // A stale socket file: bound once, nobody listening now.
+    drop(UnixDatagram::bind(&path).unwrap());
+    assert!(path.exists());
+    let obs = Observer::start(&dir, &[]);
+    let mode = std::fs::metadata(&path).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+    // A second observer on the same path is refused with a clear one-line error.
+    let out = run_bin(&["run", "--socket", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by a running observer"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // Removed on SIGTERM.
+    assert!(obs.terminate().success());
+    assert!(!path.exists());
+
+    // Not removed if someone else's socket replaced ours meanwhile.
+    let obs = Observer::start(&dir, &["--socket-mode", "0660"]);
+    let mode = std::fs::metadata(&path).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o660
+    );
+    std::fs::remove_file(&path).unwrap();
+    let _other = UnixDatagram::bind(&path).unwrap();
+    assert!(obs.terminate().success());
+    assert!(path.exists());
+
+    // A path that is not a socket is never deleted.
+    let file = dir.join("plain");
+    std::fs::write(&file, "x").unwrap();
+    let out = run_bin(&["run", "--socket", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a socket"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
+}
+
+#[test]
+fn bad_flags_and_files_exit_2_with_one_line() {
+    let dir = tmpdir("flags");
+    let open_key = dir.join("open.key");
+    std::fs::write(&open_key, "11".repeat(32)).unwrap();
+    let bad_toml = dir.join("bad.toml");
+    std::fs::write(&bad_toml, "threshold-ms = 100\nno-such-key = 1\n").unwrap();
+    let sock = dir.join("s.sock").display().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--bogus"], "--bogus"),
+        (vec!["--threshold-ms", "abc"], "--threshold-ms"),
+        (vec!["--threshold-ms", "0"], "--threshold-ms"),
+        (vec!["--socket-mode", "999"], "--socket-mode"),
+        (vec!["--udp-port", "9999"], "--allow-plaintext-udp"),
+        (
+            vec!["--udp-port", "0", "--key-file", "/nonexistent/key"],
+            "--key-file /nonexistent/key",
+        ),
+        (
+            vec!["--udp-port", "0", "--key-file", open_key.to_str().unwrap()],
+            "chmod 600",
+        ),
+        (vec!["--config", bad_toml.to_str().unwrap()], "no-such-key"),
+        (vec!["--config", "/nonexistent.toml"], "/nonexistent.toml"),
+        (vec!["--recovery-cmd", "a 'b"], "unclosed quote"),
+        (vec!["--prom-addr", "nonsense"], "--prom-addr"),
+    ];
+    for (args, needle) in cases {
+        let mut full = vec!["run", "--socket", &sock];
+        full.extend(&args);
+        let out = run_bin(&full);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("varta-watch: "), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn idle_observer_never_wakes() {
+    let dir = tmpdir("idle");
+    let obs = Observer::start(&dir, &["--threshold-ms", "50"]);
+    let pid = obs.child.id();
+    let switches = || {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/status")).unwrap();
+        s.lines()
+            .find(|l| l.starts_with("voluntary_ctxt_switches"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let before = switches();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(switches(), before, "the loop woke up with nothing to do");
+    // With one agent that then says goodbye, nothing is pending either.
+    let c = obs.client();
+    c.send(&frame(std::process::id(), 1)).unwrap();
+    c.send(
+        &Frame::goodbye(std::process::id(), mono_ns())
+            .unwrap()
+            .emit(),
+    )
+    .unwrap();
+    obs.wait_for(&["\"kind\":\"goodbye\""], Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(100));
+    let before = switches();
+    std::thread::sleep(Duration::from_millis(500));
+    let after = switches();
+    // Eviction of the dead entry is minutes away: no wake-up now.
+    assert_eq!(after, before);
+}
