@@ -33,7 +33,8 @@
 //! restarted agent is never ignored until its nonce passes the old maximum. For plain frames
 //! (no session id on the wire) a new session is recognised when the frame is inconsistent with
 //! the old one (a nonce that went back while the sender's clock went forward, or a nonce that
-//! went forward while the clock went back), when the agent was stalled or dead, or when nonce
+//! went forward while the clock went back), when the agent was stalled, when it died more
+//! than `threshold` ago (or the frame is stamped after its terminal frame), or when nonce
 //! and timestamp both started over ("far below": each at most half its last value, and the
 //! nonce more than [`REORDER_SLACK`] below). For secure frames the AEAD stream (`iv_random`,
 //! drawn per process) names the session: a new stream whose nonce went back is a new session;
@@ -1067,7 +1068,7 @@ impl Tracker {
         let agent = a.id();
         let decision = match v.iv {
             Some(iv) => decide_secure(a, &iv, &v.frame)?,
-            None => decide_plain(a, &v.frame)?,
+            None => decide_plain(a, &v.frame, now, self.threshold)?,
         };
         let a = &mut self.table.slab[slot as usize];
         a.beats += 1;
@@ -1430,17 +1431,20 @@ fn decide_secure(a: &Agent, iv: &Iv, f: &Frame) -> Result<Decision, Rejection> {
 }
 
 /// Session rules for a plain frame of a known agent (see the module docs).
-fn decide_plain(a: &Agent, f: &Frame) -> Result<Decision, Rejection> {
+fn decide_plain(a: &Agent, f: &Frame, now: Nanos, threshold: Nanos) -> Result<Decision, Rejection> {
     let (n, ts) = (f.nonce(), f.timestamp());
     let (last_n, last_ts) = (a.last_nonce, a.last_ts);
     if a.is_dead() {
-        // last_ts is the terminal frame's timestamp.
-        return if f.is_terminal() {
+        // last_ts is the terminal frame's timestamp, last_beat its arrival. A frame stamped
+        // no later than the terminal one, arriving soon after it, is a late frame of the dead
+        // session (reordered on the way); anything else is a new session.
+        let late = ts <= last_ts
+            && !far_below(n, last_n, ts, last_ts)
+            && now < a.last_beat.saturating_add(threshold);
+        return if f.is_terminal() || late {
             Err(Rejection::AfterTerminal)
-        } else if ts > last_ts || far_below(n, last_n, ts, last_ts) {
-            Ok(Decision::Restart)
         } else {
-            Err(Rejection::AfterTerminal)
+            Ok(Decision::Restart)
         };
     }
     if f.is_terminal() {

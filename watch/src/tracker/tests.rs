@@ -410,6 +410,26 @@ fn frames_after_the_terminal_frame() {
 }
 
 #[test]
+fn dead_agent_starting_over_after_the_threshold_is_a_new_session() {
+    // A device that crashed and rebooted: its clock and nonces start over, below the dead
+    // session's (which was short, so they are not "far below").
+    let mut t = Tracker::new(cfg());
+    t.handle_datagram(0, &unix(42), &beat(42, 5_000, 5))
+        .unwrap();
+    let term = Frame::terminal(42, 5_100, 1).unwrap().emit();
+    t.handle_datagram(1, &unix(42), &term).unwrap();
+    // Soon after the death it looks like a late frame of the dead session.
+    assert_eq!(
+        t.handle_datagram(THR, &unix(42), &beat(42, 3_000, 3)),
+        Err(Rejection::AfterTerminal)
+    );
+    let a = t
+        .handle_datagram(THR + 1, &unix(42), &beat(42, 3_000, 3))
+        .unwrap();
+    assert_eq!(a.kind, AcceptKind::Restart);
+}
+
+#[test]
 fn recycled_pid_with_nonce_and_clock_started_over_is_a_new_session_at_once() {
     let mut t = Tracker::new(cfg());
     // A long-lived agent: nonce 1000 at 100 s of its clock.
