@@ -60,7 +60,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub load_cpu: usize,
     /// Stall samples.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 60)]
     pub samples: usize,
     /// Live agents during the stall benchmark.
     #[arg(long, default_value_t = 1000)]
@@ -68,6 +68,10 @@ pub struct BenchArgs {
     /// Stall threshold of the stall benchmark.
     #[arg(long, default_value_t = 200)]
     pub threshold_ms: u64,
+    /// Also run the stall benchmark with the observer under `--rt-priority 50` (and the
+    /// benchmark's sender and reader threads SCHED_FIFO too, so the instrument is not late).
+    #[arg(long)]
+    pub rt: bool,
 }
 
 /// Generator modes.
@@ -537,7 +541,7 @@ fn open_cost() -> (f64, f64) {
 
 // ---------------------------------------------------------------- stall precision
 
-fn stall_bench(exe: &Path, a: &BenchArgs) -> Result<(), String> {
+fn stall_bench(exe: &Path, a: &BenchArgs, rt: bool) -> Result<(), String> {
     let n = a.agents.max(2);
     let threshold_ns = a.threshold_ms * 1_000_000;
     let port = free_udp_port()?;
@@ -554,6 +558,10 @@ fn stall_bench(exe: &Path, a: &BenchArgs) -> Result<(), String> {
     .iter()
     .map(|s| (*s).to_string())
     .collect();
+    let mut args = args;
+    if rt {
+        args.extend(["--rt-priority".to_string(), "50".to_string()]);
+    }
     pin(a.load_cpu);
     let (mut obs, _) = start_observer(exe, a.observer_cpu, &args, Stdio::piped())?;
     let out = obs.stdout.take().ok_or("observer stdout")?;
@@ -570,6 +578,12 @@ fn stall_bench(exe: &Path, a: &BenchArgs) -> Result<(), String> {
             Arc::clone(&done),
         );
         std::thread::spawn(move || -> Result<(), String> {
+            if rt {
+                // Part of the instrument: a preempted sender would inflate the lateness.
+                let param = libc::sched_param { sched_priority: 30 };
+                // SAFETY: live local; pid 0 is this thread.
+                unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+            }
             let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
             sock.connect(("127.0.0.1", port))
                 .map_err(|e| e.to_string())?;
@@ -620,6 +634,13 @@ fn stall_bench(exe: &Path, a: &BenchArgs) -> Result<(), String> {
             Arc::clone(&false_stalls),
         );
         std::thread::spawn(move || {
+            if rt {
+                // The measuring instrument must not be what is late: make the reader real-time
+                // too when the observer is.
+                let param = libc::sched_param { sched_priority: 40 };
+                // SAFETY: live local; pid 0 is this thread.
+                unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+            }
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
                 let t = mono_ns();
@@ -673,7 +694,8 @@ fn stall_bench(exe: &Path, a: &BenchArgs) -> Result<(), String> {
     }
     let pct = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
     println!(
-        "stall precision: threshold {} ms, {} live agents at 10 Hz (plain UDP), {} samples",
+        "stall precision{}: threshold {} ms, {} live agents at 10 Hz (plain UDP), {} samples",
+        if rt { " (observer SCHED_FIFO)" } else { "" },
         a.threshold_ms,
         n,
         v.len()
@@ -736,7 +758,10 @@ pub fn run(a: &BenchArgs) -> Result<i32, String> {
         println!("  AEAD open cost per frame: shared-key {s:.0} ns, master-key {m:.0} ns (agent key cached)");
     }
     if matches!(a.which, Which::All | Which::Stall) {
-        stall_bench(&exe, a)?;
+        stall_bench(&exe, a, false)?;
+        if a.rt {
+            stall_bench(&exe, a, true)?;
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(0)

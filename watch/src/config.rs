@@ -135,6 +135,10 @@ pub struct RunArgs {
     #[arg(long)]
     #[serde(default)]
     pub recovery_allow_unattested: bool,
+    /// Run the loop under SCHED_FIFO with this priority (1-99), so stall deadlines are met
+    /// even when other processes load the CPU (needs CAP_SYS_NICE).
+    #[arg(long, value_name = "PRIO")]
+    pub rt_priority: Option<u8>,
 }
 
 /// Fully checked settings.
@@ -170,6 +174,8 @@ pub struct Config {
     pub recovery_debounce_ns: u64,
     /// Recovery for UDP agents.
     pub recovery_allow_unattested: bool,
+    /// SCHED_FIFO priority of the loop.
+    pub rt_priority: Option<u8>,
 }
 
 /// The UDP listener's settings.
@@ -344,6 +350,11 @@ impl RunArgs {
                     .map_err(|e| ConfigError(format!("--recovery-cmd {s:?}: {e}")))?,
             ),
         };
+        if let Some(p) = self.rt_priority {
+            if !(1..=99).contains(&p) {
+                return err(format!("--rt-priority {p}: must be between 1 and 99"));
+            }
+        }
         if let Some(p) = &self.export_file {
             if p.as_os_str().is_empty() {
                 return err("--export-file: empty path");
@@ -371,6 +382,7 @@ impl RunArgs {
             recovery,
             recovery_debounce_ns: self.recovery_debounce_ms.unwrap_or(10_000) * 1_000_000,
             recovery_allow_unattested: self.recovery_allow_unattested,
+            rt_priority: self.rt_priority,
         })
     }
 }

@@ -170,6 +170,23 @@ impl Daemon {
         // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's timer slack.
         unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
 
+        if let Some(prio) = cfg.rt_priority {
+            let param = libc::sched_param {
+                sched_priority: libc::c_int::from(prio),
+            };
+            // SAFETY: `param` is a live local; pid 0 is this thread. Only the loop thread is
+            // real-time: the metrics thread was spawned before and keeps normal policy, and
+            // recovery children are reset to it (SCHED_RESET_ON_FORK).
+            let rc = unsafe {
+                libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param)
+            };
+            if rc != 0 {
+                return Err(SetupError(format!(
+                    "--rt-priority {prio}: cannot set SCHED_FIFO: {}",
+                    io::Error::last_os_error()
+                )));
+            }
+        }
         let tracker = Tracker::new(TrackerConfig {
             threshold: cfg.threshold_ns,
             capacity: cfg.capacity,

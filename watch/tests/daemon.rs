@@ -561,6 +561,7 @@ fn bad_flags_and_files_exit_2_with_one_line() {
         (vec!["--config", "/nonexistent.toml"], "/nonexistent.toml"),
         (vec!["--recovery-cmd", "a 'b"], "unclosed quote"),
         (vec!["--prom-addr", "nonsense"], "--prom-addr"),
+        (vec!["--rt-priority", "0"], "--rt-priority"),
     ];
     for (args, needle) in cases {
         let mut full = vec!["run", "--socket", &sock];
