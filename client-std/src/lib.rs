@@ -42,7 +42,9 @@
 //!   socket, restarts the nonce sequence at 1 and, on secure transports, draws a fresh IV salt
 //!   from OS entropy (`getrandom(2)`), so no (key, IV) pair is ever used twice across the
 //!   fork ([`Varta::fork_recoveries`] counts these). The master-key agent key is re-derived
-//!   for the child's pid.
+//!   for the child's pid. Detection costs one atomic load per beat: a `pthread_atfork` child
+//!   handler marks every `fork()`; secure clients also compare `getpid()` each beat, so even
+//!   a child made by a raw `clone(2)` never reuses an IV.
 //! * [`Status::Stall`] is observer-only: `beat(Status::Stall, _)` is refused with
 //!   [`BeatOutcome::Failed`] ([`BeatError::INVALID_INPUT`]) and nothing is sent.
 //! * No function panics on anything the network or the OS returns.
@@ -78,6 +80,7 @@
 #![warn(missing_docs)]
 
 mod entropy;
+mod fork;
 mod outcome;
 #[cfg(feature = "panic-handler")]
 mod panic;
@@ -144,6 +147,11 @@ pub struct Varta<T: BeatTransport = Transport> {
     epoch: Instant,
     /// The pid the session speaks for; a different `getpid()` means we are a forked child.
     pid: u32,
+    /// The fork generation ([`fork::generation`]) the session was made in.
+    fork_generation: u64,
+    /// Compare `getpid()` on every beat, not only when the fork generation moved (secure
+    /// envelopes, or no atfork handler).
+    always_check_pid: bool,
     reconnect_after: u32,
     consecutive_drops: u32,
     fork_recoveries: u64,
@@ -229,6 +237,8 @@ fn session_error(e: SessionError) -> BeatError {
 
 impl<T: BeatTransport> Varta<T> {
     fn build(transport: T, envelope: Envelope, salt: Option<[u8; 16]>) -> Varta<T> {
+        let handler = fork::register();
+        let fork_generation = fork::generation();
         let pid = std::process::id();
         let session = match salt {
             Some(s) => Session::secure(pid, s),
@@ -240,6 +250,8 @@ impl<T: BeatTransport> Varta<T> {
             envelope,
             epoch: Instant::now(),
             pid,
+            fork_generation,
+            always_check_pid: !handler || salt.is_some(),
             reconnect_after: DEFAULT_RECONNECT_AFTER,
             consecutive_drops: 0,
             fork_recoveries: 0,
@@ -401,19 +413,25 @@ impl<T: BeatTransport> Varta<T> {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// See [`fork`]: one atomic load on plain transports, plus `getpid()` on secure ones.
     #[inline]
     fn check_fork(&mut self) -> Result<(), BeatError> {
+        let generation = fork::generation();
+        if generation == self.fork_generation && !self.always_check_pid {
+            return Ok(());
+        }
         let pid = std::process::id();
         if pid == self.pid {
+            self.fork_generation = generation;
             Ok(())
         } else {
-            self.recover_from_fork(pid)
+            self.recover_from_fork(pid, generation)
         }
     }
 
     /// We are a forked child: new pid, new session, new salt, new socket.
     #[cold]
-    fn recover_from_fork(&mut self, pid: u32) -> Result<(), BeatError> {
+    fn recover_from_fork(&mut self, pid: u32, generation: u64) -> Result<(), BeatError> {
         let salt = if self.session.is_secure() {
             // Without fresh entropy the child must not send at all: continuing the parent's
             // IV stream would reuse AEAD nonces. Nothing changes; the next beat tries again.
@@ -426,6 +444,7 @@ impl<T: BeatTransport> Varta<T> {
         }
         self.session.restart(pid, salt);
         self.pid = pid;
+        self.fork_generation = generation;
         self.epoch = Instant::now();
         self.consecutive_drops = 0;
         self.fork_recoveries += 1;

@@ -137,4 +137,46 @@ fn forked_child_starts_a_fresh_session() {
     let (iv, f) = SharedDatagram::from_bytes(&b).unwrap().open(&key).unwrap();
     assert_eq!((f.pid(), f.nonce(), iv.counter), (parent, 3, 3));
     assert_eq!((iv.random, src), (parent_iv.random, parent_src));
+
+    raw_clone_child_of_a_secure_client(&mut shared, &key, &shared_obs, parent_iv.random);
+}
+
+/// A child made by the raw `clone(2)` system call runs no `pthread_atfork` handlers; a
+/// secure client still notices it by `getpid()` and never reuses the parent's IV stream.
+fn raw_clone_child_of_a_secure_client(
+    shared: &mut Varta,
+    key: &Key,
+    obs: &UdpObserver,
+    parent_random: [u8; 8],
+) {
+    let before = shared.fork_recoveries();
+    // SAFETY: clone with only SIGCHLD and no new stack behaves like fork() minus the libc
+    // bookkeeping (atfork handlers); the child makes only allocation-free calls and _exits.
+    let child = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    assert!(child >= 0, "clone failed");
+    if child == 0 {
+        let ok = shared.beat(Status::Ok, 0xD0) == BeatOutcome::Sent
+            && shared.fork_recoveries() == before + 1;
+        // SAFETY: as above; ends the child at once.
+        unsafe { libc::_exit(i32::from(!ok)) };
+    }
+    let child = libc::pid_t::try_from(child).unwrap();
+    let mut status = 0;
+    // SAFETY: `child` is our child's pid and `status` a valid out-pointer.
+    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    let (b, _) = recv_from(obs);
+    let (iv, f) = SharedDatagram::from_bytes(&b).unwrap().open(key).unwrap();
+    assert_eq!((f.pid(), f.nonce(), f.payload()), (child as u32, 1, 0xD0));
+    assert_eq!(iv.counter, 1);
+    assert_ne!(iv.random, parent_random);
 }
