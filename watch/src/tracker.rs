@@ -62,6 +62,7 @@
 //! No method panics on any input: any bytes, any origin, any `now` (time going backwards is
 //! clamped to the latest time seen).
 
+pub mod fuzz;
 mod keys;
 mod table;
 #[cfg(test)]
@@ -97,6 +98,10 @@ pub const TIMEOUT_BATCH: usize = 1024;
 /// Events held for the shell at most; past this, events are dropped and counted in
 /// [`Stats::events_dropped`] (a shell that drains after every call never gets near it).
 pub const EVENT_QUEUE_CAP: usize = 4 * TIMEOUT_BATCH;
+
+/// Most master-key agent keys cached (about 56 bytes each, allocated once when a master key
+/// is configured). Beyond it, agents beating in turn cost one HKDF derivation per beat.
+pub const KEY_CACHE_MAX: usize = 1 << 17;
 
 /// Largest capacity the tracker accepts (slots are `u32`).
 pub const MAX_CAPACITY: usize = (u32::MAX - 1) as usize;
@@ -840,7 +845,7 @@ impl fmt::Debug for Tracker {
 
 impl Tracker {
     /// A tracker for `cfg`. Memory for agents is taken as they arrive (up to the capacity);
-    /// with a master key configured, a key cache of `min(capacity, 65,536)` entries is
+    /// with a master key configured, a key cache of `min(2 x capacity, KEY_CACHE_MAX)` entries is
     /// allocated up front.
     #[must_use]
     pub fn new(cfg: TrackerConfig) -> Tracker {
@@ -860,7 +865,7 @@ impl Tracker {
             allowed_uids: cfg.allowed_uids,
             udp: cfg.udp,
             table: Table::new(capacity),
-            keys: has_master.then(|| KeyCache::new(capacity.min(65_536))),
+            keys: has_master.then(|| KeyCache::new(capacity.saturating_mul(2).min(KEY_CACHE_MAX))),
             events: VecDeque::with_capacity(EVENT_QUEUE_CAP),
             stats: Stats::ZERO,
             now: 0,
@@ -1383,7 +1388,8 @@ fn open_master(
     t: u64,
     d: &MasterDatagram,
 ) -> Result<(Iv, Frame), Rejection> {
-    if let Some(k) = cache.as_ref().and_then(|c| c.get(t)) {
+    let mut cache = cache;
+    if let Some(k) = cache.as_mut().and_then(|c| c.get(t)) {
         return d.open(k).map_err(Rejection::Open);
     }
     stats.key_derivations += 1;

@@ -168,4 +168,11 @@ proptest! {
             }
         }
     }
+
+    #[test]
+    fn fuzz_entry_point_holds_on_arbitrary_bytes(data in prop::collection::vec(any::<u8>(), 0..800)) {
+        if let Err(why) = varta_watch::tracker::fuzz::run(&data) {
+            prop_assert!(false, "{}", why);
+        }
+    }
 }
