@@ -3,8 +3,12 @@
 # rustup toolchain has no Cortex-M standard library; ../shared/FIRMWARE-TOOLCHAIN.md).
 
 FW_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO_DIR="$(cd "$FW_DIR/.." && pwd)"
 FW_TARGET=thumbv7em-none-eabihf
-FW_PACKAGES=(rustc-web cargo-web rust-web-src rust-web-clippy binutils-arm-none-eabi qemu-system-arm python3 python3-cryptography)
+# The firmware workspace always builds into its own target dir (a CARGO_TARGET_DIR meant for
+# the host workspace does not move it).
+FW_TARGET_DIR="$FW_DIR/target"
+FW_PACKAGES=(rustc-web cargo-web rust-web-src rust-web-clippy binutils-arm-none-eabi qemu-system-arm python3)
 
 fw_log() { printf '%s\n' "$*" >&2; }
 
@@ -32,7 +36,13 @@ fw_ensure_packages() {
 # cargo for the firmware workspace: Debian's cargo and rustc (1.96), build-std enabled.
 # PATH puts /usr/bin first so `cargo clippy` finds Debian's clippy-driver, not rustup's.
 fw_cargo() {
-    (cd "$FW_DIR" && PATH="/usr/bin:$PATH" RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 /usr/bin/cargo "$@")
+    (cd "$FW_DIR" && PATH="/usr/bin:$PATH" RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
+        CARGO_TARGET_DIR="$FW_TARGET_DIR" /usr/bin/cargo "$@")
+}
+
+# cargo for the firmware library on the host (rustup's toolchain: unit tests, host clippy).
+fw_host_cargo() {
+    (cd "$FW_DIR" && env -u RUSTC CARGO_TARGET_DIR="$FW_TARGET_DIR" cargo "$@")
 }
 
 # The release ELFs of the workspace's binaries, one path per line.
@@ -46,6 +56,6 @@ for pkg in meta["packages"]:
         if "bin" in t["kind"]:
             print(t["name"])' |
         while read -r name; do
-            printf '%s/target/%s/release/%s\n' "$FW_DIR" "$FW_TARGET" "$name"
+            printf '%s/%s/release/%s\n' "$FW_TARGET_DIR" "$FW_TARGET" "$name"
         done
 }

@@ -9,11 +9,13 @@
 //!   which forwards to the host's loopback);
 //! * [`args`]: run-time arguments from the host over semihosting;
 //! * [`board`]: all of the above brought up together on the MPS2 board;
-//! * [`app`]: the sending loop the binaries share.
+//! * [`app`]: the sending loop of the network-only probe (`udp-probe`);
+//! * [`scenario`]: what the `heartbeat` firmware does (normal, late task, stall, panic) and
+//!   its main loop's decisions, host-tested against the client's task monitor.
 //!
 //! The binaries in `src/bin` tie them together; `run-e2e.sh` boots them under QEMU against a
 //! listener on the host. The library builds for the host too, so its logic is unit-tested there
-//! (`cargo test --lib` with the host toolchain; see `run-e2e.sh`).
+//! (`cargo test --lib` with the host toolchain).
 #![cfg_attr(not(test), no_std)]
 
 pub mod app;
@@ -22,3 +24,4 @@ pub mod board;
 pub mod clock;
 pub mod lan9118;
 pub mod net;
+pub mod scenario;

@@ -6,15 +6,20 @@
 //! figures would mean nothing: the binary first times a loop of known length (two instructions
 //! per turn, in assembly) at two lengths and stops with failure unless both match icount.
 //!
-//! Exits with failure when a sealed beat costs more than the issue's budget (5,000).
+//! The beats are `varta-client-nostd`'s (`Agent::try_beat` into a sink transport), as the
+//! `heartbeat` firmware sends them; vlp-core's seal and RustCrypto's AEAD alone are timed
+//! beside them. Also prints the RAM of the client's types on this target. Exits with success
+//! whenever the measurement is valid: `size-report.sh` judges the budgets.
 #![no_std]
 #![no_main]
 
 use core::hint::black_box;
 
 use chacha20poly1305::{AeadInPlace, ChaCha20Poly1305, KeyInit};
+use core::mem::size_of;
 use cortex_m_rt::entry;
 use cortex_m_semihosting::hprintln;
+use varta_client_nostd::{Agent, GlobalAgent, StackError, TaskMonitor};
 use varta_firmware_mps2::board::{exit, fail};
 use varta_firmware_mps2::lan9118::Lan9118;
 use vlp_core::kdf::derive_agent_key;
@@ -23,8 +28,6 @@ use vlp_core::{crc, Key, MasterDatagram, Session, Status};
 const REPS: u32 = 1_000;
 /// Instructions per `FREE_RUN` tick under `-icount shift=0`.
 const INSNS_PER_TICK: u64 = 40;
-/// Issue 4's budget for one sealed beat.
-const SEALED_BEAT_BUDGET: u64 = 5_000;
 
 #[entry]
 fn main() -> ! {
@@ -68,21 +71,35 @@ fn main() -> ! {
         REPS,
     );
 
-    let mut plain = Session::plain(0x1234_5678);
+    // The client's beats, as the firmware sends them: prepare, seal, hand to a transport
+    // (here a sink that takes every datagram), commit. `beat_once` is not inlined, so the
+    // figure does not depend on how this function's own code is laid out.
     let mut now = 1_000u64;
+    let mut plain = Agent::plain(0x1234_5678);
     let plain_beat = per(
         measure(REPS, &mut || {
             now += 1_000;
-            if let Ok(beat) = plain.beat(Status::Ok, 0, black_box(now)) {
-                black_box(beat.emit());
-                let _ = plain.commit(&beat);
-            }
+            let _ = black_box(beat_once(&mut plain, black_box(now)));
         }),
         REPS,
     );
 
     let master = Key::from_bytes([7; 32]);
-    let agent_key = derive_agent_key(&master, 0x1234_5678);
+    let mut agent = Agent::master(0x1234_5678, master.clone());
+    agent.start([9; 16]);
+    // The first beat of a session is not the steady state: take one before measuring.
+    let _ = beat_once(&mut agent, now);
+    let sealed_beat = per(
+        measure(REPS, &mut || {
+            now += 1_000;
+            let _ = black_box(beat_once(&mut agent, black_box(now)));
+        }),
+        REPS,
+    );
+    if agent.session().next_nonce() != u64::from(REPS) + 2 {
+        fail(format_args!("bench: sealed beats were refused"));
+    }
+
     let kdf_reps = 100;
     let kdf = per(
         measure(kdf_reps, &mut || {
@@ -91,20 +108,9 @@ fn main() -> ! {
         kdf_reps,
     );
 
-    let mut secure = Session::secure(0x1234_5678, [9; 16]);
-    let sealed_beat = per(
-        measure(REPS, &mut || {
-            now += 1_000;
-            if let Ok(beat) = secure.beat(Status::Ok, 0, black_box(now)) {
-                if let Ok(d) = beat.seal_master(black_box(&agent_key)) {
-                    black_box(d);
-                    let _ = secure.commit(&beat);
-                }
-            }
-        }),
-        REPS,
-    );
-
+    // vlp-core's seal alone, and RustCrypto's AEAD alone on the same 32 bytes + 4 bytes of
+    // associated data, to tell the client's and vlp-core's overhead from the cipher's cost.
+    let agent_key = derive_agent_key(&master, 0x1234_5678);
     let beat = match Session::secure(0x1234_5678, [9; 16]).beat(Status::Ok, 0, 5) {
         Ok(b) => b,
         Err(e) => fail(format_args!("bench: {e}")),
@@ -120,9 +126,6 @@ fn main() -> ! {
         }),
         REPS,
     );
-
-    // RustCrypto's AEAD alone on the same 32 bytes + 4 bytes of associated data, to tell
-    // vlp-core's overhead from the cipher's cost.
     let aead = ChaCha20Poly1305::new(agent_key.as_bytes().into());
     let nonce = iv.nonce();
     let mut msg = [0u8; 32];
@@ -139,34 +142,54 @@ fn main() -> ! {
     );
 
     hprintln!("bench: instructions per operation on the Cortex-M4 (QEMU -icount shift=0)");
-    let rows: [(&str, u64); 7] = [
-        ("empty loop iteration", empty / u64::from(REPS)),
-        ("crc32c over 28 bytes", crc),
-        ("plain beat (prepare+emit+commit)", plain_beat),
-        ("ChaCha20-Poly1305 on 32 B (RustCrypto)", raw_aead),
-        ("seal one master datagram (vlp-core)", seal),
-        ("sealed beat (prepare+seal+commit)", sealed_beat),
-        ("agent key derivation (once per boot)", kdf),
+    let rows: [(&str, &str, u64); 7] = [
+        (
+            "empty_loop",
+            "empty loop iteration",
+            empty / u64::from(REPS),
+        ),
+        ("crc32c_28", "crc32c over 28 bytes", crc),
+        ("plain_beat", "plain beat (Agent::try_beat)", plain_beat),
+        (
+            "sealed_beat",
+            "master-key sealed beat (Agent::try_beat)",
+            sealed_beat,
+        ),
+        ("seal", "  of which vlp-core seal (MasterDatagram)", seal),
+        (
+            "raw_aead",
+            "  RustCrypto ChaCha20-Poly1305 on 32 B",
+            raw_aead,
+        ),
+        ("kdf", "agent key derivation (once per boot)", kdf),
     ];
-    for (what, insns) in rows {
-        hprintln!("bench:   {:<38} {:>6}", what, insns);
+    // `bench: NAME=VALUE` lines are what size-report.sh parses.
+    for (key, what, insns) in rows {
+        hprintln!("bench:   {:<42} {:>6}   [{}={}]", what, insns, key, insns);
     }
     hprintln!(
-        "bench: sealed beat {} instructions, budget {}: {}",
-        sealed_beat,
-        SEALED_BEAT_BUDGET,
-        if sealed_beat <= SEALED_BEAT_BUDGET {
-            "ok"
-        } else {
-            "OVER"
-        }
+        "bench: RAM: Agent {} B, GlobalAgent {} B, TaskMonitor<2> {} B   [agent_ram={}] [global_agent_ram={}] [tasks2_ram={}]",
+        size_of::<Agent>(),
+        size_of::<GlobalAgent>(),
+        size_of::<TaskMonitor<2>>(),
+        size_of::<Agent>(),
+        size_of::<GlobalAgent>(),
+        size_of::<TaskMonitor<2>>()
     );
-    hprintln!(
-        "bench: RAM: Session {} bytes, Key {} bytes",
-        core::mem::size_of::<Session>(),
-        core::mem::size_of::<Key>()
-    );
-    exit(sealed_beat <= SEALED_BEAT_BUDGET)
+    // The budgets are judged by size-report.sh; a valid measurement exits with success.
+    exit(true)
+}
+
+/// A transport that takes every datagram.
+fn sink(datagram: &[u8]) -> Result<(), StackError> {
+    black_box(datagram);
+    Ok(())
+}
+
+/// One beat of `agent` through [`sink`], kept out of line (see the call sites).
+#[inline(never)]
+fn beat_once(agent: &mut Agent, now: u64) -> Result<(), varta_client_nostd::Error> {
+    agent.try_beat(&mut sink, Status::Ok, 0, now)
 }
 
 /// Runs `turns` turns of a two-instruction loop.
