@@ -92,7 +92,7 @@ use std::net::ToSocketAddrs;
 use std::path::Path;
 use std::time::Instant;
 
-use vlp_core::envelope::MASTER_LEN;
+use vlp_core::envelope::{MasterDatagram, SharedDatagram, MASTER_LEN, SHARED_LEN};
 use vlp_core::kdf::derive_agent_key;
 use vlp_core::session::Beat;
 use vlp_core::{Session, SessionError};
@@ -502,14 +502,17 @@ impl<T: BeatTransport> Varta<T> {
                 Ok(FRAME_LEN)
             }
             Envelope::Shared(key) => {
-                let d = beat.seal_shared(key).map_err(session_error)?;
-                buf[..d.0.len()].copy_from_slice(&d.0);
-                Ok(d.0.len())
+                let iv = beat.iv().ok_or(BeatError::INVALID_INPUT)?;
+                let out: &mut [u8; SHARED_LEN] = (&mut buf[..SHARED_LEN])
+                    .try_into()
+                    .map_err(|_| BeatError::INVALID_INPUT)?;
+                SharedDatagram::seal_into(key, &iv, beat.frame(), out);
+                Ok(SHARED_LEN)
             }
             Envelope::Master { agent, .. } => {
-                let d = beat.seal_master(agent).map_err(session_error)?;
-                buf.copy_from_slice(&d.0);
-                Ok(d.0.len())
+                let iv = beat.iv().ok_or(BeatError::INVALID_INPUT)?;
+                MasterDatagram::seal_into(agent, &iv, beat.frame(), buf);
+                Ok(MASTER_LEN)
             }
         }
     }
