@@ -866,7 +866,7 @@ impl Tracker {
             udp: cfg.udp,
             table: Table::new(capacity),
             keys: has_master.then(|| KeyCache::new(capacity.saturating_mul(2).min(KEY_CACHE_MAX))),
-            events: VecDeque::with_capacity(EVENT_QUEUE_CAP),
+            events: VecDeque::with_capacity(64),
             stats: Stats::ZERO,
             now: 0,
         }
