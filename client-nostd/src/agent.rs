@@ -8,7 +8,7 @@
 
 use vlp_core::envelope::{Key, MasterDatagram, SharedDatagram, MASTER_LEN, SHARED_LEN};
 use vlp_core::kdf::derive_agent_key;
-use vlp_core::{Beat, Session, Status, FRAME_LEN};
+use vlp_core::{Beat, Session, SessionError, Status, FRAME_LEN};
 
 use crate::entropy::{self, SALT_LEN};
 use crate::error::Error;
@@ -260,14 +260,7 @@ impl Agent {
     /// [`Error::NotStarted`]; [`Error::Session`] for a Stall status, a reserved pid or IV
     /// exhaustion.
     pub fn prepare(&self, kind: Kind, now: u64) -> Result<Prepared, Error> {
-        if !self.started {
-            return Err(Error::NotStarted);
-        }
-        let beat = match kind {
-            Kind::Beat(status, payload) => self.session.beat(status, payload, now),
-            Kind::Terminal(payload) => self.session.terminal(payload, now),
-            Kind::Goodbye => self.session.goodbye(now),
-        }?;
+        let beat = self.next_beat(kind, now)?;
         let datagram = match self.key_state {
             KeyState::None => Datagram::Plain(beat.emit()),
             KeyState::Shared => Datagram::Shared(beat.seal_shared(&self.key)?),
@@ -276,6 +269,53 @@ impl Agent {
             KeyState::MasterUnderived => return Err(Error::NotStarted),
         };
         Ok(Prepared { beat, datagram })
+    }
+
+    /// The session's next beat of `kind`, unsealed.
+    fn next_beat(&self, kind: Kind, now: u64) -> Result<Beat, Error> {
+        if !self.started {
+            return Err(Error::NotStarted);
+        }
+        Ok(match kind {
+            Kind::Beat(status, payload) => self.session.beat(status, payload, now),
+            Kind::Terminal(payload) => self.session.terminal(payload, now),
+            Kind::Goodbye => self.session.goodbye(now),
+        }?)
+    }
+
+    /// [`Agent::prepare`] for the send paths: seals straight into `buf` (no datagram value to
+    /// move around) and returns the beat to commit and the datagram's length in `buf`.
+    fn prepare_into(
+        &self,
+        kind: Kind,
+        now: u64,
+        buf: &mut [u8; MAX_DATAGRAM_LEN],
+    ) -> Result<(Beat, usize), Error> {
+        let beat = self.next_beat(kind, now)?;
+        let iv = || beat.iv().ok_or(Error::Session(SessionError::NotSecure));
+        let len = match self.key_state {
+            KeyState::None => {
+                let out: &mut [u8; FRAME_LEN] = (&mut buf[..FRAME_LEN])
+                    .try_into()
+                    .expect("MAX_DATAGRAM_LEN >= FRAME_LEN");
+                beat.frame().emit_into(out);
+                FRAME_LEN
+            }
+            KeyState::Shared => {
+                let out: &mut [u8; SHARED_LEN] = (&mut buf[..SHARED_LEN])
+                    .try_into()
+                    .expect("MAX_DATAGRAM_LEN >= SHARED_LEN");
+                SharedDatagram::seal_into(&self.key, &iv()?, beat.frame(), out);
+                SHARED_LEN
+            }
+            KeyState::MasterDerived => {
+                MasterDatagram::seal_into(&self.key, &iv()?, beat.frame(), buf);
+                MASTER_LEN
+            }
+            // `started` is only set by `start`, which derives the key first.
+            KeyState::MasterUnderived => return Err(Error::NotStarted),
+        };
+        Ok((beat, len))
     }
 
     /// Records that `prepared` was accepted by the transport.
@@ -310,9 +350,10 @@ impl Agent {
         kind: Kind,
         now: u64,
     ) -> Result<(), Error> {
-        let p = self.prepare(kind, now)?;
-        match transport.try_send(p.as_bytes()) {
-            Ok(()) => self.commit(&p),
+        let mut buf = [0u8; MAX_DATAGRAM_LEN];
+        let (beat, len) = self.prepare_into(kind, now, &mut buf)?;
+        match transport.try_send(&buf[..len]) {
+            Ok(()) => self.session.commit(&beat).map_err(Error::Session),
             Err(e) => {
                 #[cfg(feature = "defmt")]
                 defmt::debug!("varta: send refused: {}", e);
@@ -350,9 +391,10 @@ impl Agent {
         kind: Kind,
         now: u64,
     ) -> Result<(), Error> {
-        let p = self.prepare(kind, now)?;
-        match transport.send(p.as_bytes()).await {
-            Ok(()) => self.commit(&p),
+        let mut buf = [0u8; MAX_DATAGRAM_LEN];
+        let (beat, len) = self.prepare_into(kind, now, &mut buf)?;
+        match transport.send(&buf[..len]).await {
+            Ok(()) => self.session.commit(&beat).map_err(Error::Session),
             Err(e) => {
                 #[cfg(feature = "defmt")]
                 defmt::debug!("varta: send refused: {}", e);
