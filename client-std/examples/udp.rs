@@ -14,8 +14,9 @@ fn main() -> std::io::Result<()> {
 
     let mut varta = Varta::connect_udp(addr.as_str())?;
     for _ in 0..count {
+        let nonce = varta.next_nonce();
         let outcome = varta.beat(Status::Ok, 0);
-        println!("nonce {} -> {outcome}", varta.next_nonce());
+        println!("nonce {nonce} -> {outcome}");
         std::thread::sleep(Duration::from_millis(500));
     }
     let _ = varta.goodbye();

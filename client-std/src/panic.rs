@@ -13,7 +13,9 @@ use std::net::ToSocketAddrs;
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
-use crate::{BeatTransport, Key, Varta, PANIC_PAYLOAD};
+#[cfg(feature = "secure-udp")]
+use crate::Key;
+use crate::{BeatTransport, Varta, PANIC_PAYLOAD};
 
 /// Installs a panic hook that sends one terminal frame (Critical, nonce
 /// [`crate::NONCE_TERMINAL`], payload [`PANIC_PAYLOAD`]) to the observer's Unix socket at
