@@ -739,6 +739,7 @@ fn stall_bench(exe: &Path, a: &BenchArgs, rt: bool) -> Result<(), String> {
     done.store(true, Ordering::Relaxed);
     let _ = sender.join();
     let received = prom.and_then(|p| scrape(p, "varta_datagrams_received_total"));
+    let dropped = prom.and_then(|p| scrape(p, "varta_receive_queue_drops_total"));
     if let Some(f) = flood.as_mut() {
         let _ = f.kill();
         let _ = f.wait();
@@ -780,6 +781,10 @@ fn stall_bench(exe: &Path, a: &BenchArgs, rt: bool) -> Result<(), String> {
             received.unwrap_or(0.0)
         );
     }
+    println!(
+        "  datagrams the kernel dropped on the observer's full receive queue: {:.0}",
+        dropped.unwrap_or(0.0)
+    );
     println!(
         "  false stalls (non-silenced agents): {}",
         false_stalls.load(Ordering::Relaxed)

@@ -55,6 +55,8 @@ pub struct Snapshot {
     pub events_dropped: u64,
     /// recvmmsg errors other than EAGAIN.
     pub recv_errors: u64,
+    /// Datagrams the kernel dropped on a full receive queue, by listener.
+    pub kernel_drops: Vec<(&'static str, u64)>,
     /// Datagrams received, by listener label.
     pub datagrams: Vec<(&'static str, u64)>,
     /// Decode errors by kind (`DecodeError::KINDS`).
@@ -133,6 +135,11 @@ impl Snapshot {
             "varta_datagrams_received",
             "Datagrams received, by listener",
             fam(&self.datagrams, "listener"),
+        );
+        reg.register(
+            "varta_receive_queue_drops",
+            "Datagrams the kernel dropped because the listener's receive queue was full",
+            fam(&self.kernel_drops, "listener"),
         );
         reg.register(
             "varta_events",
