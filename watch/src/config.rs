@@ -386,3 +386,42 @@ impl RunArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_flags_win() {
+        let text = include_str!("../varta-watch.example.toml");
+        let file: RunArgs = toml::from_str(text).unwrap();
+        assert_eq!(file.threshold_ms, Some(1000));
+        assert_eq!(file.allow_uid, vec![1000]);
+        assert_eq!(file.format, Some(Format::Text));
+
+        let dir = std::env::temp_dir().join(format!("varta-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "threshold-ms = 250\nformat = \"json\"\nallow-uid = [7]\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "varta-watch",
+            "--config",
+            path.to_str().unwrap(),
+            "--threshold-ms",
+            "40",
+            "--socket",
+            "/tmp/x.sock",
+        ])
+        .unwrap();
+        let cfg = cli.run.resolve().unwrap();
+        assert_eq!(cfg.threshold_ns, 40_000_000, "the flag wins");
+        assert_eq!(cfg.format, Format::Json, "the file fills in");
+        assert!(cfg.allowed_uids.contains(&7));
+        assert_eq!(cfg.socket_mode, 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

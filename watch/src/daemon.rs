@@ -216,6 +216,16 @@ impl Daemon {
             cfg.threshold_ns / 1_000_000,
             cfg.capacity
         );
+        if unix.is_some() {
+            let qlen = std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok());
+            if let Some(q) = qlen.filter(|q| *q < 64) {
+                eprintln!(
+                    "varta-watch: note: net.unix.max_dgram_qlen is {q}: the socket queues only {q} datagrams, senders get EAGAIN beyond that; for many agents raise it (sysctl -w net.unix.max_dgram_qlen=512)"
+                );
+            }
+        }
         Ok(Daemon {
             tracker,
             capacity: cfg.capacity,
