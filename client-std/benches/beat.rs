@@ -167,6 +167,25 @@ fn parts(c: &mut Criterion) {
     g.bench_function("prepare_emit_32B", |b| {
         b.iter(|| black_box(plain.beat(Status::Ok, 0, black_box(5)).unwrap().emit()));
     });
+    // The whole beat minus the syscall: a transport that accepts everything.
+    struct Null;
+    impl varta_client::BeatTransport for Null {
+        fn send(&mut self, d: &[u8]) -> std::io::Result<()> {
+            black_box(d);
+            Ok(())
+        }
+        fn reconnect(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut null = Varta::with_transport(Null);
+    g.bench_function("beat_without_io_plain", |b| {
+        b.iter(|| black_box(null.beat(Status::Ok, black_box(0))));
+    });
+    let mut null_shared = Varta::with_transport_shared_key(Null, Key::from_bytes([7; 32])).unwrap();
+    g.bench_function("beat_without_io_shared", |b| {
+        b.iter(|| black_box(null_shared.beat(Status::Ok, black_box(0))));
+    });
     let secure = Session::secure(1234, [9; 16]);
     let key = Key::from_bytes([7; 32]);
     g.bench_function("prepare_seal_60B", |b| {

@@ -1,42 +1,150 @@
-//! Noticing that we are a forked child, cheaply.
+//! Noticing that we are a forked child, with one memory load per beat.
 //!
-//! `getpid(2)` is a real system call on current glibc and musl (neither caches the pid), and
-//! on a plain Unix socket it would be a sizeable share of a beat. Instead a
-//! `pthread_atfork` child handler, registered once, bumps a process-wide generation counter;
-//! a beat compares one relaxed atomic load against the generation its session was made in.
+//! `getpid(2)` is a real system call on current glibc and musl (neither caches the pid): on a
+//! plain Unix socket it would be a sizeable share of a beat. Instead one anonymous page is
+//! marked `MADV_WIPEONFORK` (Linux 4.14+), the mechanism BoringSSL and OpenSSL use for their
+//! fork-safe RNGs: the kernel hands every child a zero-filled copy of it, whatever made the
+//! child (`fork()`, `posix_spawn` before exec, a raw `clone(2)` without `CLONE_VM`), and no
+//! user-space code has to run for that. The page holds a nonzero *token*; a client caches
+//! the token it was made under and compares it on every beat. A mismatch sends it down the
+//! slow path, which confirms with `getpid()`.
 //!
-//! `fork()` runs the handler (glibc and musl alike). A child created by a raw `clone(2)`
-//! without `fork()` semantics does not; for the secure envelopes, where reusing an IV would
-//! be a cryptographic failure rather than a confused observer, [`crate::Varta`] therefore
-//! also compares `getpid()` on every beat. If registering the handler ever failed, every
-//! transport falls back to `getpid()`.
+//! Where the page cannot be set up (an older kernel, a seccomp filter refusing `madvise`),
+//! [`Watch::changed`] always says "check": every beat then pays one `getpid()`, correct and
+//! slower.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Once;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
-static GENERATION: AtomicU64 = AtomicU64::new(0);
-static HANDLER_INSTALLED: AtomicBool = AtomicBool::new(false);
-static REGISTER: Once = Once::new();
+/// Tokens handed out in this process lineage; a child's first token is larger than any token
+/// its parent had cached (the counter is copied by fork, the page is not).
+static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
 
-extern "C" fn in_child() {
-    // Async-signal-safe: one atomic add, no allocation, no locks.
-    GENERATION.fetch_add(1, Ordering::Relaxed);
+/// The wipe-on-fork page, if it could be set up.
+static PAGE: OnceLock<Option<&'static AtomicU64>> = OnceLock::new();
+
+fn setup_page() -> Option<&'static AtomicU64> {
+    // SAFETY: an anonymous private mapping with no address hint has no preconditions; the
+    // result is checked against MAP_FAILED before use.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            page_size(),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    // SAFETY: `p` is the page-aligned start of the mapping of `page_size()` bytes made above.
+    let rc = unsafe { libc::madvise(p, page_size(), libc::MADV_WIPEONFORK) };
+    if rc != 0 {
+        // SAFETY: unmapping exactly the mapping made above, which nothing references yet.
+        unsafe { libc::munmap(p, page_size()) };
+        return None;
+    }
+    // SAFETY: the mapping is page-aligned (so aligned for u64), zero-filled, readable and
+    // writable, and is never unmapped: a `'static` reference to its first word is valid for
+    // the rest of the process (and, zeroed, in every child).
+    let word: &'static AtomicU64 = unsafe { &*p.cast::<AtomicU64>() };
+    word.store(
+        NEXT_TOKEN.fetch_add(1, Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
+    Some(word)
 }
 
-/// Registers the handler (once per process). Returns whether it is in place; if not, callers
-/// must check `getpid()` on every beat.
-pub(crate) fn register() -> bool {
-    REGISTER.call_once(|| {
-        // SAFETY: `in_child` is an `extern "C" fn()` with static lifetime that only touches
-        // an atomic; pthread_atfork stores the pointer and calls it in fork()ed children.
-        let rc = unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
-        HANDLER_INSTALLED.store(rc == 0, Ordering::Relaxed);
-    });
-    HANDLER_INSTALLED.load(Ordering::Relaxed)
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).ok().filter(|n| *n > 0).unwrap_or(4096)
 }
 
-/// How many forks happened in this process's ancestry since the handler was registered.
-#[inline]
-pub(crate) fn generation() -> u64 {
-    GENERATION.load(Ordering::Relaxed)
+/// One client's view of the fork marker.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    page: Option<&'static AtomicU64>,
+    token: u64,
+}
+
+impl Watch {
+    /// Sets up the page (once per process) and records the current token.
+    pub(crate) fn new() -> Watch {
+        let page = *PAGE.get_or_init(setup_page);
+        let mut w = Watch { page, token: 0 };
+        w.token = w.current();
+        w
+    }
+
+    /// Whether a fork may have happened since [`Watch::new`] / [`Watch::rearm`]: the page was
+    /// wiped or another token installed. Always true without the page.
+    #[inline]
+    pub(crate) fn changed(&self) -> bool {
+        match self.page {
+            Some(p) => p.load(Ordering::Relaxed) != self.token,
+            None => true,
+        }
+    }
+
+    /// The page's token, installing a fresh one if the page was wiped (we are a child).
+    fn current(&self) -> u64 {
+        let Some(p) = self.page else { return 0 };
+        let t = p.load(Ordering::Relaxed);
+        if t != 0 {
+            return t;
+        }
+        let fresh = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
+        // Another client of this child may have installed one first; either is fine.
+        match p.compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => fresh,
+            Err(other) => other,
+        }
+    }
+
+    /// Accepts the current state (after a fork was handled, or found to be a false alarm).
+    pub(crate) fn rearm(&mut self) {
+        self.token = self.current();
+    }
+
+    /// Whether the cheap path is available (for tests and docs).
+    #[cfg(test)]
+    pub(crate) fn has_page(&self) -> bool {
+        self.page.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_is_set_up_and_quiet_without_a_fork() {
+        let mut w = Watch::new();
+        assert!(w.has_page(), "MADV_WIPEONFORK needs Linux 4.14+");
+        assert!(!w.changed());
+        // Simulate the wipe a fork would do: the next check notices, rearming installs a
+        // fresh token that no client cached before.
+        let page = w.page.unwrap();
+        let before = w.token;
+        page.store(0, Ordering::Relaxed);
+        assert!(w.changed());
+        w.rearm();
+        assert!(!w.changed());
+        assert!(w.token > before);
+        assert!(Watch::new().token == w.token);
+    }
+
+    #[test]
+    fn without_the_page_every_beat_checks() {
+        let mut w = Watch {
+            page: None,
+            token: 0,
+        };
+        assert!(w.changed());
+        w.rearm();
+        assert!(w.changed(), "no page: getpid() on every beat");
+    }
 }

@@ -42,9 +42,9 @@
 //!   socket, restarts the nonce sequence at 1 and, on secure transports, draws a fresh IV salt
 //!   from OS entropy (`getrandom(2)`), so no (key, IV) pair is ever used twice across the
 //!   fork ([`Varta::fork_recoveries`] counts these). The master-key agent key is re-derived
-//!   for the child's pid. Detection costs one atomic load per beat: a `pthread_atfork` child
-//!   handler marks every `fork()`; secure clients also compare `getpid()` each beat, so even
-//!   a child made by a raw `clone(2)` never reuses an IV.
+//!   for the child's pid. Detection costs one memory load per beat: a `MADV_WIPEONFORK` page
+//!   that the kernel zeroes in every child, however it was made (`fork()`, a raw `clone(2)`),
+//!   with `getpid()` as the fallback where the kernel lacks it (before Linux 4.14).
 //! * [`Status::Stall`] is observer-only: `beat(Status::Stall, _)` is refused with
 //!   [`BeatOutcome::Failed`] ([`BeatError::INVALID_INPUT`]) and nothing is sent.
 //! * No function panics on anything the network or the OS returns.
@@ -147,11 +147,8 @@ pub struct Varta<T: BeatTransport = Transport> {
     epoch: Instant,
     /// The pid the session speaks for; a different `getpid()` means we are a forked child.
     pid: u32,
-    /// The fork generation ([`fork::generation`]) the session was made in.
-    fork_generation: u64,
-    /// Compare `getpid()` on every beat, not only when the fork generation moved (secure
-    /// envelopes, or no atfork handler).
-    always_check_pid: bool,
+    /// The wipe-on-fork marker: one load per beat tells whether to look at `getpid()`.
+    fork_watch: fork::Watch,
     reconnect_after: u32,
     consecutive_drops: u32,
     fork_recoveries: u64,
@@ -237,8 +234,7 @@ fn session_error(e: SessionError) -> BeatError {
 
 impl<T: BeatTransport> Varta<T> {
     fn build(transport: T, envelope: Envelope, salt: Option<[u8; 16]>) -> Varta<T> {
-        let handler = fork::register();
-        let fork_generation = fork::generation();
+        let fork_watch = fork::Watch::new();
         let pid = std::process::id();
         let session = match salt {
             Some(s) => Session::secure(pid, s),
@@ -250,8 +246,7 @@ impl<T: BeatTransport> Varta<T> {
             envelope,
             epoch: Instant::now(),
             pid,
-            fork_generation,
-            always_check_pid: !handler || salt.is_some(),
+            fork_watch,
             reconnect_after: DEFAULT_RECONNECT_AFTER,
             consecutive_drops: 0,
             fork_recoveries: 0,
@@ -413,25 +408,24 @@ impl<T: BeatTransport> Varta<T> {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// See [`fork`]: one atomic load on plain transports, plus `getpid()` on secure ones.
+    /// See [`fork`]: one relaxed load of the wipe-on-fork page; `getpid()` only when it moved.
     #[inline]
     fn check_fork(&mut self) -> Result<(), BeatError> {
-        let generation = fork::generation();
-        if generation == self.fork_generation && !self.always_check_pid {
+        if !self.fork_watch.changed() {
             return Ok(());
         }
         let pid = std::process::id();
         if pid == self.pid {
-            self.fork_generation = generation;
+            self.fork_watch.rearm();
             Ok(())
         } else {
-            self.recover_from_fork(pid, generation)
+            self.recover_from_fork(pid)
         }
     }
 
     /// We are a forked child: new pid, new session, new salt, new socket.
     #[cold]
-    fn recover_from_fork(&mut self, pid: u32, generation: u64) -> Result<(), BeatError> {
+    fn recover_from_fork(&mut self, pid: u32) -> Result<(), BeatError> {
         let salt = if self.session.is_secure() {
             // Without fresh entropy the child must not send at all: continuing the parent's
             // IV stream would reuse AEAD nonces. Nothing changes; the next beat tries again.
@@ -444,7 +438,7 @@ impl<T: BeatTransport> Varta<T> {
         }
         self.session.restart(pid, salt);
         self.pid = pid;
-        self.fork_generation = generation;
+        self.fork_watch.rearm();
         self.epoch = Instant::now();
         self.consecutive_drops = 0;
         self.fork_recoveries += 1;

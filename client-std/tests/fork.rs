@@ -138,16 +138,26 @@ fn forked_child_starts_a_fresh_session() {
     assert_eq!((f.pid(), f.nonce(), iv.counter), (parent, 3, 3));
     assert_eq!((iv.random, src), (parent_iv.random, parent_src));
 
-    raw_clone_child_of_a_secure_client(&mut shared, &key, &shared_obs, parent_iv.random);
+    raw_clone_child(
+        &mut shared,
+        &key,
+        &shared_obs,
+        parent_iv.random,
+        &mut plain,
+        &uds_obs,
+    );
 }
 
-/// A child made by the raw `clone(2)` system call runs no `pthread_atfork` handlers; a
-/// secure client still notices it by `getpid()` and never reuses the parent's IV stream.
-fn raw_clone_child_of_a_secure_client(
+/// A child made by the raw `clone(2)` system call runs none of libc's fork bookkeeping (no
+/// `pthread_atfork` handlers); the kernel still wipes the marker page, so both clients notice
+/// and the secure one never reuses the parent's IV stream.
+fn raw_clone_child(
     shared: &mut Varta,
     key: &Key,
     obs: &UdpObserver,
     parent_random: [u8; 8],
+    plain: &mut Varta,
+    uds_obs: &UdsObserver,
 ) {
     let before = shared.fork_recoveries();
     // SAFETY: clone with only SIGCHLD and no new stack behaves like fork() minus the libc
@@ -165,7 +175,9 @@ fn raw_clone_child_of_a_secure_client(
     assert!(child >= 0, "clone failed");
     if child == 0 {
         let ok = shared.beat(Status::Ok, 0xD0) == BeatOutcome::Sent
-            && shared.fork_recoveries() == before + 1;
+            && shared.fork_recoveries() == before + 1
+            && plain.beat(Status::Ok, 0xD1) == BeatOutcome::Sent
+            && plain.fork_recoveries() == 1;
         // SAFETY: as above; ends the child at once.
         unsafe { libc::_exit(i32::from(!ok)) };
     }
@@ -179,4 +191,6 @@ fn raw_clone_child_of_a_secure_client(
     assert_eq!((f.pid(), f.nonce(), f.payload()), (child as u32, 1, 0xD0));
     assert_eq!(iv.counter, 1);
     assert_ne!(iv.random, parent_random);
+    let f = Frame::parse(&uds_obs.recv()).unwrap();
+    assert_eq!((f.pid(), f.nonce(), f.payload()), (child as u32, 1, 0xD1));
 }
