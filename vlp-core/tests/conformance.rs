@@ -1,7 +1,7 @@
 //! The 25 published VLP v0.2 conformance vectors, every one, byte for byte.
 
 use serde_json::Value;
-use vlp_core::crc::{crc32c, crc32c_nibble, crc32c_slice8};
+use vlp_core::crc::{crc32c, crc32c_hw, crc32c_nibble, crc32c_slice8};
 use vlp_core::kdf::{derive_agent_key, derive_epoch_key, derive_iv_prefix};
 use vlp_core::{DecodeError, Frame, Iv, Key, MasterDatagram, SharedDatagram, Status};
 
@@ -45,6 +45,9 @@ fn crc32c_vectors() {
         let want = u32::from_str_radix(v["crc_hex"].as_str().unwrap(), 16).unwrap();
         for f in [crc32c, crc32c_slice8, crc32c_nibble] {
             assert_eq!(f(&input), want, "{}", v["id"]);
+        }
+        if let Some(hw) = crc32c_hw(&input) {
+            assert_eq!(hw, want, "{} (hardware)", v["id"]);
         }
     }
 }
