@@ -28,6 +28,7 @@ fn forked_child_starts_a_fresh_session() {
     let master = Key::from_bytes([0x99; 32]);
     let dir = temp_dir("fork");
     let uds_obs = UdsObserver::bind(&dir.join("obs.sock"));
+    common::pass_credentials(&uds_obs.socket);
     let shared_obs = UdpObserver::bind();
     let master_obs = UdpObserver::bind();
 
@@ -98,10 +99,13 @@ fn forked_child_starts_a_fresh_session() {
     );
     let child = u32::try_from(child).unwrap();
 
-    // Plain UDS: the child's frames carry its pid and start again at nonce 1.
+    // Plain UDS: the child's frames carry its pid, the one the kernel attests for their
+    // sender, and start again at nonce 1.
     for n in 1..=2 {
-        let f = Frame::parse(&uds_obs.recv()).unwrap();
+        let (bytes, attested) = common::recv_attested(&uds_obs.socket);
+        let f = Frame::parse(&bytes).unwrap();
         assert_eq!((f.pid(), f.nonce()), (child, n));
+        assert_eq!(attested, child);
     }
 
     // Shared key: fresh nonces, counters from 1 under a different iv_random, own socket.
@@ -130,8 +134,9 @@ fn forked_child_starts_a_fresh_session() {
     // The parent is unaffected: its sequences continue where they were.
     assert_eq!(plain.fork_recoveries(), 0);
     assert_eq!(plain.beat(Status::Ok, 0), BeatOutcome::Sent);
-    let f = Frame::parse(&uds_obs.recv()).unwrap();
-    assert_eq!((f.pid(), f.nonce()), (parent, 3));
+    let (bytes, attested) = common::recv_attested(&uds_obs.socket);
+    let f = Frame::parse(&bytes).unwrap();
+    assert_eq!((f.pid(), f.nonce(), attested), (parent, 3, parent));
     assert_eq!(shared.beat(Status::Ok, 0), BeatOutcome::Sent);
     let (b, src) = recv_from(&shared_obs);
     let (iv, f) = SharedDatagram::from_bytes(&b).unwrap().open(&key).unwrap();
@@ -191,6 +196,8 @@ fn raw_clone_child(
     assert_eq!((f.pid(), f.nonce(), f.payload()), (child as u32, 1, 0xD0));
     assert_eq!(iv.counter, 1);
     assert_ne!(iv.random, parent_random);
-    let f = Frame::parse(&uds_obs.recv()).unwrap();
+    let (bytes, attested) = common::recv_attested(&uds_obs.socket);
+    let f = Frame::parse(&bytes).unwrap();
     assert_eq!((f.pid(), f.nonce(), f.payload()), (child as u32, 1, 0xD1));
+    assert_eq!(attested, child as u32);
 }

@@ -169,3 +169,19 @@ fn udp_observer_coming_back_is_reached_again() {
     let n = obs.recv(&mut buf).unwrap();
     assert_eq!(Frame::parse(&buf[..n]).unwrap().nonce(), nonce);
 }
+
+#[test]
+fn ipv6_observer() {
+    let obs = std::net::UdpSocket::bind("[::1]:0").expect("IPv6 loopback");
+    obs.set_read_timeout(Some(common::ARRIVAL)).unwrap();
+    let key = Key::from_bytes([0x66; 32]);
+    let mut v = Varta::connect_secure_udp(obs.local_addr().unwrap(), key.clone()).unwrap();
+    assert_eq!(v.beat(Status::Ok, 6), BeatOutcome::Sent);
+    let mut buf = [0u8; 64];
+    let n = obs.recv(&mut buf).unwrap();
+    let (_, f) = SharedDatagram::from_bytes(&buf[..n])
+        .unwrap()
+        .open(&key)
+        .unwrap();
+    assert_eq!((f.nonce(), f.payload()), (1, 6));
+}

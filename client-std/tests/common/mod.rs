@@ -92,3 +92,59 @@ pub fn closed_udp_port() -> std::net::SocketAddr {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.local_addr().unwrap()
 }
+
+/// Asks the kernel to attach the sender's credentials to every datagram (`SO_PASSCRED`).
+pub fn pass_credentials(socket: &UnixDatagram) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket fd and a pointer to a c_int of the given size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PASSCRED,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_PASSCRED: {}", std::io::Error::last_os_error());
+}
+
+/// The next datagram and the pid the kernel attests for its sender (`SCM_CREDENTIALS`; the
+/// socket must have [`pass_credentials`] on).
+pub fn recv_attested(socket: &UnixDatagram) -> (Vec<u8>, u32) {
+    use std::os::fd::AsRawFd;
+    let mut data = [0u8; 256];
+    // u64 elements keep the control buffer aligned for cmsghdr.
+    let mut control = [0u64; 16];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: an all-zero msghdr is a valid "no name, no buffers" value; filled in below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: msg points at live buffers of the stated sizes for the duration of the call.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, 0) };
+    assert!(n >= 0, "recvmsg: {}", std::io::Error::last_os_error());
+    let mut pid = None;
+    // SAFETY: walking the control messages the kernel wrote into `control`, with the libc
+    // macros that bound every step by msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_CREDENTIALS {
+                let cred: libc::ucred = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                pid = Some(cred.pid as u32);
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    (
+        data[..n as usize].to_vec(),
+        pid.expect("SCM_CREDENTIALS attached"),
+    )
+}
