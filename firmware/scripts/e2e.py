@@ -21,10 +21,11 @@ status and, when the script may open a packet socket (root), the datagrams seen 
              goodbye) with payload = the panic's source line, and no stall follows
 
 Usage: e2e.py --watch BIN --elf ELF [CASE...]        (default: all cases)
+Env:   E2E_NO_CAPTURE=1  do not open the packet socket (as without root): the stall delay is
+                         then measured against the watch's clock mapped to the host's
 Exits 0 when every case passed.
 """
 import argparse
-import errno
 import json
 import os
 import re
@@ -133,6 +134,9 @@ class Sniffer:
         self.port = port
         self.seen = []
         self.error = None
+        if os.environ.get("E2E_NO_CAPTURE"):
+            self.sock, self.error = None, "E2E_NO_CAPTURE set"
+            return
         try:
             self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
             self.sock.setsockopt(socket.SOL_SOCKET, self.SO_TIMESTAMPNS, 1)
@@ -301,6 +305,14 @@ def run_case(name, watch_bin, elf):
             c.check(silent is not None and abs(silent - THRESHOLD_MS) <= 0.05,
                     f"stall event: silent for {silent} ms in the watch's clock, expected "
                     f"{THRESHOLD_MS} (event at_ns = last_beat + threshold)")
+            if not datagrams and silent is not None:
+                # No capture: map the watch's clock to the host's with the `new` event (printed
+                # as its beat arrived; the smallest host-minus-watch offset is the tightest),
+                # and take the last beat as the stall's at_ns less its silence.
+                offset = min(t - e2["at_ns"] for t, e2 in evs if e2["kind"] in ("new", "status"))
+                last_beat_host = offset + e["at_ns"] - silent * 1e6
+                datagrams = [(last_beat_host, 64)]
+                c.note("stall delay from the watch's clock mapped to the host's (no capture)")
             if datagrams:
                 delay_ms = (t_line - datagrams[-1][0]) / 1e6
                 c.check(delay_ms <= THRESHOLD_MS + STALL_SLACK_MS,
@@ -308,7 +320,7 @@ def run_case(name, watch_bin, elf):
                         f"limit {THRESHOLD_MS} + {STALL_SLACK_MS}")
                 c.check(delay_ms >= THRESHOLD_MS - 1,
                         f"stall line read only {delay_ms:.2f} ms after the last datagram")
-                c.note(f"stall reported {delay_ms:.2f} ms after the last datagram reached lo "
+                c.note(f"stall reported {delay_ms:.2f} ms after the last beat "
                        f"(threshold {THRESHOLD_MS} ms, late by {delay_ms - THRESHOLD_MS:.2f} ms)")
     if name == "panic":
         m = re.search(r"injecting a panic at line (\d+)", out)
@@ -347,7 +359,13 @@ def main():
     unknown = [c for c in a.cases if c not in ("beats", "late-task", "stall", "panic")]
     if unknown:
         ap.error(f"unknown case(s) {unknown}")
-    results = [run_case(c, a.watch, a.elf) for c in a.cases]
+    results = []
+    for c in a.cases:
+        try:
+            results.append(run_case(c, a.watch, a.elf))
+        except (OSError, RuntimeError, ValueError) as e:
+            log(f"e2e: FAIL: {c}: {e}")
+            results.append(False)
     passed = sum(results)
     log(f"e2e: {passed} passed, {len(results) - passed} failed")
     sys.exit(0 if all(results) else 1)
