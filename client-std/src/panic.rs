@@ -11,7 +11,7 @@ use std::io;
 #[cfg(feature = "udp")]
 use std::net::ToSocketAddrs;
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, TryLockError};
 
 #[cfg(feature = "secure-udp")]
 use crate::Key;
@@ -74,12 +74,19 @@ where
     let client = Mutex::new(client);
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        {
-            // A poisoned lock only means another thread panicked inside this hook's send;
-            // the client's state is still consistent (commit happens after a send).
-            let mut c = client.lock().unwrap_or_else(PoisonError::into_inner);
-            // The observer restarted since install: reconnect at once rather than lose the
-            // only frame that matters.
+        // try_lock, never lock: if another thread holds the client it is panicking too and
+        // sending a terminal frame right now (one is enough), and a child forked while the
+        // lock was held must not deadlock in its own panic.
+        let client = match client.try_lock() {
+            Ok(c) => Some(c),
+            // A poisoned lock only means a panic inside this hook's send; the client's state
+            // is still consistent (the session commits after a send).
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        };
+        if let Some(mut c) = client {
+            // The observer may have restarted since install: reconnect at once rather than
+            // lose the only frame that matters.
             c.set_reconnect_after(1);
             // Nothing useful can be done with a failure inside a panic hook.
             let _ = c.terminal(PANIC_PAYLOAD);

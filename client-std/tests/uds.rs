@@ -255,3 +255,20 @@ fn auto_reconnect_follows_a_restarted_observer() {
     assert_eq!(v.beat(Status::Ok, 43), BeatOutcome::Sent);
     assert_eq!(frame(&obs.recv()).nonce(), 3);
 }
+
+#[test]
+fn clients_can_move_between_threads() {
+    fn is_send<T: Send>(_: &T) {}
+    let dir = temp_dir("send");
+    let obs = UdsObserver::bind(&dir.join("obs.sock"));
+    let mut v = Varta::connect(&obs.path).unwrap();
+    is_send(&v);
+    let v2 = std::thread::spawn(move || {
+        assert_eq!(v.beat(Status::Ok, 0), BeatOutcome::Sent);
+        v
+    })
+    .join()
+    .unwrap();
+    assert_eq!(v2.next_nonce(), 2);
+    assert_eq!(frame(&obs.recv()).nonce(), 1);
+}
