@@ -336,13 +336,13 @@ fn chacha20_state(key: &Key, iv: &Iv) -> [u32; 16] {
     ]
 }
 
-const MASK26: u32 = 0x03ff_ffff;
-
-/// Poly1305 (RFC 8439 §2.5) over whole 16-byte blocks, in 26-bit limbs with 64-bit products
-/// (the "donna" 32-bit layout). The AEAD pads everything it authenticates to 16 bytes, so a
-/// partial final block never occurs here.
+/// Poly1305 (RFC 8439 §2.5) over whole 16-byte blocks, in radix 2^32: four 32-bit limbs plus
+/// a small fifth one, 32x32->64-bit products (one `umlal` each on ARM) and the partial
+/// reduction of OpenSSL's 32-bit `poly1305_blocks`. The clamping of `r` keeps every sum of
+/// products below 2^63. The AEAD pads everything it authenticates to 16 bytes, so a partial
+/// final block never occurs here.
 struct Poly1305 {
-    r: [u32; 5],
+    r: [u32; 4],
     h: [u32; 5],
     s: [u32; 4],
 }
@@ -351,105 +351,73 @@ impl Poly1305 {
     /// From the one-time key `r || s` as eight little-endian words; clamps `r`.
     #[inline(always)]
     fn new(key: &[u32; 8]) -> Poly1305 {
-        let (t0, t1, t2, t3) = (key[0], key[1], key[2], key[3]);
         Poly1305 {
             r: [
-                t0 & 0x03ff_ffff,
-                ((t0 >> 26) | (t1 << 6)) & 0x03ff_ff03,
-                ((t1 >> 20) | (t2 << 12)) & 0x03ff_c0ff,
-                ((t2 >> 14) | (t3 << 18)) & 0x03f0_3fff,
-                (t3 >> 8) & 0x000f_ffff,
+                key[0] & 0x0fff_ffff,
+                key[1] & 0x0fff_fffc,
+                key[2] & 0x0fff_fffc,
+                key[3] & 0x0fff_fffc,
             ],
             h: [0; 5],
             s: [key[4], key[5], key[6], key[7]],
         }
     }
 
-    /// Absorbs one full block given as four little-endian words: `h = (h + m + 2^128) * r`.
+    /// Absorbs one full block given as four little-endian words: `h = (h + m + 2^128) * r`,
+    /// partially reduced mod 2^130 - 5.
     #[inline(always)]
     fn block(&mut self, m: [u32; 4]) {
-        let [r0, r1, r2, r3, r4] = self.r;
-        let (s1, s2, s3, s4) = (r1 * 5, r2 * 5, r3 * 5, r4 * 5);
+        // 32x32 -> 64-bit products only: one `umull`/`umlal` each on ARM.
+        let mul = |a: u32, b: u32| u64::from(a) * u64::from(b);
+        let [r0, r1, r2, r3] = self.r;
+        // r1..r3 are multiples of 4 below 2^28, so r_i * 5 / 4 = r_i + r_i / 4 < 2^29 exactly.
+        let s1 = r1 + (r1 >> 2);
+        let s2 = r2 + (r2 >> 2);
+        let s3 = r3 + (r3 >> 2);
         let h = &mut self.h;
-        let h0 = u64::from(h[0] + (m[0] & MASK26));
-        let h1 = u64::from(h[1] + (((m[0] >> 26) | (m[1] << 6)) & MASK26));
-        let h2 = u64::from(h[2] + (((m[1] >> 20) | (m[2] << 12)) & MASK26));
-        let h3 = u64::from(h[3] + (((m[2] >> 14) | (m[3] << 18)) & MASK26));
-        let h4 = u64::from(h[4] + ((m[3] >> 8) | (1 << 24)));
-        let (r0, r1, r2, r3, r4) = (
-            u64::from(r0),
-            u64::from(r1),
-            u64::from(r2),
-            u64::from(r3),
-            u64::from(r4),
-        );
-        let (s1, s2, s3, s4) = (u64::from(s1), u64::from(s2), u64::from(s3), u64::from(s4));
-        let d0 = h0 * r0 + h1 * s4 + h2 * s3 + h3 * s2 + h4 * s1;
-        let mut d1 = h0 * r1 + h1 * r0 + h2 * s4 + h3 * s3 + h4 * s2;
-        let mut d2 = h0 * r2 + h1 * r1 + h2 * r0 + h3 * s4 + h4 * s3;
-        let mut d3 = h0 * r3 + h1 * r2 + h2 * r1 + h3 * r0 + h4 * s4;
-        let mut d4 = h0 * r4 + h1 * r3 + h2 * r2 + h3 * r1 + h4 * r0;
-        // Partial carry: every limb below 2^26 except h1, which may exceed it slightly.
-        d1 += d0 >> 26;
-        d2 += d1 >> 26;
-        d3 += d2 >> 26;
-        d4 += d3 >> 26;
-        let c = (d4 >> 26) as u32;
-        let h0 = (d0 as u32 & MASK26) + c * 5;
-        h[0] = h0 & MASK26;
-        h[1] = (d1 as u32 & MASK26) + (h0 >> 26);
-        h[2] = d2 as u32 & MASK26;
-        h[3] = d3 as u32 & MASK26;
-        h[4] = d4 as u32 & MASK26;
+        // h += m + 2^128. h4 <= 4 on entry (see below), so x4 <= 6.
+        let d0 = u64::from(h[0]) + u64::from(m[0]);
+        let d1 = u64::from(h[1]) + (d0 >> 32) + u64::from(m[1]);
+        let d2 = u64::from(h[2]) + (d1 >> 32) + u64::from(m[2]);
+        let d3 = u64::from(h[3]) + (d2 >> 32) + u64::from(m[3]);
+        let (x0, x1, x2, x3) = (d0 as u32, d1 as u32, d2 as u32, d3 as u32);
+        let x4 = h[4] + (d3 >> 32) as u32 + 1;
+        // h *= r; what lies above 2^130 folds back multiplied by 5 (the s_i). Each sum stays
+        // below 2^63 (limbs < 2^32, r_i < 2^28, s_i < 2^29, x4 * s_i < 2^32).
+        let d0 = mul(x0, r0) + mul(x1, s3) + mul(x2, s2) + mul(x3, s1);
+        let d1 = mul(x0, r1) + mul(x1, r0) + mul(x2, s3) + mul(x3, s2) + u64::from(x4 * s1);
+        let d2 = mul(x0, r2) + mul(x1, r1) + mul(x2, r0) + mul(x3, s3) + u64::from(x4 * s2);
+        let d3 = mul(x0, r3) + mul(x1, r2) + mul(x2, r1) + mul(x3, r0) + u64::from(x4 * s3);
+        // Carry through the limbs, then fold bits 130.. back in, times 5.
+        let d1 = d1 + (d0 >> 32);
+        let d2 = d2 + (d1 >> 32);
+        let d3 = d3 + (d2 >> 32);
+        let t4 = x4 * r0 + (d3 >> 32) as u32; // < 2^31 + 2^30
+        let c = u64::from((t4 >> 2) + (t4 & !3)); // 5 * (t4 >> 2) < 2^32
+        let e0 = (d0 & 0xffff_ffff) + c;
+        let e1 = (d1 & 0xffff_ffff) + (e0 >> 32);
+        let e2 = (d2 & 0xffff_ffff) + (e1 >> 32);
+        let e3 = (d3 & 0xffff_ffff) + (e2 >> 32);
+        h[0] = e0 as u32;
+        h[1] = e1 as u32;
+        h[2] = e2 as u32;
+        h[3] = e3 as u32;
+        h[4] = (t4 & 3) + (e3 >> 32) as u32; // <= 4
     }
 
     /// The tag: `h` fully reduced mod 2^130 - 5, plus `s`, mod 2^128; four little-endian words.
     #[inline(always)]
     fn finish(self) -> [u32; 4] {
-        let [mut h0, mut h1, mut h2, mut h3, mut h4] = self.h;
-        let mut c = h1 >> 26;
-        h1 &= MASK26;
-        h2 += c;
-        c = h2 >> 26;
-        h2 &= MASK26;
-        h3 += c;
-        c = h3 >> 26;
-        h3 &= MASK26;
-        h4 += c;
-        c = h4 >> 26;
-        h4 &= MASK26;
-        h0 += c * 5;
-        c = h0 >> 26;
-        h0 &= MASK26;
-        h1 += c;
-        // g = h + 5 - 2^130; keep g when it is not negative (h >= p), else h. Branch-free.
-        let mut g0 = h0 + 5;
-        c = g0 >> 26;
-        g0 &= MASK26;
-        let mut g1 = h1 + c;
-        c = g1 >> 26;
-        g1 &= MASK26;
-        let mut g2 = h2 + c;
-        c = g2 >> 26;
-        g2 &= MASK26;
-        let mut g3 = h3 + c;
-        c = g3 >> 26;
-        g3 &= MASK26;
-        let g4 = (h4 + c).wrapping_sub(1 << 26);
-        let keep_g = (g4 >> 31).wrapping_sub(1); // all ones if g4 >= 0
-        let keep_h = !keep_g;
-        h0 = (h0 & keep_h) | (g0 & keep_g);
-        h1 = (h1 & keep_h) | (g1 & keep_g);
-        h2 = (h2 & keep_h) | (g2 & keep_g);
-        h3 = (h3 & keep_h) | (g3 & keep_g);
-        h4 = (h4 & keep_h) | (g4 & keep_g);
-        // h mod 2^128 as four words, then + s.
-        let w = [
-            h0 | (h1 << 26),
-            (h1 >> 6) | (h2 << 20),
-            (h2 >> 12) | (h3 << 14),
-            (h3 >> 18) | (h4 << 8),
-        ];
+        let [h0, h1, h2, h3, h4] = self.h;
+        // g = h + 5; if it reaches 2^130 then h >= p and h - p is the low 130 bits of g.
+        let g0 = u64::from(h0) + 5;
+        let g1 = u64::from(h1) + (g0 >> 32);
+        let g2 = u64::from(h2) + (g1 >> 32);
+        let g3 = u64::from(h3) + (g2 >> 32);
+        let g4 = h4 + (g3 >> 32) as u32;
+        let use_g = 0u32.wrapping_sub(g4 >> 2); // all ones if g >= 2^130. Branch-free.
+        let pick = |h: u32, g: u64| (h & !use_g) | (g as u32 & use_g);
+        let w = [pick(h0, g0), pick(h1, g1), pick(h2, g2), pick(h3, g3)];
         let mut out = [0u32; 4];
         let mut carry = 0u64;
         for i in 0..4 {
@@ -677,6 +645,7 @@ impl MasterDatagram {
 mod tests {
     extern crate std;
 
+    use std::vec;
     use std::vec::Vec;
 
     use chacha20poly1305::aead::AeadInPlace;
@@ -790,6 +759,49 @@ for the future, sunscreen would be it.";
 
     fn any_iv() -> impl Strategy<Value = Iv> {
         (any::<[u8; 8]>(), any::<u32>()).prop_map(|(random, counter)| Iv { random, counter })
+    }
+
+    /// Limb values where carries and the final reduction are most likely to go wrong.
+    fn edge_word() -> impl Strategy<Value = u32> {
+        prop_oneof![
+            Just(0),
+            Just(1),
+            Just(3),
+            Just(4),
+            Just(5),
+            Just(0xffff_fffa),
+            Just(0xffff_fffb),
+            Just(0xffff_fffc),
+            Just(0xffff_fffe),
+            Just(u32::MAX),
+            Just(0x0fff_ffff),
+            any::<u32>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// Our Poly1305 equals the `poly1305` crate's on full-block messages built from edge
+        /// limb values (all-ones blocks, h close to 2^130 - 5, extreme r and s).
+        #[test]
+        fn poly1305_equals_the_crate(
+            key in proptest::array::uniform8(edge_word()),
+            blocks in proptest::collection::vec(proptest::array::uniform4(edge_word()), 0..9),
+        ) {
+            use poly1305::universal_hash::KeyInit as _;
+            let mut p = Poly1305::new(&key);
+            let mut msg = Vec::new();
+            for b in &blocks {
+                p.block(*b);
+                msg.extend(b.iter().flat_map(|w| w.to_le_bytes()));
+            }
+            let ours: Vec<u8> = p.finish().iter().flat_map(|w| w.to_le_bytes()).collect();
+            let kb: Vec<u8> = key.iter().flat_map(|w| w.to_le_bytes()).collect();
+            let theirs = poly1305::Poly1305::new(poly1305::Key::from_slice(&kb))
+                .compute_unpadded(&msg);
+            prop_assert_eq!(&ours[..], &theirs[..]);
+        }
     }
 
     proptest! {
