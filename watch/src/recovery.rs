@@ -6,6 +6,7 @@
 //! child is reaped without blocking the loop. Each run's outcome is counted by label.
 
 use std::collections::HashMap;
+use std::os::fd::AsFd;
 use std::process::{Child, Command, Stdio};
 
 use crate::tracker::{AgentId, Listener, Nanos};
@@ -179,9 +180,16 @@ impl Recovery {
         }
         self.last_run.insert(agent, now);
         let argv = self.template.render(agent.pid);
+        // The child's stdout goes to our stderr: stdout carries event lines (possibly JSON)
+        // and must not be interleaved with whatever the program prints.
+        let out = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_or_else(|_| Stdio::null(), Stdio::from);
         let spawned = Command::new(&argv[0])
             .args(&argv[1..])
             .stdin(Stdio::null())
+            .stdout(out)
             .env("VARTA_PID", agent.pid.to_string())
             .spawn();
         match spawned {

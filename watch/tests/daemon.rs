@@ -261,7 +261,10 @@ fn beats_counted_stall_within_bounds_then_recovered() {
 fn real_agents_crash_goodbye_and_recovery_command() {
     let dir = tmpdir("agents");
     let mark = dir.join("recovered.txt");
-    let cmd = format!("/bin/sh -c 'echo {{pid}} >> {}'", mark.display());
+    let cmd = format!(
+        "/bin/sh -c 'echo {{pid}} >> {}; echo noise-{{pid}}'",
+        mark.display()
+    );
     let export = dir.join("events.tsv");
     let obs = Observer::start(
         &dir,
@@ -299,6 +302,8 @@ fn real_agents_crash_goodbye_and_recovery_command() {
     // Neither a crash nor a clean exit is followed by a stall.
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(obs.count(&["\"kind\":\"stall\""]), 0);
+    // What the recovery program prints never mixes with the event stream on stdout.
+    assert_eq!(obs.count(&["noise-"]), 0);
     let beats = format!("varta_beats_total{{pid=\"{cpid}\",listener=\"unix\"}}");
     assert_eq!(obs.metric(&beats), 4.0, "3 beats and the terminal frame");
     assert!(obs.terminate().success());
@@ -608,4 +613,47 @@ fn idle_observer_never_wakes() {
     let after = switches();
     // Eviction of the dead entry is minutes away: no wake-up now.
     assert_eq!(after, before);
+}
+
+#[test]
+fn garbage_flood_does_not_hide_a_stall() {
+    let dir = tmpdir("flood");
+    let obs = Observer::start(
+        &dir,
+        &[
+            "--udp-port",
+            "0",
+            "--allow-plaintext-udp",
+            "--threshold-ms",
+            "300",
+        ],
+    );
+    let me = std::process::id();
+    let c = obs.client();
+    c.send(&frame(me, 1)).unwrap();
+    let last = Instant::now();
+    obs.wait_for(&["\"kind\":\"new\""], Duration::from_secs(2));
+    // Flood the UDP listener with bad-CRC frames until well past the deadline.
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.connect(obs.udp.unwrap()).unwrap();
+    let mut junk = frame(4242, 1);
+    junk[28] ^= 0xff;
+    let mut sent = 0u64;
+    while last.elapsed() < Duration::from_millis(600) {
+        for _ in 0..64 {
+            if udp.send(&junk).is_ok() {
+                sent += 1;
+            }
+        }
+    }
+    let (t, line) = obs.wait_for(&["\"kind\":\"stall\""], Duration::from_secs(2));
+    assert!(line.contains("silent for 300.0ms"), "{line}");
+    // Reported while the flood was still going on, not after it (generous bound).
+    assert!(
+        t.duration_since(last) < Duration::from_millis(550),
+        "{:?}",
+        t.duration_since(last)
+    );
+    let crc = obs.metric("varta_decode_errors_total{kind=\"bad_crc\"}");
+    assert!(crc > 0.0 && crc <= sent as f64, "{crc} of {sent}");
 }
