@@ -203,11 +203,15 @@ fn parts(c: &mut Criterion) {
 }
 
 /// Median nanoseconds per operation over `rounds` blocks of `block` operations of each of
-/// `ops`, the blocks interleaved.
+/// `ops`, the blocks interleaved in a rotating order.
 fn paired(rounds: usize, block: u32, ops: &mut [&mut dyn FnMut()]) -> Vec<f64> {
     let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); ops.len()];
-    for _ in 0..rounds {
-        for (op, s) in ops.iter_mut().zip(samples.iter_mut()) {
+    let n = ops.len();
+    for round in 0..rounds {
+        // Rotate the order every round so no op always runs first (cache, frequency).
+        for k in 0..n {
+            let i = (round + k) % n;
+            let (op, s) = (&mut ops[i], &mut samples[i]);
             let t = Instant::now();
             for _ in 0..block {
                 op();
@@ -233,8 +237,11 @@ fn paired_with_reset(
     reset: &mut dyn FnMut(),
 ) -> Vec<f64> {
     let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); ops.len()];
-    for _ in 0..rounds {
-        for (op, s) in ops.iter_mut().zip(samples.iter_mut()) {
+    let n = ops.len();
+    for round in 0..rounds {
+        for k in 0..n {
+            let i = (round + k) % n;
+            let (op, s) = (&mut ops[i], &mut samples[i]);
             reset();
             let t = Instant::now();
             for _ in 0..block {

@@ -30,7 +30,8 @@
 //!   UDP), or your own. It reads no clock and keeps no protocol state.
 //!
 //! [`Varta`] is the thin shell that owns them: it reads the monotonic clock
-//! ([`std::time::Instant`], nanoseconds since `connect`), checks for a fork, and classifies
+//! (`CLOCK_MONOTONIC`, the clock behind [`std::time::Instant`]; frames carry nanoseconds
+//! since `connect`), checks for a fork, and classifies
 //! the send's result into a [`BeatOutcome`].
 //!
 //! # Guarantees
@@ -79,6 +80,7 @@
 //! * `panic-handler`: [`install_panic_handler`] and its UDP forms.
 #![warn(missing_docs)]
 
+mod clock;
 mod entropy;
 mod fork;
 mod outcome;
@@ -90,7 +92,6 @@ use std::io;
 #[cfg(feature = "udp")]
 use std::net::ToSocketAddrs;
 use std::path::Path;
-use std::time::Instant;
 
 use vlp_core::envelope::{MasterDatagram, SharedDatagram, MASTER_LEN, SHARED_LEN};
 use vlp_core::kdf::derive_agent_key;
@@ -143,8 +144,8 @@ pub struct Varta<T: BeatTransport = Transport> {
     transport: T,
     session: Session,
     envelope: Envelope,
-    /// The clock's origin: timestamps are nanoseconds since this instant.
-    epoch: Instant,
+    /// The clock's origin ([`clock::monotonic_ns`]): timestamps are nanoseconds since it.
+    epoch: u64,
     /// The pid the session speaks for; a different `getpid()` means we are a forked child.
     pid: u32,
     /// The wipe-on-fork marker: one load per beat tells whether to look at `getpid()`.
@@ -244,7 +245,7 @@ impl<T: BeatTransport> Varta<T> {
             transport,
             session,
             envelope,
-            epoch: Instant::now(),
+            epoch: clock::monotonic_ns(),
             pid,
             fork_watch,
             reconnect_after: DEFAULT_RECONNECT_AFTER,
@@ -403,9 +404,8 @@ impl<T: BeatTransport> Varta<T> {
     }
 
     fn now(&self) -> u64 {
-        // u64 nanoseconds last 584 years; saturate rather than wrap (the session keeps the
-        // value below the reserved u64::MAX).
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        // Monotonic, so never below the epoch; saturating all the same.
+        clock::monotonic_ns().saturating_sub(self.epoch)
     }
 
     /// See [`fork`]: one relaxed load of the wipe-on-fork page; `getpid()` only when it moved.
@@ -439,7 +439,7 @@ impl<T: BeatTransport> Varta<T> {
         self.session.restart(pid, salt);
         self.pid = pid;
         self.fork_watch.rearm();
-        self.epoch = Instant::now();
+        self.epoch = clock::monotonic_ns();
         self.consecutive_drops = 0;
         self.fork_recoveries += 1;
         // The inherited socket is shared with the parent; take our own. If that fails the
