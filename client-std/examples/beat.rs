@@ -54,10 +54,10 @@ struct Args {
     #[arg(long, value_name = "ADDR")]
     udp: Option<String>,
     /// Seal with the shared key in this file (requires --udp).
-    #[arg(long, value_name = "F", requires = "udp")]
+    #[arg(long, value_name = "F", conflicts_with = "socket")]
     key_file: Option<PathBuf>,
     /// Seal with the per-agent key derived from the master key in this file (requires --udp).
-    #[arg(long, value_name = "F", requires = "udp")]
+    #[arg(long, value_name = "F", conflicts_with = "socket")]
     master_key_file: Option<PathBuf>,
     /// Pause between beats, in milliseconds.
     #[arg(long, value_name = "N", default_value_t = 1000)]
