@@ -292,7 +292,8 @@ impl<T: BeatTransport> Varta<T> {
     /// reconnects and retries the same frame once.
     ///
     /// Returns [`BeatOutcome::Failed`] with [`BeatError::INVALID_INPUT`] for
-    /// [`Status::Stall`] (observer-only) and sends nothing.
+    /// [`Status::Stall`] (observer-only) and sends nothing; likewise in a process whose pid is
+    /// 1 (a container's init), which VLP v0.2 §2 rule 6 reserves.
     pub fn beat(&mut self, status: Status, payload: u32) -> BeatOutcome {
         if status == Status::Stall {
             return BeatOutcome::Failed(BeatError::INVALID_INPUT);
