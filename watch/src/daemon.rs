@@ -7,7 +7,10 @@
 //!    the daemon right after the wake-up that was scheduled for it;
 //! 2. sleep in `ppoll` until a datagram, a signal, a scrape or the next deadline (nanosecond
 //!    timeout; no timeout at all when nothing is pending, so an idle observer never wakes);
-//! 3. drain each readable listener in `recvmmsg` batches of [`crate::listener::BATCH`], at most
+//! 3. drain each readable listener until it would block (a short batch is no sign of an empty
+//!    queue: the Unix socket queues only `net.unix.max_dgram_qlen` datagrams, often 10, and a
+//!    fast sender refills it while we work), in `recvmmsg` batches of
+//!    [`crate::listener::BATCH`], at most
 //!    [`MAX_BATCHES_PER_TURN`] batches per listener per turn, reading the clock and firing due
 //!    deadlines between batches, so a flood of datagrams (valid or garbage) cannot delay stall
 //!    detection by more than one batch.
@@ -329,9 +332,6 @@ impl Daemon {
             }
             self.drain_events();
             self.fire_due(self.now());
-            if n < crate::listener::BATCH {
-                return false;
-            }
         }
         true
     }
@@ -364,9 +364,6 @@ impl Daemon {
             }
             self.drain_events();
             self.fire_due(self.now());
-            if n < crate::listener::BATCH {
-                return false;
-            }
         }
         true
     }
