@@ -53,8 +53,11 @@ pub struct BenchArgs {
     #[arg(value_enum, default_value_t = Which::All)]
     pub which: Which,
     /// Seconds of load per ingest phase.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 2)]
     pub seconds: u64,
+    /// Ingest rounds per transport (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// CPU for the observer and the bare receiver.
     #[arg(long, default_value_t = 0)]
     pub observer_cpu: usize,
@@ -397,7 +400,6 @@ fn stop(child: &mut Child) {
 // ---------------------------------------------------------------- ingest
 
 struct IngestRow {
-    name: &'static str,
     bare: f64,
     observer: f64,
     bare_sent: f64,
@@ -480,7 +482,6 @@ fn ingest_one(
     let accepted = scrape(prom, "varta_frames_accepted_total").unwrap_or(0.0);
     stop(&mut obs);
     Ok(IngestRow {
-        name,
         bare,
         observer: accepted / secs_o,
         bare_sent: sent_b as f64 / secs_b,
@@ -808,7 +809,10 @@ pub fn run(a: &BenchArgs) -> Result<i32, String> {
         std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen").unwrap_or_default().trim()
     );
     if matches!(a.which, Which::All | Which::Ingest) {
-        println!("ingest (frames/s; generator sends with sendmmsg x64):");
+        println!(
+            "ingest (frames/s, median of {} rounds; generator sends with sendmmsg x64):",
+            a.rounds.max(1)
+        );
         println!(
             "  {:<14} {:>12} {:>12} {:>7}   {:>12} {:>12}",
             "transport", "bare recv", "observer", "ratio", "sent(bare)", "sent(obs)"
@@ -819,18 +823,39 @@ pub fn run(a: &BenchArgs) -> Result<i32, String> {
             ("udp-shared", "shared"),
             ("udp-master", "master"),
         ] {
-            match ingest_one(&exe, a, name, mode, &dir) {
-                Ok(r) => println!(
-                    "  {:<14} {:>12.0} {:>12.0} {:>6.1}%   {:>12.0} {:>12.0}",
-                    r.name,
-                    r.bare,
-                    r.observer,
-                    100.0 * r.observer / r.bare.max(1.0),
-                    r.bare_sent,
-                    r.obs_sent
-                ),
-                Err(e) => println!("  {name:<14} failed: {e}"),
+            // Alternate bare and observer phases over several rounds and report medians, so
+            // a burst of unrelated load on the machine skews one round, not the figure.
+            let mut rows = Vec::new();
+            for _ in 0..a.rounds.max(1) {
+                match ingest_one(&exe, a, name, mode, &dir) {
+                    Ok(r) => rows.push(r),
+                    Err(e) => println!("  {name:<14} round failed: {e}"),
+                }
             }
+            if rows.is_empty() {
+                continue;
+            }
+            let med = |f: &dyn Fn(&IngestRow) -> f64| {
+                let mut v: Vec<f64> = rows.iter().map(f).collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let bare = med(&|r| r.bare);
+            let obs = med(&|r| r.observer);
+            let ratios: Vec<String> = rows
+                .iter()
+                .map(|r| format!("{:.0}%", 100.0 * r.observer / r.bare.max(1.0)))
+                .collect();
+            println!(
+                "  {:<14} {:>12.0} {:>12.0} {:>6.1}%   {:>12.0} {:>12.0}   rounds: {}",
+                name,
+                bare,
+                obs,
+                100.0 * obs / bare.max(1.0),
+                med(&|r| r.bare_sent),
+                med(&|r| r.obs_sent),
+                ratios.join(" ")
+            );
         }
         let (s, m) = open_cost();
         println!("  AEAD open cost per frame: shared-key {s:.0} ns, master-key {m:.0} ns (agent key cached)");
