@@ -657,3 +657,40 @@ fn garbage_flood_does_not_hide_a_stall() {
     let crc = obs.metric("varta_decode_errors_total{kind=\"bad_crc\"}");
     assert!(crc > 0.0 && crc <= sent as f64, "{crc} of {sent}");
 }
+
+#[test]
+fn other_uid_refused_unless_allowed() {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to run an agent as another uid");
+        return;
+    }
+    let nobody = 65534;
+    for allow in [false, true] {
+        let dir = tmpdir(if allow { "uid-allowed" } else { "uid-refused" });
+        // The directory must be reachable by the other uid.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let mut args = vec!["--socket-mode", "0666"];
+        if allow {
+            args.extend(["--allow-uid", "65534"]);
+        }
+        let obs = Observer::start(&dir, &args);
+        let status = Command::new(BIN)
+            .args(["agent", "--socket"])
+            .arg(&obs.socket)
+            .args(["--interval-ms", "10", "--count", "2"])
+            .uid(nobody)
+            .gid(nobody)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        if allow {
+            obs.wait_metric("varta_frames_accepted_total", 2.0);
+        } else {
+            obs.wait_metric("varta_rejections_total{reason=\"uid_refused\"}", 2.0);
+            assert_eq!(obs.metric("varta_frames_accepted_total"), 0.0);
+        }
+    }
+}
