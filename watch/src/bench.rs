@@ -842,6 +842,9 @@ pub fn run(a: &BenchArgs) -> Result<i32, String> {
             };
             let bare = med(&|r| r.bare);
             let obs = med(&|r| r.observer);
+            // The ratio is the median of per-round ratios: each pairs two phases run
+            // back to back, under the same background load.
+            let ratio = med(&|r| 100.0 * r.observer / r.bare.max(1.0));
             let ratios: Vec<String> = rows
                 .iter()
                 .map(|r| format!("{:.0}%", 100.0 * r.observer / r.bare.max(1.0)))
@@ -851,7 +854,7 @@ pub fn run(a: &BenchArgs) -> Result<i32, String> {
                 name,
                 bare,
                 obs,
-                100.0 * obs / bare.max(1.0),
+                ratio,
                 med(&|r| r.bare_sent),
                 med(&|r| r.obs_sent),
                 ratios.join(" ")
