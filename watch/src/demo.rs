@@ -4,7 +4,7 @@
 //! * `hangs` is frozen with SIGSTOP after two seconds: a stall one threshold later; the
 //!   observer's recovery command (this binary's `demo-recover`) sends it SIGCONT, and its next
 //!   beat is reported as recovered;
-//! * `crashes` sends a terminal frame after three seconds and exits: reported at once as a
+//! * `crashes` sends a terminal frame after five seconds and exits: reported at once as a
 //!   crash; recovery finds it gone and starts a replacement agent, which appears as a new agent
 //!   and later says goodbye.
 //!
@@ -72,7 +72,7 @@ pub fn run(a: &DemoArgs) -> Result<i32, String> {
     let t0 = Instant::now();
     say(
         t0,
-        "starting an observer and three agents: steady, hangs (frozen at 2 s), crashes (at 3 s)",
+        "starting an observer and three agents: steady, hangs (frozen at 2 s), crashes (at 5 s)",
     );
     let recover = format!(
         "'{}' demo-recover {{pid}} --socket '{}'",
@@ -124,7 +124,7 @@ pub fn run(a: &DemoArgs) -> Result<i32, String> {
     )?;
     start(
         "crashes",
-        &["--interval-ms", "200", "--crash-after", "14"],
+        &["--interval-ms", "200", "--crash-after", "24"],
         &mut agents,
     )?;
 
