@@ -57,8 +57,6 @@ struct Counters {
     events: [u64; EVENT_KINDS.len()],
     busy_turns: u64,
     recv_errors: u64,
-    /// Kernel drops on the UDP socket's full receive queue (SO_RXQ_OVFL), cumulative.
-    udp_kernel_drops: u64,
 }
 
 impl Counters {
@@ -352,9 +350,6 @@ impl Daemon {
             };
             let now = self.now();
             self.counters.udp_datagrams += n as u64;
-            if let Some(d) = self.batch.drops(n - 1) {
-                self.counters.udp_kernel_drops = self.counters.udp_kernel_drops.max(u64::from(d));
-            }
             for i in 0..n {
                 let origin = Origin::Udp {
                     listener: 0,
@@ -435,11 +430,12 @@ impl Daemon {
             recovery,
             busy_turns: c.busy_turns,
             recv_errors: c.recv_errors,
-            kernel_drops: if self.udp.is_some() {
-                vec![("udp0", c.udp_kernel_drops)]
-            } else {
-                Vec::new()
-            },
+            kernel_drops: self
+                .udp
+                .as_ref()
+                .and_then(|u| u.kernel_drops().ok())
+                .map(|d| vec![("udp0", u64::from(d))])
+                .unwrap_or_default(),
             output_errors: self.outputs.write_errors,
             uptime_s: self.start.elapsed().as_secs_f64(),
         }

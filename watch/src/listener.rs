@@ -207,9 +207,6 @@ impl UdpListener {
         sock.set_nonblocking(true)
             .map_err(io_err("set non-blocking", addr))?;
         grow_rcvbuf(sock.as_raw_fd());
-        // Ask for the kernel's count of datagrams dropped on a full receive queue with every
-        // datagram (SO_RXQ_OVFL): beats lost before we could read them are then visible.
-        let _ = setsockopt_int(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1);
         Ok(UdpListener { sock })
     }
 
@@ -219,6 +216,35 @@ impl UdpListener {
     /// The `getsockname` error.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.sock.local_addr()
+    }
+
+    /// The kernel's count of datagrams this socket dropped because its receive queue was full
+    /// (`SO_MEMINFO`, read on demand: no cost per datagram). Beats lost before we could read
+    /// them show up here.
+    ///
+    /// # Errors
+    /// The `getsockopt` error.
+    pub fn kernel_drops(&self) -> io::Result<u32> {
+        let mut info = [0u32; 16];
+        let mut len = mem::size_of_val(&info) as libc::socklen_t;
+        // SAFETY: the kernel writes at most `len` bytes into our local array and updates `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_MEMINFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let at = libc::SK_MEMINFO_DROPS as usize;
+        if (len as usize) < (at + 1) * 4 {
+            return Err(io::Error::from(io::ErrorKind::Unsupported));
+        }
+        Ok(info[at])
     }
 
     /// Receives up to [`BATCH`] datagrams with their source addresses into `batch`.
@@ -314,8 +340,8 @@ impl RecvBatch {
             } else {
                 h.msg_name = std::ptr::addr_of_mut!(self.names[i]).cast();
                 h.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                h.msg_control = self.cmsgs[i].0.as_mut_ptr().cast();
-                h.msg_controllen = self.cmsgs[i].0.len() as _;
+                h.msg_control = std::ptr::null_mut();
+                h.msg_controllen = 0;
             }
             self.hdrs[i].msg_len = 0;
         }
@@ -350,34 +376,6 @@ impl RecvBatch {
     #[must_use]
     pub fn truncated(&self, i: usize) -> bool {
         self.hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0
-    }
-
-    /// The kernel's cumulative count of datagrams this socket dropped on a full receive queue,
-    /// as attached to datagram `i` (UDP listener with `SO_RXQ_OVFL`); absent until the first
-    /// drop.
-    #[must_use]
-    pub fn drops(&self, i: usize) -> Option<u32> {
-        let h = &self.hdrs[i].msg_hdr;
-        if h.msg_control.is_null() {
-            return None;
-        }
-        // SAFETY: as in `creds`: the walk stays within our own control buffer.
-        let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(h) };
-        while !cmsg.is_null() {
-            // SAFETY: non-null cmsg from CMSG_FIRSTHDR/NXTHDR lies within our buffer.
-            let c = unsafe { &*cmsg };
-            if c.cmsg_level == libc::SOL_SOCKET
-                && c.cmsg_type == libc::SO_RXQ_OVFL
-                // SAFETY: CMSG_LEN is pure arithmetic.
-                && c.cmsg_len as usize >= unsafe { libc::CMSG_LEN(4) } as usize
-            {
-                // SAFETY: the length check guarantees 4 data bytes follow the header.
-                return Some(unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast()) });
-            }
-            // SAFETY: as above.
-            cmsg = unsafe { libc::CMSG_NXTHDR(h, cmsg) };
-        }
-        None
     }
 
     /// The kernel-attested `(pid, uid)` of datagram `i` (Unix listener), if present.

@@ -694,3 +694,29 @@ fn other_uid_refused_unless_allowed() {
         }
     }
 }
+
+#[test]
+fn kernel_drops_on_a_full_udp_queue_are_reported() {
+    let dir = tmpdir("drops");
+    let obs = Observer::start(&dir, &["--udp-port", "0", "--allow-plaintext-udp"]);
+    assert_eq!(
+        obs.metric("varta_receive_queue_drops_total{listener=\"udp0\"}"),
+        0.0
+    );
+    let pid = obs.child.id() as i32;
+    // Freeze the observer and overfill its receive queue.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.connect(obs.udp.unwrap()).unwrap();
+    for n in 1..=200_000u64 {
+        let _ = udp.send(&frame(7001, n));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let body = obs.scrape();
+    let drops = metric_in(&body, "varta_receive_queue_drops_total{listener=\"udp0\"}");
+    let got = metric_in(&body, "varta_datagrams_received_total{listener=\"udp0\"}");
+    assert!(drops > 0.0, "{body}");
+    assert!(drops + got <= 200_000.0, "{drops} + {got}");
+}
