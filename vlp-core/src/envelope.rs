@@ -232,6 +232,65 @@ pub struct SharedDatagram(pub [u8; SHARED_LEN]);
 pub struct MasterDatagram(pub [u8; MASTER_LEN]);
 
 // ---------------------------------------------------------------------------------------------
+// Two AEAD backends with one interface: `seal_body` encrypts `out[12..44]` in place and writes
+// the tag to `out[44..60]`; `open_body` verifies the tag and only then decrypts into `plain`.
+//
+// * Default: the `chacha20poly1305` crate (RustCrypto, audited), default features off.
+// * Feature `fast-aead`: the specialisation below, written for exactly this envelope. It is
+//   about 4x faster on x86_64 (0.26 us against 1.1 us per seal with the crate's default
+//   backends) and brings a sealed beat on a Cortex-M4 from about 5,200 to 3,600 instructions.
+//   The tests compare it with the crate on random keys, nonces, frames and tampered datagrams
+//   in every build, whichever backend the build selects.
+
+#[cfg(not(feature = "fast-aead"))]
+use self::crate_open_body as open_body;
+#[cfg(not(feature = "fast-aead"))]
+use self::crate_seal_body as seal_body;
+#[cfg(feature = "fast-aead")]
+use self::own_open_body as open_body;
+#[cfg(feature = "fast-aead")]
+use self::own_seal_body as seal_body;
+
+/// The `chacha20poly1305` crate's AEAD over the body of a shared-key layout.
+#[cfg_attr(feature = "fast-aead", allow(dead_code, reason = "reference backend"))]
+fn crate_seal_body(key: &Key, iv: &Iv, aad: Option<u32>, out: &mut [u8; SHARED_LEN]) {
+    use chacha20poly1305::aead::AeadInPlace;
+    use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
+    let aad = aad.map(u32::to_le_bytes);
+    let aad: &[u8] = aad.as_ref().map_or(&[], |a| &a[..]);
+    let nonce = iv.nonce();
+    let tag = ChaCha20Poly1305::new(key.as_bytes().into())
+        // The only failure is a message beyond ChaCha20's 256 GiB limit; ours is 32 bytes.
+        .encrypt_in_place_detached(&nonce.into(), aad, &mut out[12..12 + FRAME_LEN])
+        .expect("a 32-byte message is within ChaCha20's length limit");
+    out[12 + FRAME_LEN..].copy_from_slice(&tag);
+}
+
+/// The `chacha20poly1305` crate's tag check and decryption (it verifies before decrypting).
+#[cfg_attr(feature = "fast-aead", allow(dead_code, reason = "reference backend"))]
+fn crate_open_body(
+    key: &Key,
+    aad: Option<u32>,
+    sealed: &[u8; SHARED_LEN],
+    plain: &mut [u8; FRAME_LEN],
+) -> Result<Iv, OpenError> {
+    use chacha20poly1305::aead::AeadInPlace;
+    use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Tag};
+    let iv = Iv::read(sealed);
+    let aad = aad.map(u32::to_le_bytes);
+    let aad: &[u8] = aad.as_ref().map_or(&[], |a| &a[..]);
+    plain.copy_from_slice(&sealed[12..12 + FRAME_LEN]);
+    let tag = Tag::from_slice(&sealed[12 + FRAME_LEN..]);
+    ChaCha20Poly1305::new(key.as_bytes().into())
+        .decrypt_in_place_detached(&iv.nonce().into(), aad, plain, tag)
+        .map_err(|_| {
+            plain.zeroize();
+            OpenError::BadTag
+        })?;
+    Ok(iv)
+}
+
+// ---------------------------------------------------------------------------------------------
 // ChaCha20-Poly1305 (RFC 8439) specialised to this envelope: a 32-byte message and 0 or 4 bytes
 // of AAD. The AEAD then needs exactly two ChaCha20 blocks (block 0 gives the Poly1305 one-time
 // key, block 1 the keystream for the 32 bytes) and four (or three) full Poly1305 blocks:
@@ -463,7 +522,11 @@ fn seal_frame(key: &Key, iv: &Iv, aad: Option<u32>, frame: &Frame, out: &mut [u8
 /// Encrypts the 32 plaintext bytes at `out[12..44]` in place and writes the tag to
 /// `out[44..60]` (bytes 0..12 are not read: the IV comes from `iv`).
 #[inline(always)]
-fn seal_body(key: &Key, iv: &Iv, aad: Option<u32>, out: &mut [u8; SHARED_LEN]) {
+#[cfg_attr(
+    not(feature = "fast-aead"),
+    allow(dead_code, reason = "tested against the crate")
+)]
+fn own_seal_body(key: &Key, iv: &Iv, aad: Option<u32>, out: &mut [u8; SHARED_LEN]) {
     let mut state = chacha20_state(key, iv);
     let block0 = chacha20_rounds(&state);
     set_block_counter(&mut state, 1);
@@ -491,7 +554,11 @@ fn tag_matches(received: &[u8], computed: &[u32; 4]) -> bool {
 
 /// Verifies the tag of a shared-key layout and, only if it verifies, decrypts the body into
 /// `plain`.
-fn open_body(
+#[cfg_attr(
+    not(feature = "fast-aead"),
+    allow(dead_code, reason = "tested against the crate")
+)]
+fn own_open_body(
     key: &Key,
     aad: Option<u32>,
     sealed: &[u8; SHARED_LEN],
@@ -879,10 +946,10 @@ for the future, sunscreen would be it.";
             let mut ours = [0u8; SHARED_LEN];
             ours[..12].copy_from_slice(&iv.nonce());
             ours[12..44].copy_from_slice(&plain);
-            seal_body(&Key::from_bytes(k), &iv, pid, &mut ours);
+            own_seal_body(&Key::from_bytes(k), &iv, pid, &mut ours);
             prop_assert_eq!(ours, reference);
             let mut opened = [0u8; FRAME_LEN];
-            prop_assert_eq!(open_body(&Key::from_bytes(k), pid, &reference, &mut opened), Ok(iv));
+            prop_assert_eq!(own_open_body(&Key::from_bytes(k), pid, &reference, &mut opened), Ok(iv));
             prop_assert_eq!(opened, plain);
         }
 
@@ -910,7 +977,7 @@ for the future, sunscreen would be it.";
                 .decrypt_in_place_detached(&nonce.into(), &[], &mut body, d[44..].into())
                 .map(|()| body);
             let mut opened = [0u8; FRAME_LEN];
-            let ours = open_body(&Key::from_bytes(k), None, &d, &mut opened).map(|_| opened);
+            let ours = own_open_body(&Key::from_bytes(k), None, &d, &mut opened).map(|_| opened);
             prop_assert_eq!(ours.ok(), theirs.ok());
         }
     }
