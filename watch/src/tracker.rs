@@ -40,6 +40,21 @@
 //! drawn per process) names the session: a new stream whose nonce went back is a new session;
 //! the previous session's stream is refused if it reappears ([`Rejection::RetiredStream`]).
 //!
+//! A terminal frame on a stream other than the current one is the panic hook's crash report:
+//! VLP clients send it from a session of their own (own salt, so its own `iv_random`, nonce
+//! `u64::MAX`). It raises [`Event::Died`] as any terminal frame does, but it neither retires
+//! nor replaces the current stream: the entry remembers it as a *side stream* (a 32-bit
+//! fingerprint of its `iv_random` and the highest counter taken, in the slot plain agents use
+//! for the sender timestamp, so the entry stays at 96 bytes). The same datagram again is a
+//! replay ([`ReplayError::Replayed`]), an older counter of that stream is
+//! [`Rejection::AfterTerminal`], and a later terminal frame on it (another thread's panic) is a
+//! new crash report if the agent had come back, [`Rejection::AfterTerminal`] while it is still
+//! dead. If the process lives on after a thread's panic, its next beat on the current stream
+//! is a dead agent's newer frame on the same stream: a new session ([`Event::SessionRestart`],
+//! then [`Event::StatusChanged`] from Critical), and it is tracked (and stalls) as before. Only
+//! one side stream is remembered: if a second one replaces it, replays of the first are judged
+//! by the rules above alone (the same limit as the single retired stream).
+//!
 //! # Deadlines
 //!
 //! An agent with no accepted beat for `threshold` is stalled: exactly one [`Event::Stalled`]
@@ -80,7 +95,7 @@ use vlp_core::{
 };
 
 use keys::KeyCache;
-use table::{listener_code, tag, Agent, ListId, Phase, Table};
+use table::{listener_code, tag, Agent, ListId, Phase, Side, Table};
 
 /// Monotonic nanoseconds since the daemon started; the shell reads the clock, the core never
 /// does.
@@ -1078,13 +1093,20 @@ impl Tracker {
         let a = &mut self.table.slab[slot as usize];
         a.beats += 1;
         if let Some(iv) = v.iv {
-            if a.window.stream() != Some(iv.random) {
+            if a.window.stream() == Some(iv.random) {
+                a.window.commit(&iv);
+            } else if v.frame.is_terminal() {
+                // A crash report from the agent's panic hook, which seals with a session of
+                // its own: the current stream and its window stay, so the application's own
+                // beats are still taken if the process lives on.
+                a.set_side(Side::of(&iv));
+            } else {
                 if let Some(old) = a.window.stream() {
                     a.set_retired(old);
                 }
                 a.window = ReplayWindow::new();
+                a.window.commit(&iv);
             }
-            a.window.commit(&iv);
         }
         let accepted = |kind| Accepted {
             agent,
@@ -1099,7 +1121,7 @@ impl Tracker {
         let old_status = a.status();
         let silent_for = now.saturating_sub(a.last_beat);
         // The frame becomes the agent's latest.
-        a.last_ts = f.timestamp();
+        a.set_last_ts(f.timestamp());
         a.payload = f.payload();
         a.last_beat = now;
         if !f.is_terminal() {
@@ -1185,15 +1207,21 @@ impl Tracker {
         a.pid = f.pid();
         a.listener = v.listener;
         a.last_nonce = if f.is_terminal() { 0 } else { f.nonce() };
-        a.last_ts = f.timestamp();
         a.last_beat = now;
         a.beats = 1;
         a.payload = f.payload();
         a.status = f.status().as_u8();
         if let Some(iv) = v.iv {
             a.set_secure();
-            a.window.commit(&iv);
+            if f.is_terminal() {
+                // As for a known agent: a terminal frame's stream is a side stream until a
+                // regular beat names the session's own (the panic hook may report first).
+                a.set_side(Side::of(&iv));
+            } else {
+                a.window.commit(&iv);
+            }
         }
+        a.set_last_ts(f.timestamp());
         let agent = a.id();
         let slot = self.table.insert(a);
         self.stats.new_agents += 1;
@@ -1355,13 +1383,29 @@ impl Tracker {
     }
 }
 
-/// Replay checks that need no decryption: the window and the retired stream.
+/// Replay checks that need no decryption: the window, the retired stream and the side stream.
 fn precheck(a: &Agent, iv: &Iv) -> Result<(), Rejection> {
     if !a.secure() {
         return Ok(());
     }
-    if a.window.stream() != Some(iv.random) && a.retired() == Some(iv.random) {
-        return Err(Rejection::RetiredStream);
+    if a.window.stream() != Some(iv.random) {
+        if a.retired() == Some(iv.random) {
+            return Err(Rejection::RetiredStream);
+        }
+        if let Some(side) = a.side() {
+            if side.fingerprint == Side::fingerprint_of(&iv.random) {
+                // The terminal frame taken from this stream again: a replay. Anything sent
+                // on it before that terminal frame belongs to a session that has ended.
+                if iv.counter == side.counter {
+                    return Err(Rejection::Replay(ReplayError::Replayed {
+                        counter: iv.counter,
+                    }));
+                }
+                if iv.counter < side.counter {
+                    return Err(Rejection::AfterTerminal);
+                }
+            }
+        }
     }
     a.window.check(iv).map_err(Rejection::Replay)
 }
@@ -1407,7 +1451,21 @@ fn decide_secure(a: &Agent, iv: &Iv, f: &Frame) -> Result<Decision, Rejection> {
     precheck(a, iv)?;
     let same_stream = a.window.stream() == Some(iv.random);
     if !same_stream {
-        // A stream not seen before: an IV rotation (nonce goes on) or a new session.
+        if f.is_terminal() && a.is_dead() {
+            // A later crash report on the side stream of an agent that is already dead
+            // (another thread's panic) says nothing new; on any other stream it is a new
+            // session (a recycled pid) that died at once.
+            let side = a
+                .side()
+                .is_some_and(|s| s.fingerprint == Side::fingerprint_of(&iv.random));
+            return if side {
+                Err(Rejection::AfterTerminal)
+            } else {
+                Ok(Decision::Restart)
+            };
+        }
+        // A stream not seen before: an IV rotation (nonce goes on), the panic hook's own
+        // session reporting a crash of a live agent, or a new session.
         return Ok(
             if !a.is_dead() && (f.is_terminal() || f.nonce() > a.last_nonce) {
                 Decision::Advance
@@ -1439,7 +1497,7 @@ fn decide_secure(a: &Agent, iv: &Iv, f: &Frame) -> Result<Decision, Rejection> {
 /// Session rules for a plain frame of a known agent (see the module docs).
 fn decide_plain(a: &Agent, f: &Frame, now: Nanos, threshold: Nanos) -> Result<Decision, Rejection> {
     let (n, ts) = (f.nonce(), f.timestamp());
-    let (last_n, last_ts) = (a.last_nonce, a.last_ts);
+    let (last_n, last_ts) = (a.last_nonce, a.last_ts());
     if a.is_dead() {
         // last_ts is the terminal frame's timestamp, last_beat its arrival. A frame stamped
         // no later than the terminal one, arriving soon after it, is a late frame of the dead

@@ -14,7 +14,7 @@
 //! at death time (`last_beat` = time of the terminal frame), sorted the same way.
 
 use hashbrown::HashTable;
-use vlp_core::{ReplayWindow, Status};
+use vlp_core::{Iv, ReplayWindow, Status};
 
 use super::{AgentId, Listener, Nanos};
 
@@ -42,6 +42,35 @@ const PHASE_MASK: u8 = 0b0000_0111;
 const FLAG_SECURE: u8 = 0b0000_1000;
 /// `retired` holds the stream of the agent's previous session.
 const FLAG_RETIRED: u8 = 0b0001_0000;
+/// `ts_or_side` holds a side stream (secure agents only).
+const FLAG_SIDE: u8 = 0b0010_0000;
+
+/// A terminal frame's AEAD stream that is not the agent's current stream: the panic hook's
+/// own session (VLP clients send the crash report from a separate session with its own salt).
+/// Kept as the low 32 bits of its `iv_random` and the highest counter taken from it, so a
+/// replay of that terminal datagram is refused without touching the current stream's window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Side {
+    /// Low 32 bits of the stream's `iv_random` (random bytes: a fingerprint; a new stream
+    /// that collides is taken for this one with probability 2^-32 and only its counters up to
+    /// `counter` are refused, which errs on the side of refusing).
+    pub fingerprint: u32,
+    /// Highest counter of a terminal frame taken from the stream.
+    pub counter: u32,
+}
+
+impl Side {
+    pub(crate) fn fingerprint_of(random: &[u8; 8]) -> u32 {
+        u32::from_le_bytes([random[0], random[1], random[2], random[3]])
+    }
+
+    pub(crate) fn of(iv: &Iv) -> Side {
+        Side {
+            fingerprint: Side::fingerprint_of(&iv.random),
+            counter: iv.counter,
+        }
+    }
+}
 
 /// One tracked agent. Kept at 96 bytes: see the module docs.
 #[derive(Debug, Clone)]
@@ -50,8 +79,11 @@ pub(crate) struct Agent {
     pub window: ReplayWindow,
     /// Nonce of the last accepted regular (non-terminal) beat of the current session.
     pub last_nonce: u64,
-    /// Sender timestamp of the last accepted frame (terminal included) of the session.
-    pub last_ts: u64,
+    /// Plain agents: sender timestamp of the last accepted frame (terminal included) of the
+    /// session ([`Agent::last_ts`]). Secure agents order frames by the AEAD counter and never
+    /// read timestamps; for them this holds the [`Side`] stream ([`Agent::side`]). An identity
+    /// is plain or secure for life (its listener decides), so the two never mix.
+    ts_or_side: u64,
     /// Observer time the last beat (or terminal frame) was accepted; orders the lists.
     pub last_beat: Nanos,
     /// Frames accepted from this identity, across sessions.
@@ -82,7 +114,7 @@ impl Agent {
     pub(crate) const EMPTY: Agent = Agent {
         window: ReplayWindow::new(),
         last_nonce: 0,
-        last_ts: 0,
+        ts_or_side: 0,
         last_beat: 0,
         beats: 0,
         retired: [0; 8],
@@ -129,6 +161,40 @@ impl Agent {
     pub(crate) fn set_retired(&mut self, stream: [u8; 8]) {
         self.retired = stream;
         self.bits |= FLAG_RETIRED;
+    }
+
+    /// Sender timestamp of the last accepted frame (plain agents; 0 for secure ones).
+    pub(crate) fn last_ts(&self) -> u64 {
+        if self.secure() {
+            0
+        } else {
+            self.ts_or_side
+        }
+    }
+
+    /// Records the sender timestamp of an accepted frame (plain agents; ignored for secure
+    /// ones, whose slot holds the side stream).
+    pub(crate) fn set_last_ts(&mut self, ts: u64) {
+        if !self.secure() {
+            self.ts_or_side = ts;
+        }
+    }
+
+    /// The side stream (secure agents that took a terminal frame off their current stream).
+    pub(crate) fn side(&self) -> Option<Side> {
+        (self.secure() && self.bits & FLAG_SIDE != 0).then_some(Side {
+            fingerprint: (self.ts_or_side >> 32) as u32,
+            // Truncation is the point: the counter is the low half.
+            counter: self.ts_or_side as u32,
+        })
+    }
+
+    /// Remembers `side` (secure agents only; call after [`Agent::set_secure`]).
+    pub(crate) fn set_side(&mut self, side: Side) {
+        if self.secure() {
+            self.ts_or_side = (u64::from(side.fingerprint) << 32) | u64::from(side.counter);
+            self.bits |= FLAG_SIDE;
+        }
     }
 
     pub(crate) fn status(&self) -> Status {

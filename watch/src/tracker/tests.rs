@@ -919,3 +919,248 @@ fn event_queue_is_bounded_and_overflow_counted() {
 fn agent_struct_fits_the_budget() {
     assert!(std::mem::size_of::<table::Agent>() <= 96);
 }
+
+/// The application's session and its panic hook's session (own salt, so its own AEAD
+/// stream), as the std client builds them.
+struct PanickyApp {
+    app: vlp_core::Session,
+    hook: vlp_core::Session,
+}
+
+impl PanickyApp {
+    fn new(pid: u32) -> PanickyApp {
+        PanickyApp {
+            app: vlp_core::Session::secure(pid, [0xa1; 16]),
+            hook: vlp_core::Session::secure(pid, [0xb2; 16]),
+        }
+    }
+
+    fn beat(&mut self, k: &Key, ts: u64) -> [u8; 60] {
+        let b = self.app.beat(Status::Ok, 0, ts).unwrap();
+        self.app.commit(&b).unwrap();
+        b.seal_shared(k).unwrap().0
+    }
+
+    fn panic(&mut self, k: &Key, ts: u64) -> [u8; 60] {
+        let b = self.hook.terminal(0, ts).unwrap();
+        self.hook.commit(&b).unwrap();
+        b.seal_shared(k).unwrap().0
+    }
+
+    fn panic_master(&mut self, ts: u64) -> [u8; 64] {
+        let b = self.hook.terminal(0, ts).unwrap();
+        self.hook.commit(&b).unwrap();
+        b.seal_master(&derive_agent_key(&key(9), self.hook.pid()))
+            .unwrap()
+            .0
+    }
+
+    fn beat_master(&mut self, ts: u64) -> [u8; 64] {
+        let b = self.app.beat(Status::Ok, 0, ts).unwrap();
+        self.app.commit(&b).unwrap();
+        b.seal_master(&derive_agent_key(&key(9), self.app.pid()))
+            .unwrap()
+            .0
+    }
+}
+
+fn udp1(pid: u32) -> AgentId {
+    AgentId {
+        listener: Listener::Udp(1),
+        pid,
+    }
+}
+
+#[test]
+fn panic_hook_terminal_on_its_own_stream_leaves_the_app_stream_alone() {
+    let mut t = Tracker::new(cfg());
+    let k = key(1);
+    let mut p = PanickyApp::new(42);
+    for i in 0..3 {
+        t.handle_datagram(i, &udp(1), &p.beat(&k, i + 1)).unwrap();
+    }
+    events(&mut t);
+    // A thread panics; the hook reports from its own stream. The agent died, as before.
+    let crash = p.panic(&k, 10);
+    let a = t.handle_datagram(10, &udp(1), &crash).unwrap();
+    assert_eq!(a.kind, AcceptKind::Beat);
+    assert_eq!(
+        events(&mut t),
+        [Event::Died {
+            at: 10,
+            agent: udp1(42),
+            clean: false,
+            payload: 0
+        }]
+    );
+    // The process lives on and beats on its own stream: taken (not a retired stream), as a
+    // dead agent's newer frame: a new session.
+    let a = t.handle_datagram(20, &udp(1), &p.beat(&k, 20)).unwrap();
+    assert_eq!(a.kind, AcceptKind::Restart);
+    assert_eq!(
+        events(&mut t),
+        [
+            Event::SessionRestart {
+                at: 20,
+                agent: udp1(42),
+                nonce: 4
+            },
+            Event::StatusChanged {
+                at: 20,
+                agent: udp1(42),
+                from: Status::Critical,
+                to: Status::Ok,
+                payload: 0
+            }
+        ]
+    );
+    assert_eq!(t.agent(udp1(42)).unwrap().state, AgentState::Alive);
+    assert_eq!(
+        t.poll_timeout(),
+        Some(20 + THR),
+        "tracked (and stalls) as before"
+    );
+    let a = t.handle_datagram(21, &udp(1), &p.beat(&k, 21)).unwrap();
+    assert_eq!(a.kind, AcceptKind::Beat);
+    // A replay of the crash report does not kill it again.
+    assert_eq!(
+        t.handle_datagram(22, &udp(1), &crash),
+        Err(Rejection::Replay(ReplayError::Replayed { counter: 1 }))
+    );
+    assert_eq!(events(&mut t), []);
+    assert_eq!(t.agent(udp1(42)).unwrap().state, AgentState::Alive);
+    // Another thread panics later: a genuine second crash report on the hook's stream.
+    let crash2 = p.panic(&k, 30);
+    t.handle_datagram(30, &udp(1), &crash2).unwrap();
+    assert_eq!(
+        events(&mut t),
+        [Event::Died {
+            at: 30,
+            agent: udp1(42),
+            clean: false,
+            payload: 0
+        }]
+    );
+    for d in [&crash, &crash2] {
+        assert!(matches!(
+            t.handle_datagram(31, &udp(1), d),
+            Err(Rejection::Replay(ReplayError::Replayed { .. }) | Rejection::AfterTerminal)
+        ));
+    }
+    assert_eq!(
+        t.handle_datagram(40, &udp(1), &p.beat(&k, 40))
+            .unwrap()
+            .kind,
+        AcceptKind::Restart
+    );
+    assert_eq!(t.stats().rejected(Reason::RetiredStream), 0);
+    assert_eq!(t.stats().crashes, 2);
+    assert_eq!(t.stats().restarts, 2);
+    t.check_invariants().unwrap();
+}
+
+#[test]
+fn panic_hook_terminal_replayed_while_dead_is_refused() {
+    let mut t = Tracker::new(cfg());
+    let k = key(1);
+    let mut p = PanickyApp::new(42);
+    t.handle_datagram(0, &udp(1), &p.beat(&k, 1)).unwrap();
+    let crash = p.panic(&k, 5);
+    t.handle_datagram(5, &udp(1), &crash).unwrap();
+    events(&mut t);
+    // The same datagram again: a replay, not a new session that died at once.
+    assert_eq!(
+        t.handle_datagram(6, &udp(1), &crash),
+        Err(Rejection::Replay(ReplayError::Replayed { counter: 1 }))
+    );
+    // Another thread's report while the agent is still dead: nothing new.
+    let crash2 = p.panic(&k, 7);
+    assert_eq!(
+        t.handle_datagram(7, &udp(1), &crash2),
+        Err(Rejection::AfterTerminal)
+    );
+    // Long after (a dead agent's new stream would be a new session by then): still refused.
+    assert_eq!(
+        t.handle_datagram(5 * THR, &udp(1), &crash),
+        Err(Rejection::Replay(ReplayError::Replayed { counter: 1 }))
+    );
+    assert_eq!(events(&mut t), []);
+    assert_eq!(t.stats().crashes, 1);
+    assert_eq!(t.stats().restarts, 0);
+}
+
+#[test]
+fn panic_hook_master_key_replay_is_refused_before_decryption() {
+    let mut t = Tracker::new(cfg());
+    let mut p = PanickyApp::new(42);
+    t.handle_datagram(0, &udp(1), &p.beat_master(1)).unwrap();
+    let crash = p.panic_master(5);
+    t.handle_datagram(5, &udp(1), &crash).unwrap();
+    assert_eq!(
+        t.handle_datagram(6, &udp(1), &p.beat_master(6))
+            .unwrap()
+            .kind,
+        AcceptKind::Restart
+    );
+    // The crash report's IV with a broken tag: the side stream refuses it before any AEAD
+    // work (a decrypt failure otherwise).
+    let mut forged = crash;
+    forged[63] ^= 1;
+    assert_eq!(
+        t.handle_datagram(7, &udp(1), &forged),
+        Err(Rejection::Replay(ReplayError::Replayed { counter: 1 }))
+    );
+    assert_eq!(t.stats().rejected(Reason::BadTag), 0);
+    assert_eq!(t.agent(udp1(42)).unwrap().state, AgentState::Alive);
+}
+
+#[test]
+fn panic_hook_report_before_the_first_beat_keeps_the_hook_stream_aside() {
+    // The observer (re)starts and the first datagram it gets from an agent is the hook's
+    // crash report; the application's stream then names the session.
+    let mut t = Tracker::new(cfg());
+    let k = key(1);
+    let mut p = PanickyApp::new(42);
+    p.beat(&k, 1); // sent before the observer was up: lost
+    t.handle_datagram(5, &udp(1), &p.panic(&k, 5)).unwrap();
+    let kinds: Vec<_> = events(&mut t).iter().map(Event::kind).collect();
+    assert_eq!(kinds, ["new_agent", "died"]);
+    assert_eq!(
+        t.handle_datagram(6, &udp(1), &p.beat(&k, 6)).unwrap().kind,
+        AcceptKind::Restart
+    );
+    events(&mut t);
+    // A second panic is reported (the hook's stream was not retired).
+    t.handle_datagram(7, &udp(1), &p.panic(&k, 7)).unwrap();
+    let kinds: Vec<_> = events(&mut t).iter().map(Event::kind).collect();
+    assert_eq!(kinds, ["died"]);
+}
+
+#[test]
+fn terminal_on_the_current_stream_still_ends_its_window() {
+    // A client that sends its terminal frame on its own session (goodbye): the window
+    // follows that stream, replays and late frames of it are refused as before.
+    let mut t = Tracker::new(cfg());
+    let k = key(1);
+    let mut s = vlp_core::Session::secure(42, [3; 16]);
+    let seal = |b: vlp_core::Beat, s: &mut vlp_core::Session| {
+        s.commit(&b).unwrap();
+        b.seal_shared(&k).unwrap().0
+    };
+    let b1 = s.beat(Status::Ok, 0, 1).unwrap();
+    let d1 = seal(b1, &mut s);
+    let b2 = s.beat(Status::Ok, 0, 2).unwrap();
+    let d2 = seal(b2, &mut s);
+    t.handle_datagram(0, &udp(1), &d1).unwrap();
+    let g = s.goodbye(3).unwrap();
+    let bye = seal(g, &mut s);
+    t.handle_datagram(1, &udp(1), &bye).unwrap();
+    assert_eq!(
+        t.handle_datagram(2, &udp(1), &bye),
+        Err(Rejection::Replay(ReplayError::Replayed { counter: 3 }))
+    );
+    assert_eq!(
+        t.handle_datagram(2, &udp(1), &d2),
+        Err(Rejection::AfterTerminal)
+    );
+}
