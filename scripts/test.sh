@@ -29,18 +29,35 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 step "host tests (workspace, all features)"
 cargo test --workspace --all-features
 
-step "host tests (vlp-core, no default features)"
-cargo test -p vlp-core --no-default-features
+# --all-features turns on vlp-core's `fast-aead`; these runs cover the default backend (the
+# chacha20poly1305 crate) and the client's narrower feature sets.
+step "vlp-core with its default AEAD backend (chacha20poly1305 crate), and no features at all"
+cargo test -p vlp-core --features std
+cargo test -p vlp-core --no-default-features --lib
+
+step "varta-client feature combinations"
+cargo clippy -p varta-client --no-default-features -- -D warnings
+cargo clippy -p varta-client --no-default-features --features panic-handler -- -D warnings
+cargo test -p varta-client --no-default-features
 
 if [ "${QUICK:-0}" = 1 ]; then
     echo "QUICK=1: skipping Cortex-M builds, firmware end-to-end and fuzz smoke"
     exit 0
 fi
 
-step "no_std build of vlp-core for thumbv7em-none-eabihf (Debian rustc, -Z build-std)"
-RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$root/target/thumb" \
-    /usr/bin/cargo build -p vlp-core --target thumbv7em-none-eabihf \
-    -Z build-std=core,compiler_builtins -Z build-std-features=compiler-builtins-mem --release
+step "no_std builds for thumbv7em-none-eabihf (Debian rustc, -Z build-std)"
+thumb() {
+    RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$root/target/thumb" \
+        /usr/bin/cargo build --target thumbv7em-none-eabihf --release \
+        -Z build-std=core,compiler_builtins -Z build-std-features=compiler-builtins-mem "$@"
+}
+thumb -p vlp-core
+thumb -p vlp-core --features fast-aead,defmt
+thumb -p varta-client-nostd --all-features
+
+step "firmware: QEMU mps2-an386 end-to-end against varta-watch, sizes and budgets"
+# The debug varta-watch built by the host tests above is the observer the firmware talks to.
+VARTA_WATCH="$root/target/debug/varta-watch" bash firmware/check.sh
 
 step "fuzz smoke"
 bash fuzz/smoke.sh

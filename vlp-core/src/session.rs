@@ -242,15 +242,17 @@ impl Session {
         }
     }
 
-    /// Starts over as a new session: new pid (a forked child), nonces from 1, and for secure
-    /// sessions a new salt. Counters of clock regressions survive.
+    /// Starts over as a new session: new pid (a forked child), nonces from 1, and the IV
+    /// sequence of `salt`. `None` leaves the session plain: a secure session restarted without
+    /// a fresh salt refuses to seal ([`SessionError::NotSecure`]) rather than continue the old
+    /// IV stream. Counters of clock regressions survive.
     pub fn restart(&mut self, pid: u32, salt: Option<[u8; SALT_LEN]>) {
         self.pid = pid;
         self.next_nonce = NONCE_START;
         self.last_timestamp = 0;
-        if let Some(s) = salt {
-            self.iv = Some(IvSequence::new(s));
-        }
+        // Never carry the old IV stream into a new session: without a fresh salt the session
+        // has no IV sequence, and sealing fails with `NotSecure` instead of reusing nonces.
+        self.iv = salt.map(IvSequence::new);
     }
 
     fn prepare(
@@ -453,6 +455,20 @@ mod tests {
         assert_eq!(next.counter, COUNTER_START);
         assert_eq!(next.random, derive_iv_prefix(&[3; 16], 1));
         assert_eq!(s.iv_sequence().unwrap().prefix_index(), 1);
+    }
+
+    #[test]
+    fn secure_restart_without_salt_cannot_seal() {
+        let mut s = Session::secure(100, [3; 16]);
+        let b = s.beat(Status::Ok, 0, 1).unwrap();
+        s.commit(&b).unwrap();
+        s.restart(200, None);
+        let b = s.beat(Status::Ok, 0, 2).unwrap();
+        assert_eq!(b.iv(), None);
+        assert_eq!(
+            b.seal_shared(&Key::from_bytes([0; 32])),
+            Err(SessionError::NotSecure)
+        );
     }
 
     #[test]
