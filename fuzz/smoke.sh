@@ -19,7 +19,8 @@ fi
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-for target in decode open replay; do
+for target in decode open replay tracker; do
+    mkdir -p "fuzz/seeds/$target"
     echo "== fuzz/$target for ${SECS}s"
     mkdir -p "fuzz/corpus/$target"
     status=0
