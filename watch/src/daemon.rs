@@ -253,7 +253,8 @@ impl Daemon {
         while let Some(ev) = self.tracker.poll_event() {
             let row = Row::from_event(&ev);
             self.counters.event(row.kind);
-            self.outputs.emit(&row);
+            let now = self.now();
+            self.outputs.emit(&row, now);
             let trigger = match ev {
                 Event::Stalled { at, agent, .. } => Some((at, agent)),
                 Event::Died {
@@ -278,14 +279,9 @@ impl Daemon {
 
     fn emit_recovery(&mut self, at: Nanos, agent: AgentId, detail: String) {
         self.counters.event("recovery");
-        self.outputs.emit(&Row {
-            at,
-            kind: "recovery",
-            agent,
-            nonce: None,
-            status: None,
-            detail,
-        });
+        let now = self.now();
+        self.outputs
+            .emit(&Row::basic(at, "recovery", agent, None, None, detail), now);
     }
 
     /// Fires due deadlines and emits their events, flushing at once.

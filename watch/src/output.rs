@@ -1,8 +1,27 @@
 //! Outputs: event lines on stdout (text or JSON lines) and the TSV event file.
 //!
 //! Every event becomes one [`Row`] (the fields of the TSV file: `observer_ns, kind, pid, nonce,
-//! status, detail`), then one line per sink. Sinks are buffered and flushed once per loop turn,
-//! right after the events of that turn, so a stall leaves the daemon as soon as it fires.
+//! status, detail`, plus the event's numbers for JSON), then one line per sink. Sinks are
+//! buffered and flushed once per loop turn, right after the events of that turn, so a stall
+//! leaves the daemon as soon as it fires.
+//!
+//! # JSON lines (`--format json`)
+//!
+//! One object per event, fields in this order, absent where the event has no such value:
+//!
+//! | field | type | events | meaning |
+//! |---|---|---|---|
+//! | `at_ns` | integer | all | observer time of the event (ns since the daemon started); for `stall`, the exact deadline `last_beat_ns + threshold` |
+//! | `emitted_ns` | integer | all | the daemon's clock (same time base as `at_ns`) when the line was written to the output buffer, which is flushed before the daemon next sleeps or reads a socket: `emitted_ns - at_ns` is the event's lateness on the watch's own clock |
+//! | `kind` | string | all | `new`, `restart`, `status`, `stall`, `recovered`, `crash`, `goodbye`, `evicted`, `recovery` |
+//! | `pid`, `listener` | integer, string | all | the agent (`unix`, `udp0`) |
+//! | `nonce` | integer | new, restart, stall, crash, goodbye | the frame's nonce (`stall`: the last beat's; terminal frames: 18446744073709551615) |
+//! | `status` | string | new, status, stall, crash, goodbye | the agent's status after the event |
+//! | `from`, `to` | string | status | the status before and after the change |
+//! | `payload` | integer | status, crash, goodbye | the frame's payload |
+//! | `last_beat_ns` | integer | stall | observer time the last beat was accepted |
+//! | `silent_for_ns` | integer | recovered | time since the previous beat |
+//! | `detail` | string | all | the same facts in prose (also the TSV `detail` column) |
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
@@ -30,6 +49,14 @@ pub struct Row {
     pub status: Option<Status>,
     /// Free text.
     pub detail: String,
+    /// Status before a change (`status` events).
+    pub from: Option<Status>,
+    /// The frame's payload (`status`, `crash`, `goodbye`).
+    pub payload: Option<u32>,
+    /// When the last beat was accepted (`stall`).
+    pub last_beat: Option<Nanos>,
+    /// Time since the previous beat (`recovered`).
+    pub silent_for: Option<Nanos>,
 }
 
 fn ms(ns: Nanos) -> String {
@@ -46,6 +73,30 @@ pub fn listener_label(l: Listener) -> String {
 }
 
 impl Row {
+    /// A row with only the TSV fields; the event's numbers are added with struct update.
+    #[must_use]
+    pub fn basic(
+        at: Nanos,
+        kind: &'static str,
+        agent: AgentId,
+        nonce: Option<u64>,
+        status: Option<Status>,
+        detail: String,
+    ) -> Row {
+        Row {
+            at,
+            kind,
+            agent,
+            nonce,
+            status,
+            detail,
+            from: None,
+            payload: None,
+            last_beat: None,
+            silent_for: None,
+        }
+    }
+
     /// The row for a tracker event.
     #[must_use]
     pub fn from_event(ev: &Event) -> Row {
@@ -55,22 +106,15 @@ impl Row {
                 agent,
                 status,
                 nonce,
-            } => Row {
+            } => Row::basic(at, "new", agent, Some(nonce), Some(status), String::new()),
+            Event::SessionRestart { at, agent, nonce } => Row::basic(
                 at,
-                kind: "new",
+                "restart",
                 agent,
-                nonce: Some(nonce),
-                status: Some(status),
-                detail: String::new(),
-            },
-            Event::SessionRestart { at, agent, nonce } => Row {
-                at,
-                kind: "restart",
-                agent,
-                nonce: Some(nonce),
-                status: None,
-                detail: "new session (nonce and timestamp started over)".into(),
-            },
+                Some(nonce),
+                None,
+                "new session (nonce and timestamp started over)".into(),
+            ),
             Event::StatusChanged {
                 at,
                 agent,
@@ -78,12 +122,16 @@ impl Row {
                 to,
                 payload,
             } => Row {
-                at,
-                kind: "status",
-                agent,
-                nonce: None,
-                status: Some(to),
-                detail: format!("{from} -> {to} payload={payload}"),
+                from: Some(from),
+                payload: Some(payload),
+                ..Row::basic(
+                    at,
+                    "status",
+                    agent,
+                    None,
+                    Some(to),
+                    format!("{from} -> {to} payload={payload}"),
+                )
             },
             Event::Stalled {
                 at,
@@ -91,24 +139,30 @@ impl Row {
                 last_beat,
                 nonce,
             } => Row {
-                at,
-                kind: "stall",
-                agent,
-                nonce: Some(nonce),
-                status: Some(Status::Stall),
-                detail: format!("silent for {}", ms(at.saturating_sub(last_beat))),
+                last_beat: Some(last_beat),
+                ..Row::basic(
+                    at,
+                    "stall",
+                    agent,
+                    Some(nonce),
+                    Some(Status::Stall),
+                    format!("silent for {}", ms(at.saturating_sub(last_beat))),
+                )
             },
             Event::Recovered {
                 at,
                 agent,
                 silent_for,
             } => Row {
-                at,
-                kind: "recovered",
-                agent,
-                nonce: None,
-                status: None,
-                detail: format!("beating again after {}", ms(silent_for)),
+                silent_for: Some(silent_for),
+                ..Row::basic(
+                    at,
+                    "recovered",
+                    agent,
+                    None,
+                    None,
+                    format!("beating again after {}", ms(silent_for)),
+                )
             },
             Event::Died {
                 at,
@@ -116,25 +170,28 @@ impl Row {
                 clean,
                 payload,
             } => Row {
-                at,
-                kind: if clean { "goodbye" } else { "crash" },
-                agent,
-                nonce: Some(vlp_core::NONCE_TERMINAL),
-                status: Some(Status::Critical),
-                detail: if clean {
-                    "announced clean exit".into()
-                } else {
-                    format!("terminal frame, payload={payload}")
-                },
+                payload: Some(payload),
+                ..Row::basic(
+                    at,
+                    if clean { "goodbye" } else { "crash" },
+                    agent,
+                    Some(vlp_core::NONCE_TERMINAL),
+                    Some(Status::Critical),
+                    if clean {
+                        "announced clean exit".into()
+                    } else {
+                        format!("terminal frame, payload={payload}")
+                    },
+                )
             },
-            Event::Evicted { at, agent } => Row {
+            Event::Evicted { at, agent } => Row::basic(
                 at,
-                kind: "evicted",
+                "evicted",
                 agent,
-                nonce: None,
-                status: None,
-                detail: "forgotten after long silence".into(),
-            },
+                None,
+                None,
+                "forgotten after long silence".into(),
+            ),
         }
     }
 
@@ -162,11 +219,12 @@ impl Row {
         s
     }
 
-    /// A JSON object (no newline).
+    /// A JSON object (no newline; fields in the module docs); `emitted` is the daemon's clock
+    /// now.
     #[must_use]
-    pub fn json(&self) -> String {
+    pub fn json(&self, emitted: Nanos) -> String {
         let mut s = format!(
-            "{{\"at_ns\":{},\"kind\":\"{}\",\"pid\":{},\"listener\":\"{}\"",
+            "{{\"at_ns\":{},\"emitted_ns\":{emitted},\"kind\":\"{}\",\"pid\":{},\"listener\":\"{}\"",
             self.at,
             self.kind,
             self.agent.pid,
@@ -177,6 +235,18 @@ impl Row {
         }
         if let Some(st) = self.status {
             let _ = write!(s, ",\"status\":\"{st}\"");
+        }
+        if let (Some(from), Some(to)) = (self.from, self.status) {
+            let _ = write!(s, ",\"from\":\"{from}\",\"to\":\"{to}\"");
+        }
+        if let Some(p) = self.payload {
+            let _ = write!(s, ",\"payload\":{p}");
+        }
+        if let Some(t) = self.last_beat {
+            let _ = write!(s, ",\"last_beat_ns\":{t}");
+        }
+        if let Some(t) = self.silent_for {
+            let _ = write!(s, ",\"silent_for_ns\":{t}");
         }
         s.push_str(",\"detail\":\"");
         json_escape(&self.detail, &mut s);
@@ -304,11 +374,12 @@ impl Outputs {
         }
     }
 
-    /// Emits one row to every sink (buffered).
-    pub fn emit(&mut self, row: &Row) {
+    /// Emits one row to every sink (buffered); `now` is the daemon's clock (JSON
+    /// `emitted_ns`).
+    pub fn emit(&mut self, row: &Row, now: Nanos) {
         let line = match self.format {
             Format::Text => row.text(),
-            Format::Json => row.json(),
+            Format::Json => row.json(now),
         };
         if let Err(e) = writeln!(self.stdout, "{line}") {
             self.note_err("stdout", &e);
@@ -372,10 +443,76 @@ mod tests {
             "1200000000\tstall\t42\t9\tstall\tsilent for 200.0ms"
         );
         assert_eq!(
-            r.json(),
-            "{\"at_ns\":1200000000,\"kind\":\"stall\",\"pid\":42,\"listener\":\"unix\",\"nonce\":9,\"status\":\"stall\",\"detail\":\"silent for 200.0ms\"}"
+            r.json(1_200_300_000),
+            "{\"at_ns\":1200000000,\"emitted_ns\":1200300000,\"kind\":\"stall\",\"pid\":42,\"listener\":\"unix\",\"nonce\":9,\"status\":\"stall\",\"last_beat_ns\":1000000000,\"detail\":\"silent for 200.0ms\"}"
         );
         assert!(r.text().contains("stall") && r.text().contains("pid 42"));
+    }
+
+    fn json_of(e: &Event) -> String {
+        Row::from_event(e).json(e.at() + 5)
+    }
+
+    #[test]
+    fn json_carries_the_numbers_of_each_event() {
+        let a = agent();
+        assert_eq!(
+            json_of(&Event::StatusChanged {
+                at: 10,
+                agent: a,
+                from: Status::Ok,
+                to: Status::Degraded,
+                payload: 77
+            }),
+            "{\"at_ns\":10,\"emitted_ns\":15,\"kind\":\"status\",\"pid\":42,\"listener\":\"unix\",\"status\":\"degraded\",\"from\":\"ok\",\"to\":\"degraded\",\"payload\":77,\"detail\":\"ok -> degraded payload=77\"}"
+        );
+        assert_eq!(
+            json_of(&Event::Recovered {
+                at: 900,
+                agent: a,
+                silent_for: 456_000_000
+            }),
+            "{\"at_ns\":900,\"emitted_ns\":905,\"kind\":\"recovered\",\"pid\":42,\"listener\":\"unix\",\"silent_for_ns\":456000000,\"detail\":\"beating again after 456.0ms\"}"
+        );
+        assert_eq!(
+            json_of(&Event::Died {
+                at: 7,
+                agent: a,
+                clean: false,
+                payload: 0xdead
+            }),
+            "{\"at_ns\":7,\"emitted_ns\":12,\"kind\":\"crash\",\"pid\":42,\"listener\":\"unix\",\"nonce\":18446744073709551615,\"status\":\"critical\",\"payload\":57005,\"detail\":\"terminal frame, payload=57005\"}"
+        );
+        let bye = json_of(&Event::Died {
+            at: 7,
+            agent: a,
+            clean: true,
+            payload: vlp_core::GOODBYE_PAYLOAD,
+        });
+        assert!(
+            bye.contains(&format!(
+                "\"kind\":\"goodbye\",\"pid\":42,\"listener\":\"unix\",\"nonce\":18446744073709551615,\"status\":\"critical\",\"payload\":{},",
+                vlp_core::GOODBYE_PAYLOAD
+            )),
+            "{bye}"
+        );
+        // Events without numbers of their own carry only the common fields.
+        let ev = json_of(&Event::Evicted { at: 3, agent: a });
+        for f in ["from", "payload", "last_beat_ns", "silent_for_ns", "nonce"] {
+            assert!(!ev.contains(&format!("\"{f}\"")), "{ev}");
+        }
+        // The TSV keeps its six columns.
+        let row = Row::from_event(&Event::StatusChanged {
+            at: 10,
+            agent: a,
+            from: Status::Ok,
+            to: Status::Degraded,
+            payload: 77,
+        });
+        assert_eq!(
+            row.tsv(),
+            "10\tstatus\t42\t\tdegraded\tok -> degraded payload=77"
+        );
     }
 
     #[test]

@@ -173,6 +173,15 @@ impl Drop for Observer {
     }
 }
 
+/// The integer field `key` of a JSON event line.
+fn num(line: &str, key: &str) -> Option<u64> {
+    let rest = line.split(&format!("\"{key}\":")).nth(1)?;
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
 fn metric_in(body: &str, series: &str) -> f64 {
     body.lines()
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
@@ -240,13 +249,25 @@ fn beats_counted_stall_within_bounds_then_recovered() {
     assert!(line.contains("silent for 300.0ms"), "{line}");
     assert!(late >= Duration::from_millis(299), "stall after {late:?}");
     assert!(late < Duration::from_millis(450), "stall after {late:?}");
+    // The same in numbers, on the watch's own clock: the event is the exact deadline, and the
+    // line was written after it (and soon: generous bound again).
+    let (at, last_beat, emitted) = (
+        num(&line, "at_ns").unwrap(),
+        num(&line, "last_beat_ns").unwrap(),
+        num(&line, "emitted_ns").unwrap(),
+    );
+    assert_eq!(at, last_beat + 300_000_000, "{line}");
+    assert!(emitted >= at && emitted - at < 150_000_000, "{line}");
     let series = format!("{{pid=\"{me}\",listener=\"unix\"}}");
     let stalls = format!("varta_stalls_total{series}");
     let status = format!("varta_status{series}");
     obs.wait_metric(&status, 3.0);
     assert_eq!(obs.metric(&stalls), 1.0);
     c.send(&frame(me, 6)).unwrap();
-    obs.wait_for(&["\"kind\":\"recovered\""], Duration::from_secs(2));
+    let (_, rec) = obs.wait_for(&["\"kind\":\"recovered\""], Duration::from_secs(2));
+    let silent = num(&rec, "silent_for_ns").unwrap();
+    assert_eq!(silent, num(&rec, "at_ns").unwrap() - last_beat, "{rec}");
+    assert!(num(&rec, "emitted_ns").unwrap() >= num(&rec, "at_ns").unwrap());
     obs.wait_metric(&format!("varta_beats_total{series}"), 6.0);
     assert_eq!(obs.metric(&status), 0.0);
     assert_eq!(obs.metric("varta_frames_accepted_total"), 6.0);
@@ -282,13 +303,20 @@ fn real_agents_crash_goodbye_and_recovery_command() {
     let (cpid, ppid) = (crasher.id(), polite.id());
     assert_eq!(crasher.wait().unwrap().code(), Some(101));
     assert!(polite.wait().unwrap().success());
-    obs.wait_for(
+    let (_, crash) = obs.wait_for(
         &["\"kind\":\"crash\"", &format!("\"pid\":{cpid}")],
         Duration::from_secs(3),
     );
-    obs.wait_for(
+    let (_, bye) = obs.wait_for(
         &["\"kind\":\"goodbye\"", &format!("\"pid\":{ppid}")],
         Duration::from_secs(3),
+    );
+    // The agent's crash payload (0xDEAD, see agent.rs) and the goodbye payload, as numbers.
+    assert_eq!(num(&crash, "payload"), Some(0xDEAD), "{crash}");
+    assert_eq!(
+        num(&bye, "payload"),
+        Some(u64::from(vlp_core::GOODBYE_PAYLOAD)),
+        "{bye}"
     );
     obs.wait_for(
         &["\"kind\":\"recovery\"", "exited 0 (succeeded)"],
