@@ -6,6 +6,11 @@
 //! `--metrics-max-agents` per-agent series) and sends it over a channel. The HTTP thread
 //! encodes it with `prometheus-client`. The loop never waits for the HTTP thread; a slow or
 //! stuck scraper only delays its own answer.
+//!
+//! `varta_beats_total{pid,listener}` counts regular beats only. Terminal frames (a crash report,
+//! an announced clean exit) are not heartbeats: each raises one event, counted in
+//! `varta_events_total{kind="crash"}` or `{kind="goodbye"}`; `varta_frames_accepted_total`
+//! counts every accepted frame, terminal ones included.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -28,7 +33,7 @@ pub struct AgentRow {
     pub pid: u32,
     /// `unix` or `udpN`.
     pub listener: &'static str,
-    /// Accepted beats.
+    /// Accepted regular beats (terminal and goodbye frames are events, not beats).
     pub beats: u64,
     /// Stall events.
     pub stalls: u64,
@@ -107,7 +112,11 @@ impl Snapshot {
             stalls.get_or_create(&l).inc_by(a.stalls);
             status.get_or_create(&l).set(i64::from(a.status));
         }
-        reg.register("varta_beats", "Accepted heartbeats per agent", beats);
+        reg.register(
+            "varta_beats",
+            "Accepted regular heartbeats per agent; terminal frames are not beats: a crash report counts in varta_events_total{kind=\"crash\"}, a goodbye in varta_events_total{kind=\"goodbye\"}, and both in varta_frames_accepted_total",
+            beats,
+        );
         reg.register("varta_stalls", "Stall events per agent", stalls);
         reg.register(
             "varta_status",
@@ -158,7 +167,7 @@ impl Snapshot {
         };
         reg.register(
             "varta_frames_accepted",
-            "Frames accepted from all listeners",
+            "Frames accepted from all listeners (regular beats and terminal frames)",
             counter(self.frames_accepted),
         );
         reg.register(

@@ -773,7 +773,8 @@ pub struct AgentView {
     pub status: Status,
     /// Liveness.
     pub state: AgentState,
-    /// Frames accepted from this identity (all sessions).
+    /// Regular beats accepted from this identity (all sessions, reordered ones included);
+    /// terminal frames (crash reports, goodbyes) are not beats: they are counted as events.
     pub beats: u64,
     /// Stalls raised for this identity (all sessions).
     pub stalls: u64,
@@ -1091,7 +1092,9 @@ impl Tracker {
             None => decide_plain(a, &v.frame, now, self.threshold)?,
         };
         let a = &mut self.table.slab[slot as usize];
-        a.beats += 1;
+        if !v.frame.is_terminal() {
+            a.beats += 1;
+        }
         if let Some(iv) = v.iv {
             if a.window.stream() == Some(iv.random) {
                 a.window.commit(&iv);
@@ -1208,7 +1211,7 @@ impl Tracker {
         a.listener = v.listener;
         a.last_nonce = if f.is_terminal() { 0 } else { f.nonce() };
         a.last_beat = now;
-        a.beats = 1;
+        a.beats = u64::from(!f.is_terminal());
         a.payload = f.payload();
         a.status = f.status().as_u8();
         if let Some(iv) = v.iv {

@@ -333,7 +333,24 @@ fn real_agents_crash_goodbye_and_recovery_command() {
     // What the recovery program prints never mixes with the event stream on stdout.
     assert_eq!(obs.count(&["noise-"]), 0);
     let beats = format!("varta_beats_total{{pid=\"{cpid}\",listener=\"unix\"}}");
-    assert_eq!(obs.metric(&beats), 4.0, "3 beats and the terminal frame");
+    // Terminal frames are events, not beats.
+    assert_eq!(
+        obs.metric(&beats),
+        3.0,
+        "3 beats; the terminal frame is not a beat"
+    );
+    let polite_beats = format!("varta_beats_total{{pid=\"{ppid}\",listener=\"unix\"}}");
+    assert_eq!(
+        obs.metric(&polite_beats),
+        3.0,
+        "3 beats; the goodbye is not a beat"
+    );
+    assert_eq!(obs.metric("varta_events_total{kind=\"crash\"}"), 1.0);
+    assert_eq!(obs.metric("varta_events_total{kind=\"goodbye\"}"), 1.0);
+    assert_eq!(
+        obs.metric("varta_frames_accepted_total"),
+        3.0 + 1.0 + 3.0 + 1.0
+    );
     assert!(obs.terminate().success());
     let tsv = std::fs::read_to_string(&export).unwrap();
     let crash_row = tsv

@@ -86,7 +86,7 @@ pub(crate) struct Agent {
     ts_or_side: u64,
     /// Observer time the last beat (or terminal frame) was accepted; orders the lists.
     pub last_beat: Nanos,
-    /// Frames accepted from this identity, across sessions.
+    /// Regular (non-terminal) frames accepted from this identity, across sessions.
     pub beats: u64,
     /// `iv_random` of the previous session, refused if it reappears (replayed old stream).
     pub retired: [u8; 8],

@@ -1164,3 +1164,27 @@ fn terminal_on_the_current_stream_still_ends_its_window() {
         Err(Rejection::AfterTerminal)
     );
 }
+
+#[test]
+fn terminal_frames_are_not_counted_as_beats() {
+    let mut t = Tracker::new(cfg());
+    for n in 1..=3 {
+        t.handle_datagram(n, &unix(42), &beat(42, n, n)).unwrap();
+    }
+    t.handle_datagram(4, &unix(42), &Frame::terminal(42, 4, 1).unwrap().emit())
+        .unwrap();
+    assert_eq!(t.agent(uid(42)).unwrap().beats, 3);
+    // A goodbye as the first frame: a known agent with no beat.
+    t.handle_datagram(5, &unix(43), &Frame::goodbye(43, 5).unwrap().emit())
+        .unwrap();
+    assert_eq!(t.agent(uid(43)).unwrap().beats, 0);
+    // The session after the crash counts on.
+    t.handle_datagram(THR + 10, &unix(42), &beat(42, 100, 1))
+        .unwrap();
+    assert_eq!(t.agent(uid(42)).unwrap().beats, 4);
+    assert_eq!(
+        t.stats().accepted,
+        6,
+        "every frame is still an accepted frame"
+    );
+}
