@@ -31,7 +31,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the observer (the default).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Start an observer and a few agents (one hangs, one crashes) and show what happens.
     Demo(crate::demo::DemoArgs),
     /// A heartbeat agent (used by the demo, tests and benchmarks).
@@ -131,6 +131,10 @@ pub struct RunArgs {
     /// At most one recovery run per agent per this long [default: 10000].
     #[arg(long, value_name = "MS")]
     pub recovery_debounce_ms: Option<u64>,
+    /// Kill a recovery program (and its process group) still running after this long; counted
+    /// as outcome `timeout` [default: 30000].
+    #[arg(long, value_name = "MS")]
+    pub recovery_timeout_ms: Option<u64>,
     /// Also run recovery for UDP agents, whose pid is claimed rather than kernel-attested.
     #[arg(long)]
     #[serde(default)]
@@ -172,6 +176,8 @@ pub struct Config {
     pub recovery: Option<CommandTemplate>,
     /// Recovery debounce, ns.
     pub recovery_debounce_ns: u64,
+    /// Recovery child deadline, ns.
+    pub recovery_timeout_ns: u64,
     /// Recovery for UDP agents.
     pub recovery_allow_unattested: bool,
     /// SCHED_FIFO priority of the loop.
@@ -259,7 +265,8 @@ impl RunArgs {
                 prom_addr,
                 metrics_max_agents,
                 recovery_cmd,
-                recovery_debounce_ms
+                recovery_debounce_ms,
+                recovery_timeout_ms
             );
             self.no_socket |= file.no_socket;
             self.allow_plaintext_udp |= file.allow_plaintext_udp;
@@ -350,6 +357,12 @@ impl RunArgs {
                     .map_err(|e| ConfigError(format!("--recovery-cmd {s:?}: {e}")))?,
             ),
         };
+        let recovery_timeout_ms = self.recovery_timeout_ms.unwrap_or(30_000);
+        if recovery_timeout_ms == 0 || recovery_timeout_ms > 86_400_000 {
+            return err(format!(
+                "--recovery-timeout-ms {recovery_timeout_ms}: must be between 1 and 86400000"
+            ));
+        }
         if let Some(p) = self.rt_priority {
             if !(1..=99).contains(&p) {
                 return err(format!("--rt-priority {p}: must be between 1 and 99"));
@@ -381,6 +394,7 @@ impl RunArgs {
             metrics_max_agents: self.metrics_max_agents.unwrap_or(10_000),
             recovery,
             recovery_debounce_ns: self.recovery_debounce_ms.unwrap_or(10_000) * 1_000_000,
+            recovery_timeout_ns: recovery_timeout_ms * 1_000_000,
             recovery_allow_unattested: self.recovery_allow_unattested,
             rt_priority: self.rt_priority,
         })

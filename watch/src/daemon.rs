@@ -197,9 +197,14 @@ impl Daemon {
             allowed_uids: cfg.allowed_uids.clone(),
             udp: udp_modes,
         });
-        let recovery = cfg
-            .recovery
-            .map(|t| Recovery::new(t, cfg.recovery_debounce_ns, cfg.recovery_allow_unattested));
+        let recovery = cfg.recovery.map(|t| {
+            Recovery::new(
+                t,
+                cfg.recovery_debounce_ns,
+                cfg.recovery_timeout_ns,
+                cfg.recovery_allow_unattested,
+            )
+        });
 
         let mut where_ = Vec::new();
         if let Some(u) = &unix {
@@ -451,8 +456,31 @@ impl Daemon {
                 Some(c) => format!("exited {c}"),
                 None => "killed by a signal".into(),
             };
-            let outcome = if f.success { "succeeded" } else { "failed" };
+            let outcome = if f.timed_out {
+                "timeout"
+            } else if f.success {
+                "succeeded"
+            } else {
+                "failed"
+            };
             self.emit_recovery(now, f.agent, format!("child {} {how} ({outcome})", f.child));
+        }
+    }
+
+    /// Kills recovery children past their deadline (reaped on their SIGCHLD).
+    fn expire_recovery(&mut self, now: Nanos) {
+        let Some(rec) = self.recovery.as_mut() else {
+            return;
+        };
+        if !matches!(rec.next_deadline(), Some(d) if d <= now) {
+            return;
+        }
+        for (agent, child) in rec.expire(now) {
+            self.emit_recovery(
+                now,
+                agent,
+                format!("child {child} still running at its deadline: killed"),
+            );
         }
     }
 
@@ -464,6 +492,7 @@ impl Daemon {
             let now = self.now();
             self.fire_due(now);
             self.drain_events();
+            self.expire_recovery(now);
             self.outputs.flush();
             if self.term.load(Ordering::Relaxed) {
                 break;
@@ -489,7 +518,11 @@ impl Daemon {
                 fds.push(pfd(m.fd()));
                 fds.len() - 1
             });
-            let deadline = self.tracker.poll_timeout();
+            let recovery_deadline = self.recovery.as_ref().and_then(Recovery::next_deadline);
+            let deadline = match (self.tracker.poll_timeout(), recovery_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let ts = deadline.map(|d| {
                 let wait = d.saturating_sub(self.now());
                 libc::timespec {

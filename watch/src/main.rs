@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         None => run(cli.run),
-        Some(Command::Run(args)) => run(args),
+        Some(Command::Run(args)) => run(*args),
         Some(Command::Demo(a)) => varta_watch::demo::run(&a),
         Some(Command::DemoRecover(a)) => varta_watch::demo::recover(&a),
         Some(Command::Agent(a)) => varta_watch::agent::run(&a),

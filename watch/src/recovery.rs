@@ -4,9 +4,16 @@
 //! with `{pid}` replaced in every argument. Runs are debounced per agent, refused for agents
 //! whose pid is only claimed (UDP) unless the operator opted in, bounded in number, and every
 //! child is reaped without blocking the loop. Each run's outcome is counted by label.
+//!
+//! Every child runs in a process group of its own and has a deadline (`--recovery-timeout-ms`):
+//! a child still running then is killed with its whole group (`SIGKILL`, so a script's own
+//! children go too) and counted as `timeout` when it is reaped. The daemon sleeps no longer than
+//! the earliest such deadline ([`Recovery::next_deadline`]) and calls [`Recovery::expire`];
+//! with no child running there is no deadline, so an idle observer still never wakes.
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
 use crate::tracker::{AgentId, Listener, Nanos};
@@ -73,9 +80,10 @@ impl CommandTemplate {
 }
 
 /// Outcome labels of `varta_recovery_outcomes_total{outcome}`.
-pub const OUTCOMES: [&str; 7] = [
+pub const OUTCOMES: [&str; 8] = [
     "succeeded",
     "failed",
+    "timeout",
     "spawn_error",
     "debounced",
     "refused_unattested",
@@ -108,6 +116,19 @@ pub struct Finished {
     pub code: Option<i32>,
     /// Whether it exited 0.
     pub success: bool,
+    /// Killed by [`Recovery::expire`] for running past its deadline.
+    pub timed_out: bool,
+}
+
+/// A running child.
+#[derive(Debug)]
+struct Running {
+    agent: AgentId,
+    child: Child,
+    /// When it must have finished (start + timeout).
+    deadline: Nanos,
+    /// Already killed for running past `deadline`.
+    killed: bool,
 }
 
 /// The recovery runner.
@@ -115,19 +136,26 @@ pub struct Finished {
 pub struct Recovery {
     template: CommandTemplate,
     debounce: Nanos,
+    timeout: Nanos,
     allow_unattested: bool,
     last_run: HashMap<AgentId, Nanos>,
-    running: Vec<(AgentId, Child)>,
+    running: Vec<Running>,
     outcomes: [u64; OUTCOMES.len()],
 }
 
 impl Recovery {
-    /// A runner for `template`.
+    /// A runner for `template`; a child still running `timeout` after its start is killed.
     #[must_use]
-    pub fn new(template: CommandTemplate, debounce: Nanos, allow_unattested: bool) -> Recovery {
+    pub fn new(
+        template: CommandTemplate,
+        debounce: Nanos,
+        timeout: Nanos,
+        allow_unattested: bool,
+    ) -> Recovery {
         Recovery {
             template,
             debounce,
+            timeout,
             allow_unattested,
             last_run: HashMap::new(),
             running: Vec::new(),
@@ -191,11 +219,19 @@ impl Recovery {
             .stdin(Stdio::null())
             .stdout(out)
             .env("VARTA_PID", agent.pid.to_string())
+            // Its own group, so a timeout kills what it started too (and a Ctrl-C meant for
+            // the observer does not cut a recovery short).
+            .process_group(0)
             .spawn();
         match spawned {
             Ok(child) => {
                 let id = child.id();
-                self.running.push((agent, child));
+                self.running.push(Running {
+                    agent,
+                    child,
+                    deadline: now.saturating_add(self.timeout),
+                    killed: false,
+                });
                 self.count("started");
                 Decision::Started { child: id }
             }
@@ -206,21 +242,66 @@ impl Recovery {
         }
     }
 
+    /// The earliest deadline of a child not yet killed; `None` if there is none.
+    #[must_use]
+    pub fn next_deadline(&self) -> Option<Nanos> {
+        self.running
+            .iter()
+            .filter(|r| !r.killed)
+            .map(|r| r.deadline)
+            .min()
+    }
+
+    /// Kills (`SIGKILL`, whole process group) every child past its deadline at `now`; returns
+    /// the agent and child pid of each. They are reaped, and counted as `timeout`, by
+    /// [`Recovery::reap`] once the kernel reports them (`SIGCHLD`).
+    pub fn expire(&mut self, now: Nanos) -> Vec<(AgentId, u32)> {
+        let mut killed = Vec::new();
+        for r in &mut self.running {
+            if r.killed || r.deadline > now {
+                continue;
+            }
+            r.killed = true;
+            let id = r.child.id();
+            // The child is not reaped yet (we hold it), so its pid, which is also its process
+            // group id, cannot have been reused.
+            let group_killed = libc::pid_t::try_from(id).is_ok_and(|p| {
+                // SAFETY: kill(2) with a negative pid signals that process group; no memory
+                // is involved.
+                p > 0 && unsafe { libc::kill(-p, libc::SIGKILL) } == 0
+            });
+            if !group_killed {
+                // Not a group leader after all (it cannot have left its group, but never
+                // leave it running): the child alone.
+                let _ = r.child.kill();
+            }
+            killed.push((r.agent, id));
+        }
+        killed
+    }
+
     /// Reaps finished children without blocking; returns them.
     pub fn reap(&mut self) -> Vec<Finished> {
         let mut done = Vec::new();
         let mut i = 0;
         while i < self.running.len() {
-            match self.running[i].1.try_wait() {
+            match self.running[i].child.try_wait() {
                 Ok(Some(status)) => {
-                    let (agent, child) = self.running.swap_remove(i);
+                    let r = self.running.swap_remove(i);
                     let f = Finished {
-                        agent,
-                        child: child.id(),
+                        agent: r.agent,
+                        child: r.child.id(),
                         code: status.code(),
-                        success: status.success(),
+                        success: status.success() && !r.killed,
+                        timed_out: r.killed,
                     };
-                    self.count(if f.success { "succeeded" } else { "failed" });
+                    self.count(if f.timed_out {
+                        "timeout"
+                    } else if f.success {
+                        "succeeded"
+                    } else {
+                        "failed"
+                    });
                     done.push(f);
                 }
                 Ok(None) => i += 1,
@@ -249,7 +330,7 @@ mod tests {
     #[test]
     fn debounce_refusal_and_reaping() {
         let t = CommandTemplate::parse("/bin/sh -c 'exit 3'").unwrap();
-        let mut r = Recovery::new(t, 1_000, false);
+        let mut r = Recovery::new(t, 1_000, 60_000_000_000, false);
         let unix = AgentId {
             listener: Listener::Unix,
             pid: 7,
@@ -278,5 +359,100 @@ mod tests {
             o[OUTCOMES.iter().position(|x| *x == "debounced").unwrap()],
             1
         );
+    }
+
+    fn outcome(r: &Recovery, label: &str) -> u64 {
+        r.outcomes()[OUTCOMES.iter().position(|x| *x == label).unwrap()]
+    }
+
+    fn reap_one(r: &mut Recovery) -> Finished {
+        for _ in 0..500 {
+            if let Some(f) = r.reap().pop() {
+                return f;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("child not reaped within 5 s");
+    }
+
+    #[test]
+    fn child_past_its_deadline_is_killed_with_its_group_and_counted_as_timeout() {
+        let dir = std::env::temp_dir().join(format!("varta-rec-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let grandchild = dir.join("grandchild.pid");
+        // A script that starts a long sleep of its own and waits for it.
+        let t = CommandTemplate::parse(&format!(
+            "/bin/sh -c 'sleep 60 & echo $! > {}; wait'",
+            grandchild.display()
+        ))
+        .unwrap();
+        let timeout = 50_000_000;
+        let mut r = Recovery::new(t, 0, timeout, false);
+        assert_eq!(r.next_deadline(), None, "no child, no deadline");
+        let agent = AgentId {
+            listener: Listener::Unix,
+            pid: 7,
+        };
+        assert!(matches!(r.trigger(1_000, agent), Decision::Started { .. }));
+        assert_eq!(r.next_deadline(), Some(1_000 + timeout));
+        let mut gpid = None;
+        for _ in 0..500 {
+            gpid = std::fs::read_to_string(&grandchild)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok());
+            if gpid.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let gpid = gpid.expect("the script started its sleep");
+        assert_eq!(r.expire(1_000 + timeout - 1), [], "not yet due");
+        let killed = r.expire(1_000 + timeout);
+        assert_eq!(killed.len(), 1);
+        assert_eq!(killed[0].0, agent);
+        assert_eq!(
+            r.next_deadline(),
+            None,
+            "a killed child has no deadline left"
+        );
+        assert_eq!(r.expire(u64::MAX), [], "killed once");
+        let f = reap_one(&mut r);
+        assert!(f.timed_out && !f.success, "{f:?}");
+        assert_eq!(f.code, None, "killed by a signal");
+        assert_eq!(outcome(&r, "timeout"), 1);
+        assert_eq!(outcome(&r, "failed"), 0);
+        // The script's own child went with it (a zombie until init reaps it counts as gone).
+        let gone = (0..500).any(|_| {
+            let state = std::fs::read_to_string(format!("/proc/{gpid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .map(|t| t.trim_start().starts_with('Z'))
+                });
+            if state.unwrap_or(true) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            false
+        });
+        assert!(gone, "grandchild {gpid} still running");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn child_finishing_in_time_is_not_a_timeout() {
+        let t = CommandTemplate::parse("/bin/true").unwrap();
+        let mut r = Recovery::new(t, 0, 60_000_000_000, false);
+        let agent = AgentId {
+            listener: Listener::Unix,
+            pid: 8,
+        };
+        assert!(matches!(r.trigger(0, agent), Decision::Started { .. }));
+        let f = reap_one(&mut r);
+        assert!(f.success && !f.timed_out);
+        assert_eq!(outcome(&r, "succeeded"), 1);
+        assert_eq!(outcome(&r, "timeout"), 0);
     }
 }

@@ -510,6 +510,46 @@ fn secure_udp_every_key_kind_replay_refused_reorder_accepted() {
 }
 
 #[test]
+fn recovery_child_past_its_timeout_is_killed() {
+    let dir = tmpdir("rectimeout");
+    let obs = Observer::start(
+        &dir,
+        &[
+            "--recovery-cmd",
+            "/bin/sleep 30 {pid}",
+            "--recovery-timeout-ms",
+            "300",
+        ],
+    );
+    let me = std::process::id();
+    let c = obs.client();
+    c.send(&frame(me, 1)).unwrap();
+    c.send(&Frame::terminal(me, mono_ns(), 1).unwrap().emit())
+        .unwrap();
+    let (_, started) = obs.wait_for(
+        &["\"kind\":\"recovery\"", "started child"],
+        Duration::from_secs(3),
+    );
+    let (_, killed) = obs.wait_for(&["\"kind\":\"recovery\"", "killed"], Duration::from_secs(3));
+    // Killed at its deadline (the loop woke for it: nothing else was pending but eviction).
+    let waited = num(&killed, "at_ns").unwrap() - num(&started, "at_ns").unwrap();
+    assert!(
+        (300_000_000..1_000_000_000).contains(&waited),
+        "killed {waited} ns after the start"
+    );
+    obs.wait_for(
+        &["\"kind\":\"recovery\"", "(timeout)"],
+        Duration::from_secs(3),
+    );
+    obs.wait_metric("varta_recovery_outcomes_total{outcome=\"timeout\"}", 1.0);
+    assert_eq!(
+        obs.metric("varta_recovery_outcomes_total{outcome=\"failed\"}"),
+        0.0
+    );
+    assert!(obs.terminate().success());
+}
+
+#[test]
 fn unattested_udp_agents_get_no_recovery() {
     let dir = tmpdir("udprec");
     let obs = Observer::start(
@@ -610,6 +650,7 @@ fn bad_flags_and_files_exit_2_with_one_line() {
         (vec!["--config", bad_toml.to_str().unwrap()], "no-such-key"),
         (vec!["--config", "/nonexistent.toml"], "/nonexistent.toml"),
         (vec!["--recovery-cmd", "a 'b"], "unclosed quote"),
+        (vec!["--recovery-timeout-ms", "0"], "--recovery-timeout-ms"),
         (vec!["--prom-addr", "nonsense"], "--prom-addr"),
         (vec!["--rt-priority", "0"], "--rt-priority"),
     ];
