@@ -20,9 +20,14 @@
 //!
 //! A critical section must not be held across an `.await`. Async code uses
 //! [`GlobalAgent::prepare`] (marks the beat in flight), awaits the transport outside the
-//! critical section, then [`GlobalAgent::finish`]. If the panic handler runs while a beat is in
-//! flight, it first burns that beat's nonce and IV ([`Agent::burn`]), so the terminal frame can
-//! never share an IV with a datagram that may already be on the wire.
+//! critical section, then [`GlobalAgent::finish`]. The prepared datagram carries the session's
+//! current IV, which is not consumed until `finish`, so while a beat is in flight every other
+//! send path ([`GlobalAgent::prepare`], [`GlobalAgent::with`], [`GlobalAgent::try_send`],
+//! [`GlobalAgent::try_beat`]) returns [`Error::Busy`]: an interrupt's beat would otherwise
+//! seal different bytes under the same (key, nonce). A task that prepared a beat must
+//! therefore always `finish` it, even when it gives up on the send. If the panic handler runs
+//! while a beat is in flight, it first burns that beat's nonce and IV ([`Agent::burn`]), so
+//! the terminal frame can never share an IV with a datagram that may already be on the wire.
 
 use core::cell::{Cell, RefCell};
 
@@ -98,7 +103,8 @@ impl GlobalAgent {
     /// Runs `f` on the agent inside a critical section.
     ///
     /// # Errors
-    /// [`Error::NotInstalled`]; [`Error::Busy`] if the agent is already borrowed.
+    /// [`Error::NotInstalled`]; [`Error::Busy`] if the agent is already borrowed or a beat
+    /// prepared by [`GlobalAgent::prepare`] is in flight (its IV is not yet consumed).
     pub fn with<R>(&self, f: impl FnOnce(&mut Agent) -> R) -> Result<R, Error> {
         critical_section::with(|cs| {
             let mut slot = self
@@ -106,6 +112,9 @@ impl GlobalAgent {
                 .borrow(cs)
                 .try_borrow_mut()
                 .map_err(|_| Error::Busy)?;
+            if self.in_flight.borrow(cs).get() {
+                return Err(Error::Busy);
+            }
             let agent = slot.as_mut().ok_or(Error::NotInstalled)?;
             Ok(f(agent))
         })
@@ -139,10 +148,12 @@ impl GlobalAgent {
     }
 
     /// Prepares a beat for an async send and marks it in flight. Follow with
-    /// [`GlobalAgent::finish`] once the transport answered.
+    /// [`GlobalAgent::finish`] once the transport answered; until then every other send path
+    /// returns [`Error::Busy`].
     ///
     /// # Errors
-    /// As [`GlobalAgent::with`] and [`Agent::prepare`].
+    /// As [`GlobalAgent::with`] (including [`Error::Busy`] while another beat is in flight)
+    /// and [`Agent::prepare`].
     pub fn prepare(&self, kind: Kind, now: u64) -> Result<Prepared, Error> {
         critical_section::with(|cs| {
             let slot = self
@@ -150,6 +161,9 @@ impl GlobalAgent {
                 .borrow(cs)
                 .try_borrow()
                 .map_err(|_| Error::Busy)?;
+            if self.in_flight.borrow(cs).get() {
+                return Err(Error::Busy);
+            }
             let p = slot
                 .as_ref()
                 .ok_or(Error::NotInstalled)?
