@@ -6,12 +6,13 @@
 //! fork-safe RNGs: the kernel hands every child a zero-filled copy of it, whatever made the
 //! child (`fork()`, `posix_spawn` before exec, a raw `clone(2)` without `CLONE_VM`), and no
 //! user-space code has to run for that. The page holds a nonzero *token*; a client caches
-//! the token it was made under and compares it on every beat. A mismatch sends it down the
-//! slow path, which confirms with `getpid()`.
+//! the token it was made under and compares it on every beat. A mismatch means a fork, with
+//! no `getpid()` to confirm it: the pid cannot tell, since a grandchild may be given the pid
+//! its grandparent had (P forks C, P exits, C forks G, G gets P's old pid).
 //!
 //! Where the page cannot be set up (an older kernel, a seccomp filter refusing `madvise`),
-//! [`Watch::changed`] always says "check": every beat then pays one `getpid()`, correct and
-//! slower.
+//! [`Watch::check`] says [`Seen::Unknown`]: every beat then pays one `getpid()` and compares
+//! it with the cached pid, which is correct except in the pid-reuse case above.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -63,6 +64,19 @@ fn page_size() -> usize {
     usize::try_from(n).ok().filter(|n| *n > 0).unwrap_or(4096)
 }
 
+/// What [`Watch::check`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seen {
+    /// The page holds the token this client cached: no fork since it was armed.
+    Quiet,
+    /// The page was wiped (or re-tokened by another client after a wipe): the kernel only
+    /// wipes it for a new address space, so this *is* a forked child, whatever `getpid()`
+    /// says (a grandchild can be handed a pid its dead grandparent once had).
+    Forked,
+    /// No page: the caller must compare `getpid()` with its cached pid.
+    Unknown,
+}
+
 /// One client's view of the fork marker.
 #[derive(Debug)]
 pub(crate) struct Watch {
@@ -73,19 +87,23 @@ pub(crate) struct Watch {
 impl Watch {
     /// Sets up the page (once per process) and records the current token.
     pub(crate) fn new() -> Watch {
-        let page = *PAGE.get_or_init(setup_page);
+        Watch::on(*PAGE.get_or_init(setup_page))
+    }
+
+    /// A watch on `page` (the process-wide one, or a private word in tests).
+    pub(crate) fn on(page: Option<&'static AtomicU64>) -> Watch {
         let mut w = Watch { page, token: 0 };
         w.token = w.current();
         w
     }
 
-    /// Whether a fork may have happened since [`Watch::new`] / [`Watch::rearm`]: the page was
-    /// wiped or another token installed. Always true without the page.
+    /// Whether a fork happened since [`Watch::new`] / [`Watch::rearm`]; one relaxed load.
     #[inline]
-    pub(crate) fn changed(&self) -> bool {
+    pub(crate) fn check(&self) -> Seen {
         match self.page {
-            Some(p) => p.load(Ordering::Relaxed) != self.token,
-            None => true,
+            Some(p) if p.load(Ordering::Relaxed) == self.token => Seen::Quiet,
+            Some(_) => Seen::Forked,
+            None => Seen::Unknown,
         }
     }
 
@@ -104,7 +122,7 @@ impl Watch {
         }
     }
 
-    /// Accepts the current state (after a fork was handled, or found to be a false alarm).
+    /// Accepts the current state (after a fork was handled).
     pub(crate) fn rearm(&mut self) {
         self.token = self.current();
     }
@@ -124,15 +142,15 @@ mod tests {
     fn page_is_set_up_and_quiet_without_a_fork() {
         let mut w = Watch::new();
         assert!(w.has_page(), "MADV_WIPEONFORK needs Linux 4.14+");
-        assert!(!w.changed());
+        assert_eq!(w.check(), Seen::Quiet);
         // Simulate the wipe a fork would do: the next check notices, rearming installs a
         // fresh token that no client cached before.
         let page = w.page.unwrap();
         let before = w.token;
         page.store(0, Ordering::Relaxed);
-        assert!(w.changed());
+        assert_eq!(w.check(), Seen::Forked);
         w.rearm();
-        assert!(!w.changed());
+        assert_eq!(w.check(), Seen::Quiet);
         assert!(w.token > before);
         assert!(Watch::new().token == w.token);
     }
@@ -143,8 +161,8 @@ mod tests {
             page: None,
             token: 0,
         };
-        assert!(w.changed());
+        assert_eq!(w.check(), Seen::Unknown);
         w.rearm();
-        assert!(w.changed(), "no page: getpid() on every beat");
+        assert_eq!(w.check(), Seen::Unknown, "no page: getpid() on every beat");
     }
 }

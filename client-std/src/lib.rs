@@ -39,13 +39,15 @@
 //! * **No heap allocation and no blocking per beat** after `connect`, on every path: sent,
 //!   dropped, failed, sealed, and the automatic reconnect. (Tested with a counting global
 //!   allocator over 10,000+ beats per transport.)
-//! * **Fork safety.** A forked child notices the new pid on its next beat, opens its own
+//! * **Fork safety.** A forked child notices the fork on its next beat, opens its own
 //!   socket, restarts the nonce sequence at 1 and, on secure transports, draws a fresh IV salt
 //!   from OS entropy (`getrandom(2)`), so no (key, IV) pair is ever used twice across the
 //!   fork ([`Varta::fork_recoveries`] counts these). The master-key agent key is re-derived
 //!   for the child's pid. Detection costs one memory load per beat: a `MADV_WIPEONFORK` page
-//!   that the kernel zeroes in every child, however it was made (`fork()`, a raw `clone(2)`),
-//!   with `getpid()` as the fallback where the kernel lacks it (before Linux 4.14).
+//!   that the kernel zeroes in every child, however it was made (`fork()`, a raw `clone(2)`);
+//!   a wiped page restarts the session even when `getpid()` matches the old pid (pid reuse by
+//!   a grandchild). Where the kernel lacks it (before Linux 4.14) a changed `getpid()` is the
+//!   fallback.
 //! * [`Status::Stall`] is observer-only: `beat(Status::Stall, _)` is refused with
 //!   [`BeatOutcome::Failed`] ([`BeatError::INVALID_INPUT`]) and nothing is sent.
 //! * No function panics on anything the network or the OS returns.
@@ -409,18 +411,23 @@ impl<T: BeatTransport> Varta<T> {
         clock::monotonic_ns().saturating_sub(self.epoch)
     }
 
-    /// See [`fork`]: one relaxed load of the wipe-on-fork page; `getpid()` only when it moved.
+    /// See [`fork`]: one relaxed load of the wipe-on-fork page. A wiped page always means a
+    /// fork, even if `getpid()` returns the pid we cached (a grandchild can be given its dead
+    /// grandparent's pid): continuing the session there would replay the old nonces and IVs.
+    /// Only without the page is `getpid()` compared with the cached pid.
     #[inline]
     fn check_fork(&mut self) -> Result<(), BeatError> {
-        if !self.fork_watch.changed() {
-            return Ok(());
-        }
-        let pid = std::process::id();
-        if pid == self.pid {
-            self.fork_watch.rearm();
-            Ok(())
-        } else {
-            self.recover_from_fork(pid)
+        match self.fork_watch.check() {
+            fork::Seen::Quiet => Ok(()),
+            fork::Seen::Forked => self.recover_from_fork(std::process::id()),
+            fork::Seen::Unknown => {
+                let pid = std::process::id();
+                if pid == self.pid {
+                    Ok(())
+                } else {
+                    self.recover_from_fork(pid)
+                }
+            }
         }
     }
 
@@ -510,5 +517,83 @@ impl<T: BeatTransport> Varta<T> {
                 Ok(MASTER_LEN)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Keeps every datagram and counts reconnects.
+    #[derive(Default)]
+    struct Recorder {
+        sent: Vec<Vec<u8>>,
+        reconnects: u32,
+    }
+
+    impl BeatTransport for Recorder {
+        fn send(&mut self, datagram: &[u8]) -> io::Result<()> {
+            self.sent.push(datagram.to_vec());
+            Ok(())
+        }
+        fn reconnect(&mut self) -> io::Result<()> {
+            self.reconnects += 1;
+            Ok(())
+        }
+    }
+
+    /// A private stand-in for the wipe-on-fork page, so that wiping it touches no other client.
+    fn private_page() -> &'static AtomicU64 {
+        Box::leak(Box::new(AtomicU64::new(0)))
+    }
+
+    #[test]
+    fn wiped_page_restarts_even_when_the_pid_is_unchanged() {
+        // P forks C, P exits, C forks G, G is handed P's old pid: the page is wiped but
+        // getpid() equals the cached pid. G must not continue P's nonces and IV stream.
+        let key = Key::from_bytes([7; 32]);
+        let mut v = Varta::with_transport_shared_key(Recorder::default(), key.clone()).unwrap();
+        let page = private_page();
+        v.fork_watch = fork::Watch::on(Some(page));
+        assert_eq!(v.beat(Status::Ok, 0), BeatOutcome::Sent);
+        assert_eq!(v.next_nonce(), 2);
+        page.store(0, Ordering::Relaxed); // what the kernel does to the child's copy
+        assert_eq!(v.pid(), std::process::id());
+        assert_eq!(v.beat(Status::Ok, 0), BeatOutcome::Sent);
+        assert_eq!(v.fork_recoveries(), 1);
+        assert_eq!(
+            v.transport().reconnects,
+            1,
+            "the child takes its own socket"
+        );
+        let sent = &v.transport().sent;
+        let (iv0, f0) = SharedDatagram::from_bytes(&sent[0])
+            .unwrap()
+            .open(&key)
+            .unwrap();
+        let (iv1, f1) = SharedDatagram::from_bytes(&sent[1])
+            .unwrap()
+            .open(&key)
+            .unwrap();
+        assert_eq!((f0.nonce(), f1.nonce()), (1, 1), "nonces start over");
+        assert_ne!(iv0.random, iv1.random, "new salt, new IV stream");
+        // Handled once: the next beat continues the new session.
+        assert_eq!(v.beat(Status::Ok, 0), BeatOutcome::Sent);
+        assert_eq!((v.fork_recoveries(), v.next_nonce()), (1, 3));
+    }
+
+    #[test]
+    fn without_the_page_the_pid_decides() {
+        let mut v = Varta::with_transport(Recorder::default());
+        v.fork_watch = fork::Watch::on(None);
+        assert_eq!(v.beat(Status::Ok, 0), BeatOutcome::Sent);
+        assert_eq!(v.beat(Status::Ok, 0), BeatOutcome::Sent);
+        assert_eq!((v.fork_recoveries(), v.next_nonce()), (0, 3));
+        // A different cached pid is what a child sees without the page.
+        v.pid = v.pid.wrapping_add(1);
+        assert_eq!(v.beat(Status::Ok, 0), BeatOutcome::Sent);
+        assert_eq!(v.fork_recoveries(), 1);
+        assert_eq!(v.pid(), std::process::id());
     }
 }
