@@ -3,9 +3,11 @@
 //! `getpid(2)` is a real system call on current glibc and musl (neither caches the pid): on a
 //! plain Unix socket it would be a sizeable share of a beat. Instead one anonymous page is
 //! marked `MADV_WIPEONFORK` (Linux 4.14+), the mechanism BoringSSL and OpenSSL use for their
-//! fork-safe RNGs: the kernel hands every child a zero-filled copy of it, whatever made the
-//! child (`fork()`, `posix_spawn` before exec, a raw `clone(2)` without `CLONE_VM`), and no
-//! user-space code has to run for that. The page holds a nonzero *token*; a client caches
+//! fork-safe RNGs: the kernel hands every child that gets its own address space a zero-filled
+//! copy of it, whether `fork()` or a raw `clone(2)` without `CLONE_VM` made the child, and no
+//! user-space code has to run for that. (A `vfork`-style child, e.g. glibc's `posix_spawn`
+//! with `CLONE_VM | CLONE_VFORK`, shares the parent's memory until it execs and sees nothing;
+//! it runs no client code either.) The page holds a nonzero *token*; a client caches
 //! the token it was made under and compares it on every beat. A mismatch means a fork, with
 //! no `getpid()` to confirm it: the pid cannot tell, since a grandchild may be given the pid
 //! its grandparent had (P forks C, P exits, C forks G, G gets P's old pid).
@@ -139,20 +141,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn page_is_set_up_and_quiet_without_a_fork() {
-        let mut w = Watch::new();
+    fn process_page_is_set_up_and_quiet() {
+        let w = Watch::new();
         assert!(w.has_page(), "MADV_WIPEONFORK needs Linux 4.14+");
         assert_eq!(w.check(), Seen::Quiet);
-        // Simulate the wipe a fork would do: the next check notices, rearming installs a
-        // fresh token that no client cached before.
-        let page = w.page.unwrap();
+        // Never written here: other clients in this test binary share the page.
+    }
+
+    #[test]
+    fn wipe_is_a_fork_and_rearming_installs_a_fresh_token() {
+        // A private word standing in for the page: zeroing it touches no other client.
+        let page: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+        let mut w = Watch::on(Some(page));
         let before = w.token;
-        page.store(0, Ordering::Relaxed);
+        assert_ne!(before, 0);
+        assert_eq!(w.check(), Seen::Quiet);
+        let other = Watch::on(Some(page));
+        assert_eq!(
+            other.token, before,
+            "clients of one process share the token"
+        );
+        page.store(0, Ordering::Relaxed); // what the kernel does to a child's copy
         assert_eq!(w.check(), Seen::Forked);
         w.rearm();
         assert_eq!(w.check(), Seen::Quiet);
-        assert!(w.token > before);
-        assert!(Watch::new().token == w.token);
+        assert!(w.token > before, "a token no client cached before");
+        // The other client of the "child" sees a new token: a fork for it too.
+        assert_eq!(other.check(), Seen::Forked);
+        assert_eq!(Watch::on(Some(page)).token, w.token);
     }
 
     #[test]
