@@ -329,7 +329,9 @@ impl Session {
         if beat.clock_regressed {
             self.clock_regressions += 1;
         }
-        self.last_timestamp = f.timestamp();
+        // Never lowered: a terminal frame of a plain session has neither a nonce nor an IV to
+        // tell whether it is current, so an old one may be committed after newer beats.
+        self.last_timestamp = self.last_timestamp.max(f.timestamp());
         if !f.is_terminal() {
             self.next_nonce = if f.nonce() == NONCE_TERMINAL - 1 {
                 0
@@ -439,6 +441,21 @@ mod tests {
         assert_eq!(b.frame().nonce(), 1);
         assert_eq!(b.iv().unwrap().counter, iv0.counter + 1);
         assert!(s.goodbye(3).unwrap().frame().is_goodbye());
+    }
+
+    #[test]
+    fn late_terminal_commit_never_lowers_the_timestamp_floor() {
+        let mut s = Session::plain(100);
+        let old = s.terminal(7, 10).unwrap();
+        let b = s.beat(Status::Ok, 0, 50).unwrap();
+        s.commit(&b).unwrap();
+        // A plain terminal frame has no nonce or IV to go stale: it is accepted late...
+        s.commit(&old).unwrap();
+        // ...but the next beat's timestamp still does not go back below 50.
+        let next = s.beat(Status::Ok, 0, 20).unwrap();
+        assert_eq!(next.frame().timestamp(), 50);
+        s.commit(&next).unwrap();
+        assert_eq!(s.clock_regressions(), 1);
     }
 
     #[test]
