@@ -1,17 +1,20 @@
 //! The agent: one `vlp-core` session plus its key, sans-I/O at the core and with thin
 //! `try_*` (non-blocking) and async shells over a [`Transport`] / [`AsyncTransport`].
 //!
-//! Every send is *prepare → hand to the transport → commit on success*
-//! ([`Session::commit`]): a datagram the stack refused consumes neither its frame nonce nor its
-//! AEAD counter, and the retry sends the same nonce under the same IV (safe: nothing left the
-//! device). A datagram the stack *accepted* is committed even if it is later lost on the wire.
+//! Every send is *prepare → hand to the transport → commit* ([`Session::commit`]): a datagram
+//! the stack certainly refused ([`StackError::is_certain_refusal`]) consumes neither its frame
+//! nonce nor its AEAD counter, and the retry reuses both (safe: nothing left the device). A
+//! datagram the stack *accepted* is committed even if it is later lost on the wire, and so is
+//! every send whose outcome is uncertain (a timeout, an opaque stack error, an async send
+//! cancelled after it was polled): the retry is re-prepared with a new timestamp, so reusing
+//! the IV would put two different plaintexts under one (key, nonce) if the first one got out.
 
 use vlp_core::envelope::{Key, MasterDatagram, SharedDatagram, MASTER_LEN, SHARED_LEN};
 use vlp_core::kdf::derive_agent_key;
 use vlp_core::{Beat, Session, SessionError, Status, FRAME_LEN};
 
 use crate::entropy::{self, SALT_LEN};
-use crate::error::Error;
+use crate::error::{Error, StackError};
 use crate::transport::{AsyncTransport, Transport};
 
 /// The largest datagram an agent emits (a master-key datagram).
@@ -92,6 +95,33 @@ impl Prepared {
     #[must_use]
     pub const fn beat(&self) -> &Beat {
         &self.beat
+    }
+}
+
+/// Commits a beat handed to an async transport if the send future is dropped before the
+/// transport answered (the datagram may be out).
+struct BurnOnDrop<'a> {
+    agent: &'a mut Agent,
+    /// `None` once settled.
+    beat: Option<Beat>,
+}
+
+impl BurnOnDrop<'_> {
+    fn settle(mut self, sent: Result<(), StackError>) -> Result<(), Error> {
+        match self.beat.take() {
+            Some(beat) => self.agent.settle(&beat, sent),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for BurnOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(beat) = self.beat.take() {
+            // Cancelled mid-send: a stale commit (impossible while we hold `&mut Agent`) would
+            // only mean the IV is already consumed.
+            let _ = self.agent.session.commit(&beat);
+        }
     }
 }
 
@@ -341,9 +371,11 @@ impl Agent {
     /// Prepares `kind`, hands it to `transport` without blocking, and commits it if taken.
     ///
     /// # Errors
-    /// [`Error::Send`] with the stack's refusal ([`crate::StackError::WouldBlock`]: poll the
-    /// stack and retry; the retry reuses the same nonce and IV); errors of
-    /// [`Agent::prepare`]. On error nothing was consumed.
+    /// [`Error::Send`] with the stack's refusal ([`StackError::WouldBlock`]: poll the stack
+    /// and retry; the retry reuses the same nonce and IV); errors of [`Agent::prepare`]. On
+    /// error nothing was consumed, except after an uncertain send error
+    /// ([`StackError::Uncertain`], [`StackError::Other`]), which consumes the beat's nonce
+    /// and IV (the datagram may have left).
     pub fn try_send<T: Transport + ?Sized>(
         &mut self,
         transport: &mut T,
@@ -352,11 +384,24 @@ impl Agent {
     ) -> Result<(), Error> {
         let mut buf = [0u8; MAX_DATAGRAM_LEN];
         let (beat, len) = self.prepare_into(kind, now, &mut buf)?;
-        match transport.try_send(&buf[..len]) {
-            Ok(()) => self.session.commit(&beat).map_err(Error::Session),
+        let sent = transport.try_send(&buf[..len]);
+        self.settle(&beat, sent)
+    }
+
+    /// Commits `beat` after the transport's answer `sent`, unless the stack certainly refused
+    /// it; returns the send's outcome.
+    fn settle(&mut self, beat: &Beat, sent: Result<(), StackError>) -> Result<(), Error> {
+        match sent {
+            Ok(()) => self.session.commit(beat).map_err(Error::Session),
             Err(e) => {
                 #[cfg(feature = "defmt")]
                 defmt::debug!("varta: send refused: {}", e);
+                if !e.is_certain_refusal() {
+                    // The datagram may be on the wire: its IV must never seal other bytes.
+                    // The beat is the session's current one (prepared under `&mut self`), so
+                    // this commit cannot be stale.
+                    let _ = self.session.commit(beat);
+                }
                 Err(Error::Send(e))
             }
         }
@@ -378,10 +423,10 @@ impl Agent {
 
     /// Prepares `kind`, awaits `transport`, and commits it if sent.
     ///
-    /// Cancel safety: dropping the future before the transport finished leaves the agent
-    /// unchanged; the next send reuses the nonce and IV, which is only safe if the dropped
-    /// send did not reach the wire (true of embassy-net and embedded-nal-async sends, which
-    /// complete in one poll once buffer space exists).
+    /// Cancel safety: a future dropped before its first poll changed nothing. A future dropped
+    /// after it was polled (a `select!` timeout) may have handed the datagram to the stack
+    /// (the async traits do not promise a send completes in one poll), so the beat's nonce
+    /// and IV are then consumed, as for an uncertain send error.
     ///
     /// # Errors
     /// As [`Agent::try_send`].
@@ -393,14 +438,12 @@ impl Agent {
     ) -> Result<(), Error> {
         let mut buf = [0u8; MAX_DATAGRAM_LEN];
         let (beat, len) = self.prepare_into(kind, now, &mut buf)?;
-        match transport.send(&buf[..len]).await {
-            Ok(()) => self.session.commit(&beat).map_err(Error::Session),
-            Err(e) => {
-                #[cfg(feature = "defmt")]
-                defmt::debug!("varta: send refused: {}", e);
-                Err(Error::Send(e))
-            }
-        }
+        let guard = BurnOnDrop {
+            agent: self,
+            beat: Some(beat),
+        };
+        let sent = transport.send(&buf[..len]).await;
+        guard.settle(sent)
     }
 
     /// A regular beat through [`Agent::send`].

@@ -21,11 +21,26 @@ pub enum StackError {
     NotBound,
     /// The datagram does not fit the socket's buffer at all (retrying cannot help).
     TooLarge,
-    /// Any other refusal of the stack (embedded-nal errors only promise `Debug`).
+    /// The send failed in a way that does not say whether the datagram left the device (a
+    /// timeout, an interrupted call, an allocation failure inside the stack). The agent counts
+    /// it as sent: its nonce and IV are consumed, so a retry can never reuse them.
+    Uncertain,
+    /// Any other refusal of the stack (embedded-nal errors only promise `Debug`). Like
+    /// [`StackError::Uncertain`], it may have happened after the datagram was queued, so the
+    /// agent counts it as sent.
     Other,
 }
 
 impl StackError {
+    /// Whether the stack certainly did not take the datagram ([`StackError::WouldBlock`],
+    /// [`StackError::NoRoute`], [`StackError::NotBound`], [`StackError::TooLarge`]: refusals
+    /// decided before anything was queued). Only these leave the agent's nonce and IV
+    /// unconsumed for the retry; any other outcome may have put the datagram on the wire.
+    #[must_use]
+    pub const fn is_certain_refusal(&self) -> bool {
+        !matches!(self, StackError::Uncertain | StackError::Other)
+    }
+
     /// A stable snake_case name, for logs and counters.
     #[must_use]
     pub const fn kind(&self) -> &'static str {
@@ -34,6 +49,7 @@ impl StackError {
             StackError::NoRoute => "no_route",
             StackError::NotBound => "not_bound",
             StackError::TooLarge => "too_large",
+            StackError::Uncertain => "uncertain",
             StackError::Other => "other",
         }
     }
@@ -46,13 +62,19 @@ impl fmt::Display for StackError {
             StackError::NoRoute => "no route to the observer",
             StackError::NotBound => "the socket is not bound",
             StackError::TooLarge => "the datagram does not fit the socket buffer",
+            StackError::Uncertain => "the send failed and may have left the device",
             StackError::Other => "the stack refused",
         })
     }
 }
 
-/// Why a beat was not sent. Whenever this is returned, the agent's state is unchanged: no
-/// frame nonce and no AEAD counter was consumed.
+/// Why a beat was not sent (or may not have been).
+///
+/// Whenever this is returned the agent's state is unchanged (no frame nonce and no AEAD
+/// counter consumed), except for [`Error::Send`] with a stack error that is not a certain
+/// refusal ([`StackError::is_certain_refusal`]: [`StackError::Uncertain`],
+/// [`StackError::Other`]): that datagram may have left the device, so its nonce and IV are
+/// consumed and the retry uses the next ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Error {
@@ -67,7 +89,7 @@ pub enum Error {
     Socket(StackError),
     /// Connecting (binding to a remote) the UDP socket failed.
     Connect(StackError),
-    /// The stack refused the datagram.
+    /// The stack refused the datagram, or the send failed with an uncertain outcome.
     Send(StackError),
     /// The global agent is borrowed (a re-entrant call from an interrupt or a panic inside a
     /// beat); nothing was done.

@@ -35,7 +35,7 @@ use critical_section::Mutex;
 use vlp_core::Status;
 
 use crate::agent::{Agent, Kind, Prepared};
-use crate::error::Error;
+use crate::error::{Error, StackError};
 use crate::transport::Transport;
 
 /// The last-gasp send hook: hand the bytes to the stack without blocking; `true` if taken.
@@ -173,12 +173,15 @@ impl GlobalAgent {
         })
     }
 
-    /// Ends an async send: commits `prepared` if `sent`, and clears the in-flight mark.
+    /// Ends an async send with the transport's answer `sent`: commits `prepared` unless the
+    /// stack certainly refused it ([`StackError::is_certain_refusal`]; a timeout or an opaque
+    /// error may have sent it), and clears the in-flight mark. A task that gives up on a send
+    /// it already started (cancelled) finishes with `Err(StackError::Uncertain)`.
     ///
     /// # Errors
     /// As [`GlobalAgent::with`] and [`Agent::commit`] (a `StaleBeat` if the last gasp burned
-    /// it meanwhile).
-    pub fn finish(&self, prepared: &Prepared, sent: bool) -> Result<(), Error> {
+    /// it meanwhile); [`Error::Send`] with the stack's error when `sent` is one.
+    pub fn finish(&self, prepared: &Prepared, sent: Result<(), StackError>) -> Result<(), Error> {
         critical_section::with(|cs| {
             let mut slot = self
                 .agent
@@ -187,10 +190,15 @@ impl GlobalAgent {
                 .map_err(|_| Error::Busy)?;
             let agent = slot.as_mut().ok_or(Error::NotInstalled)?;
             self.in_flight.borrow(cs).set(false);
-            if sent {
-                agent.commit(prepared)
-            } else {
-                Ok(())
+            match sent {
+                Ok(()) => agent.commit(prepared),
+                Err(e) => {
+                    if !e.is_certain_refusal() {
+                        // May be on the wire; stale only if the last gasp burned it already.
+                        let _ = agent.commit(prepared);
+                    }
+                    Err(Error::Send(e))
+                }
             }
         })
     }

@@ -9,8 +9,9 @@
 //! * [`Agent`]: `const` constructors ([`Agent::plain`], [`Agent::shared`], [`Agent::master`])
 //!   so it can live in a `static`; [`Agent::start`] once per boot with a fresh salt
 //!   ([`entropy`] explains why a rebooted device never reuses an AEAD nonce). Sends are
-//!   *prepare → transport → commit on success*: a refused send consumes no frame nonce and no
-//!   AEAD counter.
+//!   *prepare → transport → commit*: a send the stack certainly refused consumes no frame
+//!   nonce and no AEAD counter; an accepted one, or one whose outcome is uncertain (timeout,
+//!   opaque stack error, cancelled async send), consumes both.
 //! * [`transport`]: the two interfaces a stack must offer ([`Transport`], non-blocking;
 //!   [`AsyncTransport`]) and adapters behind features: `embedded-nal` (blocking / `nb`),
 //!   `embedded-nal-async`, `smoltcp` (`socket::udp::Socket`), `embassy-net` (`UdpSocket`).

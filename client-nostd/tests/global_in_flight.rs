@@ -45,7 +45,7 @@ fn a_beat_in_flight_blocks_every_other_send_path() {
     assert_eq!(AGENT.with(|_| ()), Err(Error::Busy));
 
     // Once the in-flight beat is finished, beats go out again under the next IV.
-    AGENT.finish(&in_flight, true).unwrap();
+    AGENT.finish(&in_flight, Ok(())).unwrap();
     AGENT.try_beat(&mut wire_send, Status::Ok, 0, 13).unwrap();
 
     let key = Key::from_bytes(SHARED);

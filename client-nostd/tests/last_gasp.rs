@@ -96,7 +96,7 @@ fn global_agent_and_last_gasp() {
 
     // finish() of the burned beat is stale: it was superseded by the last gasp.
     assert_eq!(
-        AGENT.finish(&in_flight, true),
+        AGENT.finish(&in_flight, Ok(())),
         Err(Error::Session(vlp_core::SessionError::StaleBeat))
     );
 

@@ -3,8 +3,10 @@
 //! The agent needs exactly one thing from a stack: "take this datagram, or say why not".
 //! [`Transport`] is the non-blocking form (it must not wait: a full buffer is
 //! [`StackError::WouldBlock`]); [`AsyncTransport`] is the async form (it may wait for buffer
-//! space). Both report refusals as [`StackError`], and the agent commits a beat's nonce and
-//! AEAD counter only when they return `Ok`.
+//! space). Both report refusals as [`StackError`]. The agent keeps a beat's nonce and AEAD
+//! counter for the retry only after a certain refusal ([`StackError::is_certain_refusal`]);
+//! `Ok` and every uncertain outcome commit them. An adapter must therefore return a certain
+//! refusal only when the stack did not take the datagram.
 //!
 //! Any `FnMut(&[u8]) -> Result<(), StackError>` is a [`Transport`], which is what tests, fake
 //! stacks and hand-written drivers use.

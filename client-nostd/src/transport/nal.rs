@@ -7,7 +7,9 @@
 //! ```
 //!
 //! A `WouldBlock` from the stack consumes nothing, so `nb::block!` (which repeats the call with
-//! the same arguments) re-prepares the same nonce and IV until the stack takes it. Only block if
+//! the same arguments) re-prepares the same nonce and IV until the stack takes it. Any other
+//! send error (`nb::Error::Other`, which says nothing about whether the datagram was queued)
+//! is [`StackError::Other`] and consumes the beat's nonce and IV. Only block if
 //! the stack makes progress on its own (an offloaded modem stack); a stack polled by the same
 //! thread (smoltcp) must be polled between attempts instead.
 

@@ -3,6 +3,12 @@
 //! [`ConnectedTransport`] wraps a [`ConnectedUdp`] (from `UdpStack::connect`);
 //! [`UnconnectedTransport`] wraps an [`UnconnectedUdp`] with the local and remote addresses
 //! every send names. Errors map through `embedded_io_async::Error::kind`.
+//!
+//! The traits do not say whether a failed send left the device, nor that a send completes in
+//! one poll. Only kinds that name a problem found before anything is queued (no address, not
+//! connected, invalid input) map to certain refusals; timeouts, interruptions, allocation
+//! failures and unknown kinds map to [`StackError::Uncertain`] / [`StackError::Other`], which
+//! consume the beat's nonce and IV.
 
 use core::net::SocketAddr;
 use embedded_io_async::{Error as _, ErrorKind};
@@ -13,16 +19,18 @@ use crate::error::StackError;
 use crate::transport::AsyncTransport;
 
 /// Maps an embedded-io error kind to a [`StackError`].
+///
+/// `ConnectionRefused` is not a certain refusal: stacks report an ICMP error caused by an
+/// *earlier* datagram on a later send, which may itself have been queued.
 #[must_use]
 pub fn map_kind(kind: ErrorKind) -> StackError {
     match kind {
         ErrorKind::OutOfMemory | ErrorKind::Interrupted | ErrorKind::TimedOut => {
-            StackError::WouldBlock
+            StackError::Uncertain
         }
-        ErrorKind::AddrNotAvailable
-        | ErrorKind::NotFound
-        | ErrorKind::ConnectionRefused
-        | ErrorKind::NotConnected => StackError::NoRoute,
+        ErrorKind::AddrNotAvailable | ErrorKind::NotFound | ErrorKind::NotConnected => {
+            StackError::NoRoute
+        }
         ErrorKind::InvalidInput => StackError::TooLarge,
         _ => StackError::Other,
     }
