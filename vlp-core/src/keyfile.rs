@@ -7,7 +7,6 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
-use std::string::String;
 
 use crate::envelope::{Key, KeyError};
 
@@ -38,7 +37,17 @@ pub enum KeyFileError {
     SeveralKeys,
     /// The key line is not 64 hex characters.
     Key(KeyError),
+    /// The file is larger than [`MAX_KEY_FILE_LEN`] bytes (no key file is).
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
 }
+
+/// The largest key file read: one 64-character key line and plenty of comments. The file is
+/// read into a stack buffer of this size (zeroized afterwards), never into a growing heap
+/// string whose reallocations would leave copies of the key in freed memory.
+pub const MAX_KEY_FILE_LEN: usize = 4096;
 
 impl fmt::Display for KeyFileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -57,6 +66,9 @@ impl fmt::Display for KeyFileError {
             KeyFileError::NoKey => f.write_str("holds no key line"),
             KeyFileError::SeveralKeys => f.write_str("holds more than one key line"),
             KeyFileError::Key(e) => write!(f, "{e}"),
+            KeyFileError::TooLarge { limit } => {
+                write!(f, "is larger than {limit} bytes (not a key file)")
+            }
         }
     }
 }
@@ -127,15 +139,46 @@ pub fn read_key_file(path: &Path) -> Result<Key, KeyFileError> {
             expected: me,
         });
     }
-    let mut text = String::new();
-    // A key file is tiny; refuse to read megabytes of something else.
-    (&mut file)
-        .take(64 * 1024)
-        .read_to_string(&mut text)
-        .map_err(KeyFileError::Io)?;
-    let key = parse_key_text(&text);
-    zeroize::Zeroize::zeroize(&mut text);
+    let mut buf = [0u8; MAX_KEY_FILE_LEN];
+    let key = read_bounded(&mut file, &mut buf).and_then(|n| {
+        let text = core::str::from_utf8(&buf[..n]).map_err(|_| {
+            KeyFileError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "key file is not UTF-8",
+            ))
+        })?;
+        parse_key_text(text)
+    });
+    zeroize::Zeroize::zeroize(&mut buf);
     key
+}
+
+/// Reads all of `file` into `buf`; [`KeyFileError::TooLarge`] if it does not fit.
+fn read_bounded(file: &mut File, buf: &mut [u8; MAX_KEY_FILE_LEN]) -> Result<usize, KeyFileError> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]) {
+            Ok(0) => return Ok(n),
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(KeyFileError::Io(e)),
+        }
+    }
+    // Full: one more byte means the file does not fit.
+    let mut probe = [0u8; 1];
+    loop {
+        match file.read(&mut probe) {
+            Ok(0) => return Ok(n),
+            Ok(_) => {
+                zeroize::Zeroize::zeroize(&mut probe);
+                return Err(KeyFileError::TooLarge {
+                    limit: MAX_KEY_FILE_LEN,
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(KeyFileError::Io(e)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -189,6 +232,28 @@ mod tests {
         assert!(matches!(
             read_key_file(&d.join("missing")),
             Err(KeyFileError::Io(_))
+        ));
+        // Up to the limit the key is found among comments; one byte more is refused whole.
+        let pad = "#".repeat(MAX_KEY_FILE_LEN - HEX.len() - 2);
+        let full = write(&d, "full", &format!("{pad}\n{HEX}\n"), 0o600);
+        assert_eq!(
+            std::fs::metadata(&full).unwrap().len(),
+            MAX_KEY_FILE_LEN as u64
+        );
+        assert_eq!(read_key_file(&full).unwrap().as_bytes()[0], 0);
+        let big = write(&d, "big", &format!("{pad}#\n{HEX}\n"), 0o600);
+        assert!(matches!(
+            read_key_file(&big),
+            Err(KeyFileError::TooLarge {
+                limit: MAX_KEY_FILE_LEN
+            })
+        ));
+        let binary = d.join("binary");
+        std::fs::write(&binary, [0xff, 0xfe, b'\n']).unwrap();
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(matches!(
+            read_key_file(&binary),
+            Err(KeyFileError::Io(e)) if e.kind() == io::ErrorKind::InvalidData
         ));
         let other = write(&d, "other", HEX, 0o600);
         if effective_uid() == 0 {
