@@ -159,6 +159,12 @@ pub struct Agent {
     key: Key,
     key_state: KeyState,
     started: bool,
+    /// The salt the running secure session started with (all zeros: none; `check_salt`
+    /// refuses an all-zero salt, so it is never a real one).
+    salt: [u8; SALT_LEN],
+    /// Why the last [`Agent::start`] of a not-yet-started agent was refused; its sends report
+    /// it instead of [`Error::NotStarted`].
+    start_refusal: Option<Error>,
 }
 
 impl core::fmt::Debug for Agent {
@@ -180,6 +186,8 @@ impl Agent {
             key: Key::from_bytes([0; 32]),
             key_state: KeyState::None,
             started: true,
+            salt: [0; SALT_LEN],
+            start_refusal: None,
         }
     }
 
@@ -191,6 +199,8 @@ impl Agent {
             key,
             key_state: KeyState::Shared,
             started: false,
+            salt: [0; SALT_LEN],
+            start_refusal: None,
         }
     }
 
@@ -204,13 +214,47 @@ impl Agent {
             key: master_key,
             key_state: KeyState::MasterUnderived,
             started: false,
+            salt: [0; SALT_LEN],
+            start_refusal: None,
+        }
+    }
+
+    /// [`Agent::try_start`] for callers that check [`Agent::is_started`] or the first send
+    /// instead of a result. A refused start leaves the agent as it was: a not-yet-started
+    /// agent stays unstarted and its sends return the refusal ([`Error::Entropy`],
+    /// [`Error::SaltReused`]) instead of [`Error::NotStarted`]; a started agent keeps its
+    /// running session (its IVs continue, none repeats).
+    pub fn start(&mut self, salt: [u8; SALT_LEN]) {
+        if let Err(e) = self.try_start(salt) {
+            #[cfg(feature = "defmt")]
+            defmt::warn!("varta: start refused: {}", e);
+            if !self.started {
+                self.start_refusal = Some(e);
+            }
         }
     }
 
     /// Starts (or restarts) the session with a fresh salt: nonces from 1, a new IV sequence.
     /// Call once per boot, before the first beat, with a salt from [`crate::entropy`]. Plain
     /// agents restart their nonce sequence and ignore the salt.
-    pub fn start(&mut self, salt: [u8; SALT_LEN]) {
+    ///
+    /// The salt is the only thing that keeps a new session's AEAD nonces apart from an old
+    /// one's, so secure agents refuse a salt that betrays a dead RNG
+    /// ([`crate::entropy::check_salt`]) and a restart with the salt the running session
+    /// already uses (it would restart the IV counter at 1). The agent remembers only its
+    /// current salt: two agents, or a salt reused after another one, are not detected.
+    ///
+    /// # Errors
+    /// [`Error::Entropy`] for an all-`0x00` / all-`0xFF` salt, [`Error::SaltReused`] for the
+    /// running session's salt; the agent is then unchanged.
+    pub fn try_start(&mut self, salt: [u8; SALT_LEN]) -> Result<(), Error> {
+        if self.key_state != KeyState::None {
+            entropy::check_salt(salt)?;
+            if salt == self.salt {
+                return Err(Error::SaltReused);
+            }
+            self.salt = salt;
+        }
         let pid = self.session.pid();
         if self.key_state == KeyState::MasterUnderived {
             self.key = derive_agent_key(&self.key, pid);
@@ -223,36 +267,38 @@ impl Agent {
         };
         self.session.restart(pid, salt);
         self.started = true;
+        self.start_refusal = None;
         #[cfg(feature = "defmt")]
         defmt::debug!("varta: agent {=u32} started", pid);
+        Ok(())
     }
 
-    /// [`Agent::start`] with a salt drawn from `rng`.
+    /// [`Agent::try_start`] with a salt drawn from `rng`.
     ///
     /// # Errors
-    /// [`Error::Entropy`] if the RNG fails; the agent is then unchanged.
+    /// [`Error::Entropy`] if the RNG fails, and the errors of [`Agent::try_start`]; the agent
+    /// is then unchanged.
     pub fn start_with_rng<R: rand_core::TryCryptoRng + ?Sized>(
         &mut self,
         rng: &mut R,
     ) -> Result<(), Error> {
         let salt = entropy::salt_from_rng(rng)?;
-        self.start(salt);
-        Ok(())
+        self.try_start(salt)
     }
 
-    /// [`Agent::start`] with a salt drawn from `rng` and mixed with a persisted boot counter
+    /// [`Agent::try_start`] with a salt drawn from `rng` and mixed with a persisted boot counter
     /// ([`entropy::salt_with_boot_counter`]).
     ///
     /// # Errors
-    /// [`Error::Entropy`] if the RNG fails; the agent is then unchanged.
+    /// [`Error::Entropy`] if the RNG fails, and the errors of [`Agent::try_start`]; the agent
+    /// is then unchanged.
     pub fn start_with_boot_counter<R: rand_core::TryCryptoRng + ?Sized>(
         &mut self,
         rng: &mut R,
         boot_count: u32,
     ) -> Result<(), Error> {
         let salt = entropy::salt_with_boot_counter(rng, boot_count)?;
-        self.start(salt);
-        Ok(())
+        self.try_start(salt)
     }
 
     /// The agent's identity.
@@ -304,7 +350,7 @@ impl Agent {
     /// The session's next beat of `kind`, unsealed.
     fn next_beat(&self, kind: Kind, now: u64) -> Result<Beat, Error> {
         if !self.started {
-            return Err(Error::NotStarted);
+            return Err(self.start_refusal.unwrap_or(Error::NotStarted));
         }
         Ok(match kind {
             Kind::Beat(status, payload) => self.session.beat(status, payload, now),
@@ -460,8 +506,9 @@ impl Agent {
         self.send(transport, Kind::Beat(status, payload), now).await
     }
 
-    /// Test hook: the IV sequence, to jump its counter.
-    #[doc(hidden)]
+    /// Test hook (feature `testing`): the session, mutably, to jump its nonce or IV counter.
+    /// Never enable `testing` in firmware: it can rewind the IV sequence.
+    #[cfg(feature = "testing")]
     pub fn session_mut(&mut self) -> &mut Session {
         &mut self.session
     }

@@ -85,6 +85,9 @@ pub enum Error {
     NotStarted,
     /// The entropy source failed, or returned an all-zero / all-one salt.
     Entropy,
+    /// [`crate::Agent::try_start`] was given the salt the agent's session already runs on:
+    /// restarting would repeat its AEAD IVs from counter 1.
+    SaltReused,
     /// Creating the UDP socket failed.
     Socket(StackError),
     /// Connecting (binding to a remote) the UDP socket failed.
@@ -118,6 +121,9 @@ impl fmt::Display for Error {
             Error::Session(e) => write!(f, "session: {e}"),
             Error::NotStarted => f.write_str("secure agent not started (no session salt yet)"),
             Error::Entropy => f.write_str("entropy source failed"),
+            Error::SaltReused => {
+                f.write_str("session salt already used by this agent (would repeat AEAD IVs)")
+            }
             Error::Socket(e) => write!(f, "opening the UDP socket: {e}"),
             Error::Connect(e) => write!(f, "connecting the UDP socket: {e}"),
             Error::Send(e) => write!(f, "sending the beat: {e}"),

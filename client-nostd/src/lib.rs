@@ -7,7 +7,7 @@
 //! what firmware needs around it:
 //!
 //! * [`Agent`]: `const` constructors ([`Agent::plain`], [`Agent::shared`], [`Agent::master`])
-//!   so it can live in a `static`; [`Agent::start`] once per boot with a fresh salt
+//!   so it can live in a `static`; [`Agent::try_start`] once per boot with a fresh salt
 //!   ([`entropy`] explains why a rebooted device never reuses an AEAD nonce). Sends are
 //!   *prepare → transport → commit*: a send the stack certainly refused consumes no frame
 //!   nonce and no AEAD counter; an accepted one, or one whose outcome is uncertain (timeout,

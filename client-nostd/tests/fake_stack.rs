@@ -222,6 +222,7 @@ fn master_agent_uses_the_derived_key_not_the_master() {
     assert_eq!(iv.random, derive_iv_prefix(&[10; SALT_LEN], 0));
 }
 
+#[cfg(feature = "testing")]
 #[test]
 fn iv_rotation_is_followed_by_the_agent() {
     let mut agent = started(Agent::shared(64, Key::from_bytes(SHARED)));
