@@ -132,3 +132,11 @@ impl fmt::Display for Error {
         }
     }
 }
+
+// `Display` already names the cause (`sending the beat: no route to the observer`), so `source`
+// stays `None` rather than have error reporters print it twice.
+#[cfg(feature = "std")]
+impl std::error::Error for StackError {}
+
+#[cfg(feature = "std")]
+impl std::error::Error for Error {}

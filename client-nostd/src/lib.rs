@@ -41,10 +41,14 @@
 //! # Features
 //!
 //! `embedded-nal`, `embedded-nal-async`, `smoltcp`, `embassy-net` (the adapters) and `defmt`
-//! (`defmt::Format` on the public types, and debug/warn lines at refusals). Default: none;
-//! nothing logs by default.
+//! (`defmt::Format` on the public types, and debug/warn lines at refusals), `std`
+//! (`std::error::Error` for [`Error`], [`StackError`] and [`TaskError`]), `testing`
+//! (`Agent::session_mut`, for tests only). Default: none; nothing logs by default.
 #![no_std]
 #![warn(missing_docs)]
+
+#[cfg(feature = "std")]
+extern crate std;
 
 pub mod agent;
 pub mod entropy;

@@ -196,6 +196,9 @@ impl core::fmt::Display for TaskError {
     }
 }
 
+#[cfg(feature = "std")]
+impl std::error::Error for TaskError {}
+
 /// A [`TaskMonitor`] behind `critical-section`, for a `static`: tasks and interrupt handlers
 /// check in, the beat loop polls.
 pub struct SharedTaskMonitor<const N: usize> {
