@@ -8,9 +8,16 @@
 //!
 //! Protocol: [`ReplayWindow::check`] *before* decrypting (cheap refusal of floods of replays),
 //! [`ReplayWindow::commit`] only after the tag verified (a forged datagram must never move the
-//! window). A stale `iv_random` replayed by an attacker can reset the window, but the tracker
-//! above still requires the sealed frame's nonce to increase, so the replayed beat is dropped
-//! there.
+//! window).
+//!
+//! **A window alone does not stop replays of an older stream.** It remembers one stream: an
+//! authentic datagram recorded earlier from a *previous* stream (an `iv_random` the window has
+//! moved away from) passes [`ReplayWindow::check`], verifies, and [`ReplayWindow::commit`]
+//! then resets the window to that old stream, after which the current stream's datagrams are
+//! checked against the wrong history. Callers must refuse such datagrams above the window:
+//! the observer's tracker keeps the retired stream and refuses datagrams of it, and applies
+//! the per-session nonce rule (a frame's nonce must increase within its session), so a
+//! replayed old beat is dropped there before the window is committed.
 
 use core::fmt;
 
@@ -63,7 +70,9 @@ impl fmt::Display for ReplayError {
 #[cfg(feature = "std")]
 impl std::error::Error for ReplayError {}
 
-/// A sliding bitmap window over one sender's AEAD counters (see the module docs).
+/// A sliding bitmap window over one sender's AEAD counters (see the module docs). It tracks a
+/// single stream: committing a datagram of any other `iv_random`, an old one included, resets
+/// it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ReplayWindow {
     stream: Option<[u8; 8]>,
@@ -107,7 +116,8 @@ impl ReplayWindow {
     }
 
     /// Records `iv` as accepted. Call only after [`ReplayWindow::check`] passed and the tag
-    /// verified.
+    /// verified. An `iv` of another stream (new *or* previously seen) replaces the window:
+    /// refuse replays of retired streams before calling this (see the module docs).
     pub fn commit(&mut self, iv: &Iv) {
         if self.stream != Some(iv.random) {
             self.stream = Some(iv.random);
@@ -188,6 +198,27 @@ mod tests {
         };
         assert_eq!(w.check_and_commit(&other), Ok(()));
         assert_eq!(w.stream(), Some([2; 8]));
+    }
+
+    /// The limit the module docs state: a replayed datagram of a retired stream passes the
+    /// window and, committed, resets it to that stream (the tracker above must refuse it).
+    #[test]
+    fn replay_of_an_older_stream_resets_the_window() {
+        let mut w = ReplayWindow::new();
+        w.check_and_commit(&iv(7)).unwrap();
+        let new = Iv {
+            random: [2; 8],
+            counter: 1,
+        };
+        w.check_and_commit(&new).unwrap();
+        assert_eq!(w.check(&iv(7)), Ok(()), "the old stream is forgotten");
+        w.commit(&iv(7));
+        assert_eq!(w.stream(), Some([1; 8]));
+        assert_eq!(
+            w.check(&new),
+            Ok(()),
+            "and the new stream's history with it"
+        );
     }
 
     #[test]
