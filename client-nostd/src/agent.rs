@@ -332,9 +332,13 @@ impl Agent {
     /// Prepares `kind` at sender time `now` (any monotonic tick; VLP timestamps are opaque to
     /// the observer) without changing the agent.
     ///
+    /// Every beat prepared before the next [`Agent::commit`] carries the same IV: hand at most
+    /// one of them to a stack, and [`Agent::commit`] it unless the stack certainly refused it
+    /// ([`StackError::is_certain_refusal`]). The `try_send` / `send` paths do this for you.
+    ///
     /// # Errors
-    /// [`Error::NotStarted`]; [`Error::Session`] for a Stall status, a reserved pid or IV
-    /// exhaustion.
+    /// [`Error::NotStarted`] (or the refusal of [`Agent::start`]); [`Error::Session`] for a
+    /// Stall status, a reserved pid or IV exhaustion.
     pub fn prepare(&self, kind: Kind, now: u64) -> Result<Prepared, Error> {
         let beat = self.next_beat(kind, now)?;
         let datagram = match self.key_state {
