@@ -17,6 +17,7 @@
 
 use core::fmt;
 
+use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::wire::{DecodeError, Frame, FRAME_LEN};
@@ -46,15 +47,10 @@ impl Drop for Key {
 
 impl ZeroizeOnDrop for Key {}
 
-/// Constant-time comparison: equality of keys must not leak where they differ.
+/// Constant-time comparison (`subtle`): equality of keys must not leak where they differ.
 impl PartialEq for Key {
     fn eq(&self, other: &Key) -> bool {
-        let diff = self
-            .0
-            .iter()
-            .zip(other.0.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        core::hint::black_box(diff) == 0
+        self.0.ct_eq(&other.0).into()
     }
 }
 
@@ -465,8 +461,9 @@ impl Poly1305 {
     }
 
     /// The tag: `h` fully reduced mod 2^130 - 5, plus `s`, mod 2^128; four little-endian words.
+    /// Leaves the state in place for [`Poly1305::wipe`].
     #[inline(always)]
-    fn finish(self) -> [u32; 4] {
+    fn finish(&self) -> [u32; 4] {
         let [h0, h1, h2, h3, h4] = self.h;
         // g = h + 5; if it reaches 2^130 then h >= p and h - p is the low 130 bits of g.
         let g0 = u64::from(h0) + 5;
@@ -486,14 +483,23 @@ impl Poly1305 {
         }
         out
     }
+
+    /// Zeroizes the one-time key (`r`, `s`) and the accumulator.
+    #[inline(always)]
+    fn wipe(&mut self) {
+        self.r.zeroize();
+        self.h.zeroize();
+        self.s.zeroize();
+    }
 }
 
 /// The Poly1305 tag of the AEAD over `aad` (the pid for master-key datagrams, empty for shared
 /// ones) and the ciphertext words `ct`, keyed by the first half of ChaCha20 block 0.
 #[inline(always)]
 fn aead_tag(block0: &[u32; 16], state: &[u32; 16], aad: Option<u32>, ct: &[u32; 8]) -> [u32; 4] {
-    let otk: [u32; 8] = core::array::from_fn(|i| block_word(block0, state, i));
+    let mut otk: [u32; 8] = core::array::from_fn(|i| block_word(block0, state, i));
     let mut p = Poly1305::new(&otk);
+    otk.zeroize();
     let aad_len = match aad {
         Some(pid) => {
             p.block([pid, 0, 0, 0]);
@@ -504,7 +510,9 @@ fn aead_tag(block0: &[u32; 16], state: &[u32; 16], aad: Option<u32>, ct: &[u32; 
     p.block([ct[0], ct[1], ct[2], ct[3]]);
     p.block([ct[4], ct[5], ct[6], ct[7]]);
     p.block([aad_len, 0, FRAME_LEN as u32, 0]);
-    p.finish()
+    let tag = p.finish();
+    p.wipe();
+    tag
 }
 
 /// Emits `frame` into `out[12..44]` of a shared-key layout, encrypts it there in place and
@@ -528,9 +536,9 @@ fn seal_frame(key: &Key, iv: &Iv, aad: Option<u32>, frame: &Frame, out: &mut [u8
 )]
 fn own_seal_body(key: &Key, iv: &Iv, aad: Option<u32>, out: &mut [u8; SHARED_LEN]) {
     let mut state = chacha20_state(key, iv);
-    let block0 = chacha20_rounds(&state);
+    let mut block0 = chacha20_rounds(&state);
     set_block_counter(&mut state, 1);
-    let block1 = chacha20_rounds(&state);
+    let mut block1 = chacha20_rounds(&state);
     // (The tag needs words 0..8 of the state only, which the counter does not touch.)
     let ct: [u32; 8] =
         core::array::from_fn(|i| le32(&out[12..], i) ^ block_word(&block1, &state, i));
@@ -541,15 +549,19 @@ fn own_seal_body(key: &Key, iv: &Iv, aad: Option<u32>, out: &mut [u8; SHARED_LEN
     for (i, w) in tag.iter().enumerate() {
         out[44 + 4 * i..48 + 4 * i].copy_from_slice(&w.to_le_bytes());
     }
+    // The expanded key, the Poly1305 key block and the keystream must not outlive the call.
+    state.zeroize();
+    block0.zeroize();
+    block1.zeroize();
 }
 
-/// Constant-time equality of a received tag and the computed one.
+/// Constant-time equality (`subtle`) of a received tag and the computed one.
 fn tag_matches(received: &[u8], computed: &[u32; 4]) -> bool {
-    let diff = computed
-        .iter()
-        .enumerate()
-        .fold(0u32, |acc, (i, w)| acc | (le32(received, i) ^ w));
-    core::hint::black_box(diff) == 0
+    let mut bytes = [0u8; TAG_LEN];
+    for (i, w) in computed.iter().enumerate() {
+        bytes[4 * i..4 * i + 4].copy_from_slice(&w.to_le_bytes());
+    }
+    received.ct_eq(&bytes).into()
 }
 
 /// Verifies the tag of a shared-key layout and, only if it verifies, decrypts the body into
@@ -567,19 +579,25 @@ fn own_open_body(
     let iv = Iv::read(sealed);
     let ct: [u32; 8] = core::array::from_fn(|i| le32(&sealed[12..], i));
     let mut state = chacha20_state(key, &iv);
-    let block0 = chacha20_rounds(&state);
-    if !tag_matches(
+    let mut block0 = chacha20_rounds(&state);
+    let verified = tag_matches(
         &sealed[12 + FRAME_LEN..],
         &aead_tag(&block0, &state, aad, &ct),
-    ) {
+    );
+    block0.zeroize();
+    if !verified {
+        state.zeroize();
         return Err(OpenError::BadTag);
     }
     set_block_counter(&mut state, 1);
-    let block1 = chacha20_rounds(&state);
+    let mut block1 = chacha20_rounds(&state);
     for (i, w) in ct.iter().enumerate() {
         let p = w ^ block_word(&block1, &state, i);
         plain[4 * i..4 * i + 4].copy_from_slice(&p.to_le_bytes());
     }
+    // The expanded key and the keystream must not outlive the call.
+    state.zeroize();
+    block1.zeroize();
     Ok(iv)
 }
 
@@ -1002,6 +1020,35 @@ for the future, sunscreen would be it.";
             Key::from_hex(" 000102030405060708090a0b0c0d0e0f101112131415161718191A1B1C1D1E1F\n")
                 .unwrap();
         assert_eq!(k, key());
+    }
+
+    #[test]
+    fn key_eq_and_tag_match_see_every_bit() {
+        let base = [0x5au8; 32];
+        assert!(Key::from_bytes(base) == Key::from_bytes(base));
+        let tag = [0x0102_0304u32, 0x0506_0708, 0x090a_0b0c, 0x0d0e_0f10];
+        let mut bytes = [0u8; TAG_LEN];
+        for (i, w) in tag.iter().enumerate() {
+            bytes[4 * i..4 * i + 4].copy_from_slice(&w.to_le_bytes());
+        }
+        assert!(tag_matches(&bytes, &tag));
+        for bit in 0..256 {
+            let mut other = base;
+            other[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                Key::from_bytes(base) != Key::from_bytes(other),
+                "key bit {bit}"
+            );
+        }
+        for bit in 0..128 {
+            let mut other = bytes;
+            other[bit / 8] ^= 1 << (bit % 8);
+            assert!(!tag_matches(&other, &tag), "tag bit {bit}");
+        }
+        assert!(
+            !tag_matches(&bytes[..15], &tag),
+            "a short tag never matches"
+        );
     }
 
     #[test]
