@@ -148,14 +148,16 @@ impl IvSequence {
     }
 
     /// Test and simulation hook: jump to `counter` within the current prefix.
-    #[doc(hidden)]
+    /// Behind the `testing` feature: it can rewind the sequence and reuse nonces.
+    #[cfg(any(test, feature = "testing"))]
     pub fn set_counter(&mut self, counter: u32) {
         self.counter = counter;
     }
 
     /// Test and simulation hook: jump to prefix `index` (re-deriving `iv_random`), keeping the
     /// counter; lets tests reach the end of the IV space.
-    #[doc(hidden)]
+    /// Behind the `testing` feature: it can rewind the sequence and reuse nonces.
+    #[cfg(any(test, feature = "testing"))]
     pub fn set_prefix_index(&mut self, index: u32) {
         self.index = index;
         self.random = derive_iv_prefix(&self.salt, index);
@@ -371,12 +373,14 @@ impl Session {
         self.iv.as_ref()
     }
     /// Test and simulation hook: jump the nonce sequence.
-    #[doc(hidden)]
+    /// Behind the `testing` feature: it can rewind the sequence and reuse nonces.
+    #[cfg(any(test, feature = "testing"))]
     pub fn set_next_nonce(&mut self, nonce: u64) {
         self.next_nonce = nonce;
     }
     /// Test and simulation hook: the IV sequence, mutably.
-    #[doc(hidden)]
+    /// Behind the `testing` feature: it can rewind the sequence and reuse nonces.
+    #[cfg(any(test, feature = "testing"))]
     pub fn iv_sequence_mut(&mut self) -> Option<&mut IvSequence> {
         self.iv.as_mut()
     }
