@@ -26,7 +26,7 @@
 //!
 //! # Features
 //!
-//! * `std`: `std::error::Error` impls and [`keyfile`] (reading key files with the §5 checks).
+//! * `std`: `std::error::Error` impls and `keyfile` (reading key files with the §5 checks).
 //! * `defmt`: `defmt::Format` on the public types.
 //! * `fast-aead`: the envelope's own ChaCha20-Poly1305 for 32-byte frames.
 //! * `testing`: hooks that jump or rewind the sender's nonce and IV sequences, for tests and
