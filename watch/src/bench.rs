@@ -11,6 +11,15 @@
 //! (shared-key and master-key datagrams, pre-sealed before the clock starts, round-robin over
 //! 1,000 agent pids). The AEAD open cost per frame is measured in-process.
 //!
+//! On this machine the generator, not the receiver, is usually the limit, so frames/s alone
+//! compare two receivers only when both are saturated. The bench therefore also reports each
+//! receiver's CPU time per datagram (the bare receiver thread's `CLOCK_THREAD_CPUTIME_ID`, the
+//! observer loop thread's `/proc/PID/task/PID/schedstat`, both over the generator's run and
+//! the drain after it), user and kernel time included, and their ratio: the share of the bare
+//! receiver's capacity the observer keeps when the CPU, not the sender, is the limit.
+//! `--observer-exe` runs another build's observer under the same bench (before/after
+//! comparisons in one session); `--transport` picks transports.
+//!
 //! **Stall precision.** An observer with threshold 200 ms pinned to the observer CPU; this
 //! process, on the load CPU, keeps 1,000 plain-UDP agents beating at 10 Hz, silences one
 //! victim at a time, and reads the observer's JSON event lines from a pipe: lateness = time the
@@ -79,8 +88,36 @@ pub struct BenchArgs {
     pub flood: Option<GenMode>,
     /// Also run the stall benchmark with the observer under `--rt-priority 50` (and the
     /// benchmark's sender and reader threads SCHED_FIFO too, so the instrument is not late).
+    /// For ingest: run the bare receiver and the observer under SCHED_FIFO 50 and the
+    /// generator under SCHED_FIFO 40, so other work on the machine does not preempt them and
+    /// the figures compare the receivers, not the background load.
     #[arg(long)]
     pub rt: bool,
+    /// Ingest transports to run (repeatable) [default: all].
+    #[arg(long = "transport", value_enum)]
+    pub transports: Vec<Transport>,
+    /// The observer binary to measure (`varta-watch run ...`) [default: this one].
+    #[arg(long, value_name = "PATH")]
+    pub observer_exe: Option<PathBuf>,
+    /// Ingest by draining instead of racing the generator (UDP transports): N datagrams are
+    /// queued first (receiver stopped, receive buffer sized to hold them), then the receiver
+    /// drains them with no sender running; rates are datagrams per CPU-second of the
+    /// receiving thread, so they compare the receivers' own costs.
+    #[arg(long, value_name = "N")]
+    pub drain: Option<usize>,
+}
+
+/// Ingest transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    /// Plain frames over the Unix socket.
+    Unix,
+    /// Plain frames over UDP.
+    UdpPlain,
+    /// Shared-key datagrams over UDP.
+    UdpShared,
+    /// Master-key datagrams over UDP.
+    UdpMaster,
 }
 
 /// Generator modes.
@@ -120,6 +157,9 @@ pub struct GenArgs {
     /// Block in sendmmsg when the receiver's queue is full, instead of spinning.
     #[arg(long)]
     pub blocking: bool,
+    /// Stop after this many datagrams (and at most `--seconds`).
+    #[arg(long)]
+    pub count: Option<usize>,
 }
 
 fn pin(cpu: usize) {
@@ -221,7 +261,8 @@ pub fn generator(a: &GenArgs) -> Result<i32, String> {
         let mut frames = vec![[0u8; 32]; BATCH];
         let mut next = 0usize;
         let t0 = Instant::now();
-        while t0.elapsed() < deadline {
+        let limit = a.count.unwrap_or(usize::MAX);
+        while t0.elapsed() < deadline && count < limit {
             for f in &mut frames {
                 let i = next % pids.len();
                 next += 1;
@@ -243,7 +284,7 @@ pub fn generator(a: &GenArgs) -> Result<i32, String> {
     let key =
         Key::from_hex(a.key_hex.as_deref().unwrap_or("")).map_err(|e| format!("--key-hex: {e}"))?;
     let n_pids = a.pids.max(1);
-    let total = (400_000 * a.seconds as usize).max(BATCH);
+    let total = a.count.unwrap_or((400_000 * a.seconds as usize).max(BATCH));
     let mut sessions: Vec<(Session, Key)> = Vec::with_capacity(n_pids as usize);
     for i in 0..n_pids {
         let pid = 100_000 + i;
@@ -283,6 +324,15 @@ pub fn generator(a: &GenArgs) -> Result<i32, String> {
 
 // ---------------------------------------------------------------- helpers
 
+/// Makes the calling thread SCHED_FIFO at `prio` (best effort: needs CAP_SYS_NICE).
+fn set_fifo(prio: i32) {
+    let param = libc::sched_param {
+        sched_priority: prio,
+    };
+    // SAFETY: `param` is a live local; pid 0 is the calling thread.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+}
+
 fn run_gen(
     exe: &Path,
     cpu: usize,
@@ -290,6 +340,7 @@ fn run_gen(
     mode: &str,
     key: &str,
     secs: u64,
+    rt: bool,
 ) -> Result<(u64, f64), String> {
     let mut cmd = Command::new(exe);
     cmd.arg("bench-gen")
@@ -297,6 +348,15 @@ fn run_gen(
         .args(["--mode", mode, "--seconds", &secs.to_string()]);
     if !key.is_empty() {
         cmd.args(["--key-hex", key]);
+    }
+    if rt {
+        // SAFETY: the closure only calls sched_setscheduler, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                set_fifo(40);
+                Ok(())
+            });
+        }
     }
     let out = pinned(&mut cmd, cpu)
         .stdout(Stdio::piped())
@@ -317,16 +377,42 @@ fn run_gen(
     Ok((count, ns / 1e9))
 }
 
-/// The bare reference receiver: counts datagrams until `stop`.
+/// CPU time of the calling thread, ns.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a live local the kernel writes.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+/// Time thread `pid` (its main thread) spent on a CPU, ns (`/proc/PID/task/PID/schedstat`).
+fn main_thread_cpu_ns(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/schedstat"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The bare reference receiver: counts datagrams until `stop`; returns its CPU time, ns.
 fn bare_receiver(
     fd: RawFd,
     unix: bool,
     cpu: usize,
+    rt: bool,
     stop: Arc<AtomicBool>,
     count: Arc<AtomicU64>,
-) -> std::thread::JoinHandle<()> {
+) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
         pin(cpu);
+        if rt {
+            set_fifo(50);
+        }
+        let cpu0 = thread_cpu_ns();
         let mut batch = crate::listener::RecvBatch::new();
         let mut pfd = libc::pollfd {
             fd,
@@ -344,6 +430,7 @@ fn bare_receiver(
                 }
             }
         }
+        thread_cpu_ns() - cpu0
     })
 }
 fn scrape(addr: SocketAddr, name: &str) -> Option<f64> {
@@ -404,10 +491,15 @@ struct IngestRow {
     observer: f64,
     bare_sent: f64,
     obs_sent: f64,
+    /// CPU ns per datagram received by the bare receiver.
+    bare_cpu: f64,
+    /// CPU ns per frame accepted by the observer's loop thread.
+    obs_cpu: f64,
 }
 
 fn ingest_one(
     exe: &Path,
+    observer_exe: &Path,
     a: &BenchArgs,
     name: &'static str,
     mode: &str,
@@ -434,15 +526,17 @@ fn ingest_one(
         keep.as_raw_fd(),
         unix,
         a.observer_cpu,
+        a.rt,
         Arc::clone(&stop_flag),
         Arc::clone(&count),
     );
     let key = if mode == "plain" { "" } else { key_hex };
-    let (sent_b, secs_b) = run_gen(exe, a.load_cpu, &target, mode, key, a.seconds)?;
+    let (sent_b, secs_b) = run_gen(exe, a.load_cpu, &target, mode, key, a.seconds, a.rt)?;
     std::thread::sleep(Duration::from_millis(200));
     stop_flag.store(true, Ordering::Relaxed);
-    let _ = h.join();
-    let bare = count.load(Ordering::Relaxed) as f64 / secs_b;
+    let bare_cpu_ns = h.join().unwrap_or(0);
+    let received = count.load(Ordering::Relaxed);
+    let bare = received as f64 / secs_b;
     drop(keep);
 
     // Phase 2: the observer.
@@ -454,6 +548,9 @@ fn ingest_one(
         "--format".into(),
         "json".into(),
     ];
+    if a.rt {
+        args.extend(["--rt-priority".into(), "50".into()]);
+    }
     let kf = dir.join("key");
     let target = if unix {
         let p = dir.join("obs.sock");
@@ -475,23 +572,172 @@ fn ingest_one(
         }
         vec!["--udp".into(), format!("127.0.0.1:{port}")]
     };
-    let (mut obs, prom) = start_observer(exe, a.observer_cpu, &args, Stdio::null())?;
+    let (mut obs, prom) = start_observer(observer_exe, a.observer_cpu, &args, Stdio::null())?;
     let prom = prom.ok_or("observer has no metrics address")?;
-    let (sent_o, secs_o) = run_gen(exe, a.load_cpu, &target, mode, key, a.seconds)?;
+    let cpu0 = main_thread_cpu_ns(obs.id());
+    let (sent_o, secs_o) = run_gen(exe, a.load_cpu, &target, mode, key, a.seconds, a.rt)?;
     std::thread::sleep(Duration::from_millis(300));
+    let cpu1 = main_thread_cpu_ns(obs.id());
     let accepted = scrape(prom, "varta_frames_accepted_total").unwrap_or(0.0);
     stop(&mut obs);
+    let obs_cpu = match (cpu0, cpu1) {
+        (Some(c0), Some(c1)) => c1.saturating_sub(c0) as f64 / accepted.max(1.0),
+        _ => f64::NAN,
+    };
     Ok(IngestRow {
         bare,
         observer: accepted / secs_o,
         bare_sent: sent_b as f64 / secs_b,
         obs_sent: sent_o as f64 / secs_o,
+        bare_cpu: bare_cpu_ns as f64 / received.max(1) as f64,
+        obs_cpu,
+    })
+}
+
+/// One drain round: per receiver, datagrams drained and the receiving thread's CPU ns.
+struct DrainRow {
+    bare_n: u64,
+    bare_cpu: u64,
+    obs_n: u64,
+    obs_cpu: u64,
+}
+
+/// Whether thread `pid`'s main thread is asleep (state `S`): the observer waits in `ppoll`
+/// only once its queue is empty.
+fn main_thread_sleeping(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|t| t.trim_start().starts_with('S'))
+        })
+        .unwrap_or(false)
+}
+
+fn drain_one(
+    exe: &Path,
+    observer_exe: &Path,
+    a: &BenchArgs,
+    mode: &str,
+    dir: &Path,
+    n: usize,
+) -> Result<DrainRow, String> {
+    let key_hex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    let key = if mode == "plain" { "" } else { key_hex };
+    // A small UDP datagram costs about 1 KiB of receive buffer (its skb's truesize).
+    let rcvbuf = (n * 2048).clamp(1 << 22, (1 << 31) - 1);
+    let gen_secs = 60;
+    let count_arg = |t: &mut Vec<String>| t.extend(["--count".into(), n.to_string()]);
+
+    // Bare receiver: queue, then drain on the observer CPU until the queue is empty.
+    let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    set_passcred_and_buf_size(sock.as_raw_fd(), rcvbuf);
+    let addr = sock.local_addr().map_err(|e| e.to_string())?;
+    let mut target = vec!["--udp".into(), addr.to_string()];
+    count_arg(&mut target);
+    run_gen(exe, a.load_cpu, &target, mode, key, gen_secs, a.rt)?;
+    let fd = sock.as_raw_fd();
+    let (cpu, rt) = (a.observer_cpu, a.rt);
+    let (bare_n, bare_cpu) = std::thread::spawn(move || {
+        pin(cpu);
+        if rt {
+            set_fifo(50);
+        }
+        let mut batch = crate::listener::RecvBatch::new();
+        let cpu0 = thread_cpu_ns();
+        let mut got = 0u64;
+        while let Ok(k) = batch.recv_raw(fd, false) {
+            if k == 0 {
+                break;
+            }
+            got += k as u64;
+        }
+        (got, thread_cpu_ns() - cpu0)
+    })
+    .join()
+    .map_err(|_| "bare receiver panicked")?;
+    drop(sock);
+
+    // The observer: started, stopped, queued, continued; done when its loop sleeps.
+    let port = free_udp_port()?;
+    let kf = dir.join("key");
+    let mut args: Vec<String> = [
+        "--threshold-ms",
+        "3600000",
+        "--prom-addr",
+        "127.0.0.1:0",
+        "--format",
+        "json",
+        "--no-socket",
+        "--udp-port",
+        &port.to_string(),
+        "--udp-rcvbuf-bytes",
+        &rcvbuf.to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_string())
+    .collect();
+    if a.rt {
+        args.extend(["--rt-priority".into(), "50".into()]);
+    }
+    if mode == "plain" {
+        args.push("--allow-plaintext-udp".into());
+    } else {
+        write_key(&kf, key_hex)?;
+        let flag = if mode == "master" {
+            "--master-key-file"
+        } else {
+            "--key-file"
+        };
+        args.extend([flag.into(), kf.display().to_string()]);
+    }
+    let (mut obs, prom) = start_observer(observer_exe, a.observer_cpu, &args, Stdio::null())?;
+    let prom = prom.ok_or("observer has no metrics address")?;
+    let pid = obs.id();
+    let signal = |sig| {
+        if let Ok(p) = libc::pid_t::try_from(pid) {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(p, sig) };
+        }
+    };
+    // Let it reach its first ppoll before stopping it.
+    std::thread::sleep(Duration::from_millis(100));
+    signal(libc::SIGSTOP);
+    let mut target = vec!["--udp".into(), format!("127.0.0.1:{port}")];
+    count_arg(&mut target);
+    let sent = run_gen(exe, a.load_cpu, &target, mode, key, gen_secs, a.rt);
+    let cpu0 = main_thread_cpu_ns(pid);
+    signal(libc::SIGCONT);
+    // Resumed, it runs until the queue is empty, then sleeps in ppoll.
+    std::thread::sleep(Duration::from_millis(5));
+    let t0 = Instant::now();
+    while !main_thread_sleeping(pid) && t0.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    let cpu1 = main_thread_cpu_ns(pid);
+    let accepted = scrape(prom, "varta_frames_accepted_total").unwrap_or(0.0);
+    stop(&mut obs);
+    sent?;
+    let obs_cpu = match (cpu0, cpu1) {
+        (Some(c0), Some(c1)) => c1.saturating_sub(c0),
+        _ => return Err("cannot read the observer's CPU time".into()),
+    };
+    Ok(DrainRow {
+        bare_n,
+        bare_cpu,
+        obs_n: accepted as u64,
+        obs_cpu,
     })
 }
 
 fn set_passcred_and_buf(fd: RawFd) {
+    set_passcred_and_buf_size(fd, crate::listener::RCVBUF);
+}
+
+fn set_passcred_and_buf_size(fd: RawFd, bytes: usize) {
     let one: libc::c_int = 1;
-    let size: libc::c_int = crate::listener::RCVBUF as libc::c_int;
+    let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
     // SAFETY: plain setsockopt calls with live locals; failures are harmless (UDP ignores
     // SO_PASSCRED).
     unsafe {
@@ -561,6 +807,70 @@ fn open_cost() -> (f64, f64) {
         master_ns = master_ns.min(t.elapsed().as_nanos() as f64 / n as f64);
     }
     std::hint::black_box(ok);
+    (shared_ns, master_ns)
+}
+
+/// The observer core's whole cost per secure datagram (open included), as the ingest bench
+/// feeds it: 1,000 agents round-robin, each on its own stream, pre-sealed. Best of 5 runs,
+/// each on a fresh tracker (so the master-key runs include one derivation per agent).
+fn core_cost() -> (f64, f64) {
+    use crate::tracker::{Origin, Tracker, TrackerConfig, UdpMode};
+    let key = Key::from_bytes([7; 32]);
+    let agents = 1_000u32;
+    let per_agent = 40u32;
+    let mut shared = Vec::new();
+    let mut master = Vec::new();
+    let mut sessions: Vec<Session> = (0..agents)
+        .map(|i| Session::secure(100_000 + i, [i as u8; 16]))
+        .collect();
+    let agent_keys: Vec<Key> = (0..agents)
+        .map(|i| vlp_core::kdf::derive_agent_key(&key, 100_000 + i))
+        .collect();
+    for _ in 0..per_agent {
+        for (s, k) in sessions.iter_mut().zip(&agent_keys) {
+            let b = s.beat(Status::Ok, 0, 1).unwrap_or_else(|_| unreachable!());
+            if let (Ok(x), Ok(y)) = (b.seal_shared(&key), b.seal_master(k)) {
+                shared.push(x.0);
+                master.push(y.0);
+            }
+            let _ = s.commit(&b);
+        }
+    }
+    let origin = Origin::Udp {
+        listener: 0,
+        peer: SocketAddr::from(([127, 0, 0, 1], 9)),
+    };
+    let run = |mode: UdpMode, data: &mut dyn Iterator<Item = &[u8]>, n: usize| {
+        let mut t = Tracker::new(TrackerConfig {
+            threshold: 3_600_000_000_000,
+            capacity: 65_536,
+            evict_after: u64::MAX,
+            allowed_uids: Vec::new(),
+            udp: vec![mode],
+        });
+        let start = Instant::now();
+        for (now, d) in (1..).zip(data) {
+            let _ = std::hint::black_box(t.handle_datagram(now, &origin, d));
+            while t.poll_event().is_some() {}
+        }
+        let ns = start.elapsed().as_nanos() as f64 / n as f64;
+        assert_eq!(t.stats().accepted, n as u64, "every datagram accepted");
+        ns
+    };
+    let mut shared_ns = f64::MAX;
+    let mut master_ns = f64::MAX;
+    for _ in 0..5 {
+        let mode = UdpMode::Secure {
+            keys: vec![key.clone()],
+            master: None,
+        };
+        shared_ns = shared_ns.min(run(mode, &mut shared.iter().map(|d| &d[..]), shared.len()));
+        let mode = UdpMode::Secure {
+            keys: Vec::new(),
+            master: Some(key.clone()),
+        };
+        master_ns = master_ns.min(run(mode, &mut master.iter().map(|d| &d[..]), master.len()));
+    }
     (shared_ns, master_ns)
 }
 
@@ -793,12 +1103,61 @@ fn stall_bench(exe: &Path, a: &BenchArgs, rt: bool) -> Result<(), String> {
     Ok(())
 }
 
+fn drain_report(
+    exe: &Path,
+    observer_exe: &Path,
+    a: &BenchArgs,
+    name: &str,
+    mode: &str,
+    dir: &Path,
+    n: usize,
+) {
+    let mut rows = Vec::new();
+    for _ in 0..a.rounds.max(1) {
+        match drain_one(exe, observer_exe, a, mode, dir, n) {
+            Ok(r) => rows.push(r),
+            Err(e) => println!("  {name:<14} round failed: {e}"),
+        }
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let rate = |k: u64, ns: u64| k as f64 * 1e9 / ns.max(1) as f64;
+    let med = |f: &dyn Fn(&DrainRow) -> f64| {
+        let mut v: Vec<f64> = rows.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let ratios: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{:.0}%",
+                100.0 * rate(r.obs_n, r.obs_cpu) / rate(r.bare_n, r.bare_cpu)
+            )
+        })
+        .collect();
+    println!(
+        "  {:<14} {:>12.0} {:>12.0} {:>6.1}%   {:>9.0} {:>9.0}   {:>6.0} ns {:>6.0} ns   rounds: {}",
+        name,
+        med(&|r| rate(r.bare_n, r.bare_cpu)),
+        med(&|r| rate(r.obs_n, r.obs_cpu)),
+        med(&|r| 100.0 * rate(r.obs_n, r.obs_cpu) / rate(r.bare_n, r.bare_cpu)),
+        med(&|r| r.bare_n as f64),
+        med(&|r| r.obs_n as f64),
+        med(&|r| r.bare_cpu as f64 / r.bare_n.max(1) as f64),
+        med(&|r| r.obs_cpu as f64 / r.obs_n.max(1) as f64),
+        ratios.join(" ")
+    );
+}
+
 /// Runs the selected benchmarks and prints figures.
 ///
 /// # Errors
 /// A one-line message if a phase cannot run.
 pub fn run(a: &BenchArgs) -> Result<i32, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let observer_exe = a.observer_exe.clone().unwrap_or_else(|| exe.clone());
     let dir = std::env::temp_dir().join(format!("varta-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     println!(
@@ -813,21 +1172,61 @@ pub fn run(a: &BenchArgs) -> Result<i32, String> {
             "ingest (frames/s, median of {} rounds; generator sends with sendmmsg x64):",
             a.rounds.max(1)
         );
-        println!(
-            "  {:<14} {:>12} {:>12} {:>7}   {:>12} {:>12}",
-            "transport", "bare recv", "observer", "ratio", "sent(bare)", "sent(obs)"
-        );
-        for (name, mode) in [
-            ("unix", "plain"),
-            ("udp-plain", "plain"),
-            ("udp-shared", "shared"),
-            ("udp-master", "master"),
+        if a.observer_exe.is_some() {
+            println!("  observer: {}", observer_exe.display());
+        }
+        if let Some(n) = a.drain {
+            println!(
+                "  drain mode: {n} datagrams queued, then drained with no sender running (datagrams per CPU-second of the receiving thread)"
+            );
+            println!(
+                "  {:<14} {:>12} {:>12} {:>7}   {:>9} {:>9}   {:>9} {:>9}",
+                "transport",
+                "bare /cpu-s",
+                "observer",
+                "ratio",
+                "bare n",
+                "obs n",
+                "ns bare",
+                "ns obs"
+            );
+        } else {
+            println!(
+                "  {:<14} {:>12} {:>12} {:>7}   {:>12} {:>12}   {:>9} {:>9} {:>9}",
+                "transport",
+                "bare recv",
+                "observer",
+                "ratio",
+                "sent(bare)",
+                "sent(obs)",
+                "cpu bare",
+                "cpu obs",
+                "cpu ratio"
+            );
+        }
+        for (t, name, mode) in [
+            (Transport::Unix, "unix", "plain"),
+            (Transport::UdpPlain, "udp-plain", "plain"),
+            (Transport::UdpShared, "udp-shared", "shared"),
+            (Transport::UdpMaster, "udp-master", "master"),
         ] {
+            if !a.transports.is_empty() && !a.transports.contains(&t) {
+                continue;
+            }
+            if let Some(n) = a.drain {
+                if t == Transport::Unix {
+                    // The Unix socket queues max_dgram_qlen datagrams, not a buffer's worth.
+                    println!("  {name:<14} (no drain mode: the socket queues only max_dgram_qlen datagrams)");
+                    continue;
+                }
+                drain_report(&exe, &observer_exe, a, name, mode, &dir, n);
+                continue;
+            }
             // Alternate bare and observer phases over several rounds and report medians, so
             // a burst of unrelated load on the machine skews one round, not the figure.
             let mut rows = Vec::new();
             for _ in 0..a.rounds.max(1) {
-                match ingest_one(&exe, a, name, mode, &dir) {
+                match ingest_one(&exe, &observer_exe, a, name, mode, &dir) {
                     Ok(r) => rows.push(r),
                     Err(e) => println!("  {name:<14} round failed: {e}"),
                 }
@@ -849,14 +1248,19 @@ pub fn run(a: &BenchArgs) -> Result<i32, String> {
                 .iter()
                 .map(|r| format!("{:.0}%", 100.0 * r.observer / r.bare.max(1.0)))
                 .collect();
+            // CPU per datagram: ns; the ratio is the median of per-round bare/observer.
+            let cpu_ratio = med(&|r| 100.0 * r.bare_cpu / r.obs_cpu);
             println!(
-                "  {:<14} {:>12.0} {:>12.0} {:>6.1}%   {:>12.0} {:>12.0}   rounds: {}",
+                "  {:<14} {:>12.0} {:>12.0} {:>6.1}%   {:>12.0} {:>12.0}   {:>6.0} ns {:>6.0} ns {:>8.1}%   rounds: {}",
                 name,
                 bare,
                 obs,
                 ratio,
                 med(&|r| r.bare_sent),
                 med(&|r| r.obs_sent),
+                med(&|r| r.bare_cpu),
+                med(&|r| r.obs_cpu),
+                cpu_ratio,
                 ratios.join(" ")
             );
         }
@@ -866,6 +1270,12 @@ pub fn run(a: &BenchArgs) -> Result<i32, String> {
     if a.which == Which::Open {
         let (s, m) = open_cost();
         println!("AEAD open cost per frame: shared-key {s:.0} ns, master-key {m:.0} ns");
+    }
+    if matches!(a.which, Which::All | Which::Ingest | Which::Open) {
+        let (s, m) = core_cost();
+        println!(
+            "  tracker per secure datagram (open included; 1,000 agents round-robin): shared-key {s:.0} ns, master-key {m:.0} ns"
+        );
     }
     if matches!(a.which, Which::All | Which::Stall) {
         stall_bench(&exe, a, false)?;

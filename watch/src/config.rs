@@ -103,6 +103,10 @@ pub struct RunArgs {
     /// Master key for secure UDP with per-agent derived keys (64-byte datagrams).
     #[arg(long, value_name = "FILE")]
     pub master_key_file: Option<PathBuf>,
+    /// Kernel receive buffer of the UDP listener; beats arriving while it is full are
+    /// dropped by the kernel (varta_receive_queue_drops_total) [default: 4194304].
+    #[arg(long, value_name = "BYTES")]
+    pub udp_rcvbuf_bytes: Option<usize>,
     /// Maximum number of tracked agents [default: 65536].
     #[arg(long, value_name = "N")]
     pub tracker_capacity: Option<usize>,
@@ -189,6 +193,8 @@ pub struct Config {
 pub struct UdpConfig {
     /// Bind address.
     pub addr: SocketAddr,
+    /// Kernel receive buffer, bytes.
+    pub rcvbuf: usize,
     /// Plaintext allowed.
     pub plaintext: bool,
     /// Shared keys (first = --key-file).
@@ -255,6 +261,7 @@ impl RunArgs {
                 threshold_ms,
                 udp_port,
                 udp_bind_addr,
+                udp_rcvbuf_bytes,
                 key_file,
                 master_key_file,
                 tracker_capacity,
@@ -333,8 +340,15 @@ impl RunArgs {
                 let ip = self
                     .udp_bind_addr
                     .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+                let rcvbuf = self.udp_rcvbuf_bytes.unwrap_or(crate::listener::RCVBUF);
+                if !(65_536..=(1 << 31) - 1).contains(&rcvbuf) {
+                    return err(format!(
+                        "--udp-rcvbuf-bytes {rcvbuf}: must be between 65536 and 2147483647"
+                    ));
+                }
                 Some(UdpConfig {
                     addr: SocketAddr::new(ip, port),
+                    rcvbuf,
                     plaintext: self.allow_plaintext_udp,
                     keys,
                     master,

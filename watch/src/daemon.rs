@@ -118,6 +118,9 @@ impl Daemon {
         let mut udp_addr = None;
         if let Some(u) = cfg.udp {
             let l = UdpListener::bind(u.addr).map_err(|e| se(&e))?;
+            if u.rcvbuf != crate::listener::RCVBUF {
+                l.set_rcvbuf(u.rcvbuf);
+            }
             udp_addr = l.local_addr().ok();
             udp = Some(l);
             udp_modes.push(if u.keys.is_empty() && u.master.is_none() {

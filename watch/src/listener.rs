@@ -91,7 +91,11 @@ fn setsockopt_int(
 /// Asks for a large receive buffer: `SO_RCVBUFFORCE` when privileged, else `SO_RCVBUF`
 /// (capped by `net.core.rmem_max`). Best effort: a small buffer only means earlier drops.
 fn grow_rcvbuf(fd: RawFd) {
-    let size = RCVBUF as libc::c_int;
+    set_rcvbuf(fd, RCVBUF);
+}
+
+fn set_rcvbuf(fd: RawFd, bytes: usize) {
+    let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
     if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size).is_err() {
         let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, size);
     }
@@ -208,6 +212,11 @@ impl UdpListener {
             .map_err(io_err("set non-blocking", addr))?;
         grow_rcvbuf(sock.as_raw_fd());
         Ok(UdpListener { sock })
+    }
+
+    /// Asks for a receive buffer of `bytes` instead of [`RCVBUF`] (best effort, as at bind).
+    pub fn set_rcvbuf(&self, bytes: usize) {
+        set_rcvbuf(self.sock.as_raw_fd(), bytes);
     }
 
     /// The bound address (useful with port 0).

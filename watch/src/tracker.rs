@@ -14,9 +14,10 @@
 //! * **Plain UDP** (operator opt-in): parse; identity: listener + frame pid.
 //! * **Secure UDP** (§3): a 32-byte plaintext is refused ([`Rejection::PlaintextRefused`]).
 //!   A 64-byte master-key datagram carries its pid in the clear: the agent's replay window is
-//!   checked *before* anything is decrypted, the agent key is taken from a bounded cache or
-//!   derived (§4), the datagram is opened, and the window is committed only once the tag
-//!   verified and the tracker accepted the frame. A 60-byte shared-key datagram is opened with
+//!   checked *before* anything is decrypted (the same table lookup serves the whole
+//!   datagram), the agent key is taken from the agent's slot (kept once it authenticated a
+//!   datagram of that agent) or derived (§4), the datagram is opened, and the window is
+//!   committed only once the tag verified and the tracker accepted the frame. A 60-byte shared-key datagram is opened with
 //!   each accepted key in turn; its pid is sealed, so its window is checked right after the
 //!   tag verifies (nothing else of the frame is looked at first) and committed on acceptance.
 //!   Windows are kept per agent identity (listener + pid), not per source address, so agents
@@ -94,7 +95,7 @@ use vlp_core::{
     SharedDatagram, Status, FRAME_LEN,
 };
 
-use keys::KeyCache;
+use keys::AgentKeys;
 use table::{listener_code, tag, Agent, ListId, Phase, Side, Table};
 
 /// Monotonic nanoseconds since the daemon started; the shell reads the clock, the core never
@@ -114,8 +115,9 @@ pub const TIMEOUT_BATCH: usize = 1024;
 /// [`Stats::events_dropped`] (a shell that drains after every call never gets near it).
 pub const EVENT_QUEUE_CAP: usize = 4 * TIMEOUT_BATCH;
 
-/// Most master-key agent keys cached (about 56 bytes each, allocated once when a master key
-/// is configured). Beyond it, agents beating in turn cost one HKDF derivation per beat.
+/// Master-key agent keys are kept for the agents in the first this many table slots (32
+/// bytes each, allocated as agents are admitted, so 4 MiB at most). Agents in later slots
+/// (only with a capacity above this) cost one HKDF derivation per beat.
 pub const KEY_CACHE_MAX: usize = 1 << 17;
 
 /// Largest capacity the tracker accepts (slots are `u32`).
@@ -688,7 +690,8 @@ pub struct Stats {
     pub evictions: u64,
     /// Events dropped because the shell did not drain the queue ([`EVENT_QUEUE_CAP`]).
     pub events_dropped: u64,
-    /// Agent keys derived from a master key (cache misses).
+    /// Agent keys derived from a master key (first datagram of an agent, forged datagrams,
+    /// and agents beyond [`KEY_CACHE_MAX`] slots).
     pub key_derivations: u64,
     rejected: [u64; Reason::COUNT],
 }
@@ -825,6 +828,12 @@ struct Verified {
     listener: u16,
     frame: Frame,
     iv: Option<Iv>,
+    /// The identity's table lookup, if the pipeline made it already (master-key datagrams,
+    /// whose pid is in the clear): `Some(slot)` or `Some(None)` for "not tracked". Nothing
+    /// changes the table between that lookup and [`Tracker::track`], so it is not repeated.
+    looked_up: Option<Option<u32>>,
+    /// The replay checks ([`precheck`]) passed on `looked_up`'s entry already.
+    prechecked: bool,
 }
 
 /// How a frame of a known agent is taken.
@@ -842,7 +851,7 @@ pub struct Tracker {
     allowed_uids: Vec<u32>,
     udp: Vec<UdpMode>,
     table: Table,
-    keys: Option<KeyCache>,
+    keys: Option<AgentKeys>,
     events: VecDeque<Event>,
     stats: Stats,
     now: Nanos,
@@ -861,8 +870,8 @@ impl fmt::Debug for Tracker {
 
 impl Tracker {
     /// A tracker for `cfg`. Memory for agents is taken as they arrive (up to the capacity);
-    /// with a master key configured, a key cache of `min(2 x capacity, KEY_CACHE_MAX)` entries is
-    /// allocated up front.
+    /// with a master key configured, agent keys are kept per slot as agents are admitted (see
+    /// [`KEY_CACHE_MAX`]).
     #[must_use]
     pub fn new(cfg: TrackerConfig) -> Tracker {
         let capacity = cfg.capacity.min(MAX_CAPACITY);
@@ -881,7 +890,7 @@ impl Tracker {
             allowed_uids: cfg.allowed_uids,
             udp: cfg.udp,
             table: Table::new(capacity),
-            keys: has_master.then(|| KeyCache::new(capacity.saturating_mul(2).min(KEY_CACHE_MAX))),
+            keys: has_master.then(|| AgentKeys::new(capacity.min(KEY_CACHE_MAX))),
             events: VecDeque::with_capacity(64),
             stats: Stats::ZERO,
             now: 0,
@@ -971,8 +980,9 @@ impl Tracker {
         self.table.len() == 0
     }
 
-    /// Bytes of heap held by the agent table (slab and index); the key cache and the event
-    /// queue are fixed-size and not included.
+    /// Bytes of heap held by the agent table (slab and index); the master-key agent keys (32
+    /// bytes per slot, master-key listeners only, at most [`KEY_CACHE_MAX`] slots) and the
+    /// event queue are not included.
     #[must_use]
     pub fn table_heap_bytes(&self) -> usize {
         self.table.heap_bytes()
@@ -1019,6 +1029,8 @@ impl Tracker {
                     listener: 0,
                     frame,
                     iv: None,
+                    looked_up: None,
+                    prechecked: false,
                 }
             }
             Origin::Udp { listener, .. } => {
@@ -1033,6 +1045,8 @@ impl Tracker {
                         listener: code,
                         frame: Frame::parse(bytes).map_err(Rejection::Decode)?,
                         iv: None,
+                        looked_up: None,
+                        prechecked: false,
                     },
                     UdpMode::Secure { keys, master } => match bytes.len() {
                         FRAME_LEN => return Err(Rejection::PlaintextRefused),
@@ -1042,6 +1056,8 @@ impl Tracker {
                                 listener: code,
                                 frame,
                                 iv: Some(iv),
+                                looked_up: None,
+                                prechecked: false,
                             }
                         }
                         MASTER_LEN => {
@@ -1049,19 +1065,48 @@ impl Tracker {
                                 return Err(Rejection::NoKey { len: MASTER_LEN });
                             };
                             let d = MasterDatagram::from_bytes(bytes).map_err(Rejection::Open)?;
-                            let t = tag(code, d.pid());
+                            let slot = self.table.find(tag(code, d.pid()));
                             // Replay window first: a flood of replays costs a lookup, not an
-                            // AEAD pass.
-                            if let Some(slot) = self.table.find(t) {
-                                precheck(&self.table.slab[slot as usize], &d.iv())?;
+                            // AEAD pass. The same lookup finds the agent's kept key.
+                            let mut kept = None;
+                            if let Some(s) = slot {
+                                let a = &self.table.slab[s as usize];
+                                precheck(a, &d.iv())?;
+                                if a.has_key() {
+                                    kept = self.keys.as_ref().and_then(|k| k.get(s));
+                                }
                             }
-                            let (iv, frame) =
-                                open_master(self.keys.as_mut(), &mut self.stats, master, t, &d)?;
-                            Verified {
-                                listener: code,
-                                frame,
-                                iv: Some(iv),
+                            let (iv, frame, new_key) = match kept {
+                                Some(k) => {
+                                    let (iv, frame) = d.open(k).map_err(Rejection::Open)?;
+                                    (iv, frame, None)
+                                }
+                                None => {
+                                    self.stats.key_derivations += 1;
+                                    let k = derive_agent_key(master, d.pid());
+                                    let (iv, frame) = d.open(&k).map_err(Rejection::Open)?;
+                                    (iv, frame, Some(k))
+                                }
+                            };
+                            let pid = frame.pid();
+                            let r = self.track(
+                                now,
+                                Verified {
+                                    listener: code,
+                                    frame,
+                                    iv: Some(iv),
+                                    looked_up: Some(slot),
+                                    prechecked: true,
+                                },
+                            );
+                            if let (Some(k), Ok(_)) = (new_key, &r) {
+                                // It opened an accepted datagram of this agent: keep it in
+                                // the agent's slot (a second lookup, once per agent).
+                                if let Some(s) = self.table.find(tag(code, pid)) {
+                                    self.keep_key(s, k);
+                                }
                             }
+                            return r;
                         }
                         len => return Err(Rejection::Decode(DecodeError::BadLength { len })),
                     },
@@ -1073,8 +1118,10 @@ impl Tracker {
 
     /// Session and liveness bookkeeping for a verified frame.
     fn track(&mut self, now: Nanos, v: Verified) -> Result<Accepted, Rejection> {
-        let t = tag(v.listener, v.frame.pid());
-        let mut slot = self.table.find(t);
+        let mut slot = match v.looked_up {
+            Some(found) => found,
+            None => self.table.find(tag(v.listener, v.frame.pid())),
+        };
         if let Some(s) = slot {
             // Apply this agent's own overdue deadlines first, so the outcome does not depend
             // on when the shell last called handle_timeout.
@@ -1088,7 +1135,7 @@ impl Tracker {
         let a = &self.table.slab[slot as usize];
         let agent = a.id();
         let decision = match v.iv {
-            Some(iv) => decide_secure(a, &iv, &v.frame)?,
+            Some(iv) => decide_secure(a, &iv, &v.frame, v.prechecked)?,
             None => decide_plain(a, &v.frame, now, self.threshold)?,
         };
         let a = &mut self.table.slab[slot as usize];
@@ -1295,7 +1342,21 @@ impl Tracker {
         }
     }
 
+    /// Keeps a master-derived agent key in `slot`'s key store (if the slot is within it).
+    fn keep_key(&mut self, slot: u32, key: Key) {
+        if let Some(keys) = self.keys.as_mut() {
+            if keys.store(slot, key) {
+                self.table.slab[slot as usize].set_has_key();
+            }
+        }
+    }
+
     fn evict(&mut self, slot: u32, at: Nanos) {
+        if self.table.slab[slot as usize].has_key() {
+            if let Some(keys) = self.keys.as_mut() {
+                keys.clear(slot);
+            }
+        }
         let agent = self.table.slab[slot as usize].id();
         self.table.remove(slot);
         self.stats.evictions += 1;
@@ -1428,30 +1489,11 @@ fn open_shared(keys: &[Key], bytes: &[u8]) -> Result<(Iv, Frame), Rejection> {
     Err(Rejection::Open(OpenError::BadTag))
 }
 
-fn open_master(
-    cache: Option<&mut KeyCache>,
-    stats: &mut Stats,
-    master: &Key,
-    t: u64,
-    d: &MasterDatagram,
-) -> Result<(Iv, Frame), Rejection> {
-    let mut cache = cache;
-    if let Some(k) = cache.as_mut().and_then(|c| c.get(t)) {
-        return d.open(k).map_err(Rejection::Open);
-    }
-    stats.key_derivations += 1;
-    let k = derive_agent_key(master, d.pid());
-    let r = d.open(&k).map_err(Rejection::Open)?;
-    // Cached only once it authenticated something: forged pids cannot evict good keys.
-    if let Some(c) = cache {
-        c.insert(t, k);
-    }
-    Ok(r)
-}
-
 /// Session rules for a secure frame of a known agent (see the module docs).
-fn decide_secure(a: &Agent, iv: &Iv, f: &Frame) -> Result<Decision, Rejection> {
-    precheck(a, iv)?;
+fn decide_secure(a: &Agent, iv: &Iv, f: &Frame, prechecked: bool) -> Result<Decision, Rejection> {
+    if !prechecked {
+        precheck(a, iv)?;
+    }
     let same_stream = a.window.stream() == Some(iv.random);
     if !same_stream {
         if f.is_terminal() && a.is_dead() {

@@ -651,6 +651,16 @@ fn bad_flags_and_files_exit_2_with_one_line() {
         (vec!["--config", "/nonexistent.toml"], "/nonexistent.toml"),
         (vec!["--recovery-cmd", "a 'b"], "unclosed quote"),
         (vec!["--recovery-timeout-ms", "0"], "--recovery-timeout-ms"),
+        (
+            vec![
+                "--udp-port",
+                "0",
+                "--allow-plaintext-udp",
+                "--udp-rcvbuf-bytes",
+                "5",
+            ],
+            "--udp-rcvbuf-bytes",
+        ),
         (vec!["--prom-addr", "nonsense"], "--prom-addr"),
         (vec!["--rt-priority", "0"], "--rt-priority"),
     ];

@@ -44,6 +44,8 @@ const FLAG_SECURE: u8 = 0b0000_1000;
 const FLAG_RETIRED: u8 = 0b0001_0000;
 /// `ts_or_side` holds a side stream (secure agents only).
 const FLAG_SIDE: u8 = 0b0010_0000;
+/// The tracker's per-slot key store holds this agent's master-derived key.
+const FLAG_KEY: u8 = 0b0100_0000;
 
 /// A terminal frame's AEAD stream that is not the agent's current stream: the panic hook's
 /// own session (VLP clients send the crash report from a separate session with its own salt).
@@ -195,6 +197,15 @@ impl Agent {
             self.ts_or_side = (u64::from(side.fingerprint) << 32) | u64::from(side.counter);
             self.bits |= FLAG_SIDE;
         }
+    }
+
+    /// Whether the per-slot key store holds this agent's key.
+    pub(crate) fn has_key(&self) -> bool {
+        self.bits & FLAG_KEY != 0
+    }
+
+    pub(crate) fn set_has_key(&mut self) {
+        self.bits |= FLAG_KEY;
     }
 
     pub(crate) fn status(&self) -> Status {

@@ -1188,3 +1188,75 @@ fn terminal_frames_are_not_counted_as_beats() {
         "every frame is still an accepted frame"
     );
 }
+
+#[test]
+fn master_key_agents_derive_their_key_once_each_however_many() {
+    // Every agent's key is kept in its own slot: one derivation per agent, whatever the
+    // number of agents (a hashed cache thrashes on colliding agents and derives again).
+    let n = 5_000u32;
+    let mut c = cfg();
+    c.capacity = n as usize;
+    let mut t = Tracker::new(c);
+    let sealed: Vec<Vec<[u8; 64]>> = (1..=3u32)
+        .map(|r| {
+            (0..n)
+                .map(|i| {
+                    master(
+                        1,
+                        r,
+                        &frame(Status::Ok, 1000 + i, u64::from(r), u64::from(r), 0),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    for (r, round) in sealed.iter().enumerate() {
+        for d in round {
+            t.handle_datagram(r as u64 + 1, &udp(1), d).unwrap();
+        }
+    }
+    assert_eq!(t.stats().accepted, 3 * u64::from(n));
+    assert_eq!(t.stats().key_derivations, u64::from(n));
+}
+
+#[test]
+fn master_key_of_an_evicted_agent_is_forgotten_and_its_slot_reused_cleanly() {
+    let mut c = cfg();
+    c.capacity = 1;
+    let mut t = Tracker::new(c);
+    t.handle_datagram(0, &udp(1), &master(1, 1, &frame(Status::Ok, 42, 1, 1, 0)))
+        .unwrap();
+    t.handle_datagram(1, &udp(1), &master(1, 2, &frame(Status::Ok, 42, 2, 2, 0)))
+        .unwrap();
+    assert_eq!(t.stats().key_derivations, 1);
+    // It dies and is pushed out by a newcomer that takes its slot.
+    t.handle_datagram(
+        2,
+        &udp(1),
+        &master(1, 3, &Frame::terminal(42, 3, 0).unwrap()),
+    )
+    .unwrap();
+    t.handle_datagram(3, &udp(1), &master(1, 1, &frame(Status::Ok, 43, 1, 1, 0)))
+        .unwrap();
+    assert_eq!(t.stats().evictions, 1);
+    assert_eq!(t.stats().key_derivations, 2);
+    // The newcomer's next beat uses its own key (not the slot's previous one).
+    t.handle_datagram(4, &udp(1), &master(1, 2, &frame(Status::Ok, 43, 2, 2, 0)))
+        .unwrap();
+    assert_eq!(t.stats().key_derivations, 2);
+    let mut c = cfg();
+    c.capacity = 2;
+    let mut t2 = Tracker::new(c);
+    t2.handle_datagram(0, &udp(1), &master(1, 1, &frame(Status::Ok, 42, 1, 1, 0)))
+        .unwrap();
+    // A forged datagram for the known agent: refused, the kept key stays.
+    let mut forged = master(1, 2, &frame(Status::Ok, 42, 2, 2, 0));
+    forged[30] ^= 1;
+    assert_eq!(
+        t2.handle_datagram(1, &udp(1), &forged),
+        Err(Rejection::Open(OpenError::BadTag))
+    );
+    t2.handle_datagram(2, &udp(1), &master(1, 2, &frame(Status::Ok, 42, 2, 2, 0)))
+        .unwrap();
+    assert_eq!(t2.stats().key_derivations, 1);
+}
