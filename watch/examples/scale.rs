@@ -12,7 +12,6 @@
 //! coprime with N), as real agents' beats interleave, so the figures include cache misses.
 
 use std::hint::black_box;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::Instant;
 
@@ -143,10 +142,7 @@ fn secure(n: u32) {
             master: Some(master.clone()),
         }],
     });
-    let origin = Origin::Udp {
-        listener: 0,
-        peer: SocketAddr::from((Ipv4Addr::LOCALHOST, 1)),
-    };
+    let origin = Origin::Udp { listener: 0 };
     let agent_keys: Vec<Key> = (0..n).map(|i| derive_agent_key(&master, 2 + i)).collect();
     let rounds = 20u32;
     // Sealed in advance: the figure is the observer's cost only.

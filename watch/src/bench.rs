@@ -836,10 +836,7 @@ fn core_cost() -> (f64, f64) {
             let _ = s.commit(&b);
         }
     }
-    let origin = Origin::Udp {
-        listener: 0,
-        peer: SocketAddr::from(([127, 0, 0, 1], 9)),
-    };
+    let origin = Origin::Udp { listener: 0 };
     let run = |mode: UdpMode, data: &mut dyn Iterator<Item = &[u8]>, n: usize| {
         let mut t = Tracker::new(TrackerConfig {
             threshold: 3_600_000_000_000,

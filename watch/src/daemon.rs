@@ -355,11 +355,7 @@ impl Daemon {
             let now = self.now();
             self.counters.udp_datagrams += n as u64;
             for i in 0..n {
-                let origin = Origin::Udp {
-                    listener: 0,
-                    peer: self.batch.peer(i),
-                };
-                self.on_datagram(now, &origin, i);
+                self.on_datagram(now, &Origin::Udp { listener: 0 }, i);
             }
             self.drain_events();
             self.fire_due(self.now());

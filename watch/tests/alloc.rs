@@ -4,7 +4,6 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use varta_watch::tracker::{Nanos, Origin, Tracker, TrackerConfig, UdpMode};
@@ -63,7 +62,6 @@ fn keys() -> (Key, Key) {
 /// One datagram of agent `i` (kind by `i % 4`), nonce `n`, session `s`.
 fn datagram(i: u32, n: u64, s: u8, status: Status) -> (Origin, Vec<u8>) {
     let pid = 100 + i;
-    let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 5000));
     let f = Frame::new(status, pid, 1_000 + n * 10 * MS, n, 0).unwrap();
     let iv = Iv {
         random: [s; 8],
@@ -72,13 +70,13 @@ fn datagram(i: u32, n: u64, s: u8, status: Status) -> (Origin, Vec<u8>) {
     let (shared, master) = keys();
     match i % 4 {
         0 => (Origin::Unix { pid, uid: 0 }, f.emit().to_vec()),
-        1 => (Origin::Udp { listener: 0, peer }, f.emit().to_vec()),
+        1 => (Origin::Udp { listener: 0 }, f.emit().to_vec()),
         2 => (
-            Origin::Udp { listener: 1, peer },
+            Origin::Udp { listener: 1 },
             SharedDatagram::seal(&shared, &iv, &f).0.to_vec(),
         ),
         _ => (
-            Origin::Udp { listener: 1, peer },
+            Origin::Udp { listener: 1 },
             MasterDatagram::seal(&derive_agent_key(&master, pid), &iv, &f)
                 .0
                 .to_vec(),

@@ -11,7 +11,6 @@
 //! agents at the same nanosecond).
 
 use std::collections::{HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddr};
 
 use varta_watch::tracker::{
     AgentId, Event, Listener, Nanos, Origin, Reason, Tracker, TrackerConfig, UdpMode,
@@ -88,10 +87,6 @@ struct Agent {
     id: AgentId,
 }
 
-fn peer() -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, 40_000))
-}
-
 fn shared_keys() -> [Key; 2] {
     [Key::from_bytes([0x11; 32]), Key::from_bytes([0x22; 32])]
 }
@@ -143,20 +138,8 @@ fn scenario(n_agents: usize, seed: u64) -> (Vec<Agent>, Vec<Dgram>) {
         let pid = 1000 + u32::try_from(i).unwrap();
         let (listener, origin) = match kind {
             Kind::Unix => (Listener::Unix, Origin::Unix { pid, uid: UID }),
-            Kind::PlainUdp => (
-                Listener::Udp(0),
-                Origin::Udp {
-                    listener: 0,
-                    peer: peer(),
-                },
-            ),
-            Kind::Shared | Kind::Master => (
-                Listener::Udp(1),
-                Origin::Udp {
-                    listener: 1,
-                    peer: peer(),
-                },
-            ),
+            Kind::PlainUdp => (Listener::Udp(0), Origin::Udp { listener: 0 }),
+            Kind::Shared | Kind::Master => (Listener::Udp(1), Origin::Udp { listener: 1 }),
         };
         let key = match kind {
             Kind::Master => derive_agent_key(&master_key(), pid),

@@ -21,7 +21,6 @@
 //! deadlines were served; and [`Tracker::check_invariants`].
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
 
 use vlp_core::kdf::derive_agent_key;
 use vlp_core::{Frame, Iv, Key, MasterDatagram, SharedDatagram, Status};
@@ -82,10 +81,6 @@ impl Bytes<'_> {
         self.0 = b;
         a
     }
-}
-
-fn peer() -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, 7))
 }
 
 /// Invariant bookkeeping over the event stream.
@@ -175,10 +170,7 @@ pub fn run(data: &[u8]) -> Result<(), String> {
                         uid: ALLOWED_UID,
                     }
                 } else {
-                    Origin::Udp {
-                        listener: 0,
-                        peer: peer(),
-                    }
+                    Origin::Udp { listener: 0 }
                 };
                 Some(t.handle_datagram(now, &origin, &f.emit()))
             }
@@ -206,10 +198,7 @@ pub fn run(data: &[u8]) -> Result<(), String> {
                     let i = usize::from(a) % d.len();
                     d[i] ^= 1;
                 }
-                let origin = Origin::Udp {
-                    listener: 1,
-                    peer: peer(),
-                };
+                let origin = Origin::Udp { listener: 1 };
                 Some(t.handle_datagram(now, &origin, &d))
             }
             5 => {
@@ -217,7 +206,6 @@ pub fn run(data: &[u8]) -> Result<(), String> {
                 let raw = b.take(n).to_vec();
                 let origin = Origin::Udp {
                     listener: usize::from(a % 3),
-                    peer: peer(),
                 };
                 Some(t.handle_datagram(now, &origin, &raw))
             }

@@ -1,7 +1,5 @@
 //! One test per rule of the tracker, each asserting the exact outcome.
 
-use std::net::{Ipv4Addr, SocketAddr};
-
 use vlp_core::kdf::derive_agent_key;
 use vlp_core::{
     DecodeError, Frame, Iv, Key, MasterDatagram, OpenError, ReplayError, SharedDatagram, Status,
@@ -40,10 +38,7 @@ fn unix(pid: u32) -> Origin {
 }
 
 fn udp(listener: usize) -> Origin {
-    Origin::Udp {
-        listener,
-        peer: SocketAddr::from((Ipv4Addr::LOCALHOST, 9000)),
-    }
+    Origin::Udp { listener }
 }
 
 fn uid(pid: u32) -> AgentId {
