@@ -26,6 +26,10 @@ cargo fmt --all -- --check
 step "clippy (-D warnings)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
+step "rustdoc (-D warnings)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc -p vlp-core --no-deps --quiet
+
 step "host tests (workspace, all features)"
 cargo test --workspace --all-features
 

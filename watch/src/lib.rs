@@ -13,7 +13,7 @@
 //!   publishes on request;
 //! * [`recovery`]: the operator's recovery program, run without a shell, debounced per agent;
 //! * [`config`]: flags and the TOML configuration file;
-//! * [`agent`], [`demo`], [`bench`]: a small agent, the newcomer's demo and the benchmarks,
+//! * [`agent`], [`demo`], [`bench`](mod@bench): a small agent, the newcomer's demo and the benchmarks,
 //!   all in this one binary.
 //!
 //! # Panic contract
