@@ -27,7 +27,11 @@ fn demo_shows_beats_stall_recovery_crash_and_goodbye() {
     let new = pids_of("new");
     assert!(new.len() >= 3, "three agents announced: {events:?}");
     let stalled = pids_of("stall");
-    assert_eq!(stalled.len(), 1, "exactly one stall (the hanging agent): {events:?}");
+    assert_eq!(
+        stalled.len(),
+        1,
+        "exactly one stall (the hanging agent): {events:?}"
+    );
     assert_eq!(
         pids_of("recovered"),
         stalled,
@@ -35,7 +39,10 @@ fn demo_shows_beats_stall_recovery_crash_and_goodbye() {
     );
     let crashed = pids_of("crash");
     assert_eq!(crashed.len(), 1, "one crash: {events:?}");
-    assert_ne!(crashed, stalled, "the crashing agent is not the hanging one");
+    assert_ne!(
+        crashed, stalled,
+        "the crashing agent is not the hanging one"
+    );
     assert!(
         !stalled.iter().any(|p| crashed.contains(p)),
         "no stall follows the crash report"
