@@ -9,6 +9,14 @@ root=$(pwd)
 
 step() { printf '\n==== %s ====\n' "$*"; }
 
+# Every `cargo test` run is also appended here, for the closing tally.
+testlog=$(mktemp)
+trap 'rm -f "$testlog"' EXIT
+ctest() { cargo test "$@" 2>&1 | tee -a "$testlog"; }
+tally() {
+    awk '/^test result:/ { p += $4; f += $6 } END { printf "cargo tests: %d passed, %d failed\n", p, f }' "$testlog"
+}
+
 need_pkgs=()
 for p in rustc-web cargo-web rust-web-src binutils-arm-none-eabi qemu-system-arm iproute2 openssl; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
@@ -31,21 +39,22 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --quie
 RUSTDOCFLAGS="-D warnings" cargo doc -p vlp-core --no-deps --quiet
 
 step "host tests (workspace, all features)"
-cargo test --workspace --all-features
+ctest --workspace --all-features
 
 # --all-features turns on vlp-core's `fast-aead`; these runs cover the default backend (the
 # chacha20poly1305 crate) and the client's narrower feature sets.
 step "vlp-core with its default AEAD backend (chacha20poly1305 crate), and no features at all"
-cargo test -p vlp-core --features std
-cargo test -p vlp-core --no-default-features --lib
+ctest -p vlp-core --features std
+ctest -p vlp-core --no-default-features --lib
 
 step "varta-client feature combinations"
 cargo clippy -p varta-client --no-default-features -- -D warnings
 cargo clippy -p varta-client --no-default-features --features panic-handler -- -D warnings
-cargo test -p varta-client --no-default-features
+ctest -p varta-client --no-default-features
 
 if [ "${QUICK:-0}" = 1 ]; then
     echo "QUICK=1: skipping Cortex-M builds, firmware end-to-end and fuzz smoke"
+    tally
     exit 0
 fi
 
@@ -69,3 +78,4 @@ bash fuzz/smoke.sh
 
 echo
 echo "ALL CHECKS PASSED"
+tally
