@@ -3,7 +3,7 @@
 use serde_json::Value;
 use vlp_core::crc::{crc32c, crc32c_hw, crc32c_nibble, crc32c_slice8};
 use vlp_core::kdf::{derive_agent_key, derive_epoch_key, derive_iv_prefix};
-use vlp_core::{DecodeError, Frame, Iv, Key, MasterDatagram, SharedDatagram, Status};
+use vlp_core::{Frame, Iv, Key, MasterDatagram, SharedDatagram, Status};
 
 const DATA: &str = include_str!("data/vectors.json");
 
