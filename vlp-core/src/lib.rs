@@ -14,8 +14,9 @@
 //!   64-byte (master key) datagram, in place, and opening with the tag checked first.
 //! * [`kdf`]: HKDF-SHA256 derivation of per-agent keys and IV prefixes.
 //! * [`replay`]: the receiver's sliding window over AEAD counters.
-//! * [`session`]: the sender's nonce / timestamp / IV state machine with commit-on-success,
-//!   shared by every client.
+//! * [`session`]: the sender's nonce / timestamp / IV state machine with commit-on-success.
+//! * [`sender`]: a session and its key class (plain, shared key, agent key, master key)
+//!   writing the next datagram into the caller's buffer; every client sends through it.
 //!
 //! # Panic contract
 //!
@@ -43,10 +44,12 @@ pub mod kdf;
 #[cfg(feature = "std")]
 pub mod keyfile;
 pub mod replay;
+pub mod sender;
 pub mod session;
 pub mod wire;
 
 pub use envelope::{Iv, Key, KeyError, MasterDatagram, OpenError, SharedDatagram};
 pub use replay::{ReplayError, ReplayWindow};
+pub use sender::{KeyClass, Kind, Prepared, Sender, MAX_DATAGRAM_LEN};
 pub use session::{Beat, Session, SessionError};
 pub use wire::{DecodeError, Frame, Status, FRAME_LEN, GOODBYE_PAYLOAD, NONCE_TERMINAL};
