@@ -42,8 +42,8 @@
 //! * **Fork safety.** A forked child notices the fork on its next beat, opens its own
 //!   socket, restarts the nonce sequence at 1 and, on secure transports, draws a fresh IV salt
 //!   from OS entropy (`getrandom(2)`), so no (key, IV) pair is ever used twice across the
-//!   fork ([`Varta::fork_recoveries`] counts these). The master-key agent key is re-derived
-//!   for the child's pid. Detection costs one memory load per beat: a `MADV_WIPEONFORK` page
+//!   fork ([`Varta::fork_recoveries`] counts these). A master-key client derives the agent key
+//!   for the child's pid; an agent-key client keeps its agent id. Detection costs one memory load per beat: a `MADV_WIPEONFORK` page
 //!   that the kernel zeroes in every child, however it was made (`fork()`, a raw `clone(2)`);
 //!   a wiped page restarts the session even when `getpid()` matches the old pid (pid reuse by
 //!   a grandchild). Where the kernel lacks it (before Linux 4.14) a changed `getpid()` is the
