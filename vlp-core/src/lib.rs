@@ -27,7 +27,8 @@
 //!
 //! # Features
 //!
-//! * `std`: `std::error::Error` impls and `keyfile` (reading key files with the §5 checks).
+//! * `std`: `std::error::Error` impls, `keyfile` (reading key files and accepted-key lists
+//!   with the §5 checks) and `crypto` (`Key::from_file`, the published 0.2 client API's path).
 //! * `defmt`: `defmt::Format` on the public types.
 //! * `fast-aead`: the envelope's own ChaCha20-Poly1305 for 32-byte frames.
 //! * `testing`: hooks that jump or rewind the sender's nonce and IV sequences, for tests and
@@ -39,6 +40,8 @@
 extern crate std;
 
 pub mod crc;
+#[cfg(feature = "std")]
+pub mod crypto;
 pub mod envelope;
 pub mod kdf;
 #[cfg(feature = "std")]
