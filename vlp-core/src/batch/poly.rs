@@ -85,6 +85,10 @@ impl<const D: usize> PolyLanes<D> {
     /// The tags: `h` fully reduced mod 2^130 - 5, plus `s`, mod 2^128; four little-endian
     /// words per lane. Leaves the state for [`PolyLanes::wipe`].
     #[inline(always)]
+    #[allow(
+        clippy::needless_range_loop,
+        reason = "word-major lanes: `l` indexes every limb array"
+    )]
     pub(super) fn finish(&self) -> [[u32; D]; 4] {
         let mut out = [[0u32; D]; 4];
         for l in 0..D {
