@@ -13,6 +13,8 @@
 //! * [`envelope`]: ChaCha20-Poly1305 sealing of a frame into the 60-byte (shared key) or
 //!   64-byte (master key) datagram, in place, and opening with the tag checked first.
 //! * [`kdf`]: HKDF-SHA256 derivation of per-agent keys and IV prefixes.
+//! * [`batch`]: the datagrams of one receive batch opened together, in SIMD lanes where the
+//!   CPU has them (SSE2, AVX2), with the same results as the single open.
 //! * [`replay`]: the receiver's sliding window over AEAD counters.
 //! * [`session`]: the sender's nonce / timestamp / IV state machine with commit-on-success.
 //! * [`sender`]: a session and its key class (plain, shared key, agent key, master key)
@@ -39,6 +41,7 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod batch;
 pub mod crc;
 #[cfg(feature = "std")]
 pub mod crypto;
