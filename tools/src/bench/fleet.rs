@@ -132,7 +132,8 @@ pub struct MasterFleet {
     pub tracked: f64,
     /// Datagrams sent per second.
     pub sent: f64,
-    /// Beats accepted per second (of the generator's send time).
+    /// Beats accepted per second, from the generator's first send until the observer's queue
+    /// was empty.
     pub beats: f64,
     /// Loop-thread CPU ns per accepted beat.
     pub cpu_per_beat: f64,
@@ -194,7 +195,15 @@ pub fn master_agents(
         rt: a.rt,
     }
     .run();
-    std::thread::sleep(Duration::from_millis(300));
+    // The observer may still be draining its queue: wait until its loop sleeps, and count
+    // that tail in the rate.
+    let tail = Instant::now();
+    let task = format!("{proc_path}/task/{}", obs.pid());
+    std::thread::sleep(Duration::from_millis(5));
+    while sys::state(&task) != Some('S') && tail.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let tail = tail.elapsed().as_secs_f64();
     let cpu1 = obs.loop_cpu_ns();
     let accepted = obs.scrape("varta_frames_accepted_total").unwrap_or(0.0);
     let tracked = obs.scrape("varta_agents_tracked").unwrap_or(0.0);
@@ -210,7 +219,7 @@ pub fn master_agents(
         agents: n,
         tracked,
         sent: sent as f64 / secs,
-        beats: accepted / secs,
+        beats: accepted / (secs + tail),
         cpu_per_beat: cpu / accepted.max(1.0),
         rss_before,
         rss_after,
