@@ -32,18 +32,6 @@ pub struct Cli {
 pub enum Command {
     /// Run the observer (the default).
     Run(Box<RunArgs>),
-    /// Start an observer and a few agents (one hangs, one crashes) and show what happens.
-    Demo(crate::demo::DemoArgs),
-    /// A heartbeat agent (used by the demo, tests and benchmarks).
-    Agent(crate::agent::AgentArgs),
-    /// Benchmarks: ingest throughput and stall precision; prints figures.
-    Bench(crate::bench::BenchArgs),
-    /// The demo's recovery command (internal).
-    #[command(hide = true)]
-    DemoRecover(crate::demo::RecoverArgs),
-    /// Load generator of the ingest benchmark (internal).
-    #[command(hide = true)]
-    BenchGen(crate::bench::GenArgs),
 }
 
 /// Output format of event lines on stdout.

@@ -12,20 +12,18 @@
 //! * [`metrics`]: the Prometheus endpoint, served by a second thread from snapshots the loop
 //!   publishes on request;
 //! * [`recovery`]: the operator's recovery program, run without a shell, debounced per agent;
-//! * [`config`]: flags and the TOML configuration file;
-//! * [`agent`], [`demo`], [`bench`](mod@bench): a small agent, the newcomer's demo and the benchmarks,
-//!   all in this one binary.
+//! * [`config`]: flags and the TOML configuration file.
+//!
+//! The demo, the benchmarks and the agent simulator live in the `varta-tools` crate (the
+//! `varta` command), which uses this library.
 //!
 //! # Panic contract
 //!
 //! Nothing a peer sends can panic the daemon: every datagram goes through the tracker's
 //! decode pipeline, whose rejections are counted by reason.
 
-pub mod agent;
-pub mod bench;
 pub mod config;
 pub mod daemon;
-pub mod demo;
 pub mod listener;
 pub mod metrics;
 pub mod output;

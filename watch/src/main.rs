@@ -37,11 +37,6 @@ fn main() -> ExitCode {
     let result = match cli.command {
         None => run(cli.run),
         Some(Command::Run(args)) => run(*args),
-        Some(Command::Demo(a)) => varta_watch::demo::run(&a),
-        Some(Command::DemoRecover(a)) => varta_watch::demo::recover(&a),
-        Some(Command::Agent(a)) => varta_watch::agent::run(&a),
-        Some(Command::Bench(a)) => varta_watch::bench::run(&a),
-        Some(Command::BenchGen(a)) => varta_watch::bench::generator(&a),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
