@@ -22,6 +22,7 @@
 //! decode pipeline, whose rejections are counted by reason.
 
 pub mod agent;
+pub mod alerting;
 pub mod bench;
 pub mod config;
 pub mod daemon;
