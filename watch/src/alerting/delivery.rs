@@ -75,7 +75,7 @@ impl Delivery {
     /// Creating the runtime or the thread.
     pub fn start(cfg: AlertingConfig) -> std::io::Result<Delivery> {
         let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
+            .enable_all()
             .build()?;
         let (tx, rx) = sync_channel(cfg.queue_capacity.max(1));
         let counters = Arc::new(DeliveryCounters::default());
