@@ -4,250 +4,18 @@
 //! its group interval shortened to 1 s).
 //!
 //! The tests drive the alerting module directly (an [`AlertBook`] fed tracker events, a
-//! [`Delivery`] posting its batches). [`daemon_with_frozen_agent`] runs the same scenario
-//! through the real daemon (`varta-watch --alertmanager-url`) with a real agent frozen by
-//! SIGSTOP.
+//! [`Delivery`] posting its batches). `daemon_direct_path_frozen_agent_firing_then_resolved`
+//! runs the same scenario through the real daemon (`varta-watch --alertmanager-url`, see
+//! `ops_support::Daemon`) with a real agent frozen by SIGSTOP.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod ops_support;
+
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::Value;
+use ops_support::{free_port, tmpdir, wait, write_am_config, Alertmanager, Daemon, Webhook};
 use varta_watch::alerting::{AgentFacts, AlertBook, AlertingConfig, Delivery, Now, ALERT_STALLED};
 use varta_watch::tracker::{AgentId, Event, Listener};
-
-const AM_BIN: &str = "prometheus-alertmanager";
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("varta-ops-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A loopback port free at the time of asking.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `GET path` on `addr`: status and body, or `None` if nobody answers.
-fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let status = resp.split_whitespace().nth(1)?.parse().ok()?;
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
-}
-
-/// Polls `f` every 20 ms until it returns `Some`, for at most `limit`.
-fn wait<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A webhook receiver: every POSTed JSON body, with its arrival time.
-struct Webhook {
-    url: String,
-    got: Arc<Mutex<Vec<(Instant, Value)>>>,
-}
-
-impl Webhook {
-    fn start() -> Webhook {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/varta", l.local_addr().unwrap());
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let g = Arc::clone(&got);
-        std::thread::spawn(move || {
-            for conn in l.incoming() {
-                let Ok(conn) = conn else { continue };
-                let g = Arc::clone(&g);
-                std::thread::spawn(move || serve_webhook(conn, &g));
-            }
-        });
-        Webhook { url, got }
-    }
-
-    /// Notifications so far whose alerts include one with `alertname` and `agent`.
-    fn about(&self, alertname: &str, agent: &str) -> Vec<(Instant, Value)> {
-        self.got
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, n)| {
-                n["alerts"].as_array().is_some_and(|a| {
-                    a.iter().any(|x| {
-                        x["labels"]["alertname"] == alertname && x["labels"]["agent"] == agent
-                    })
-                })
-            })
-            .cloned()
-            .collect()
-    }
-
-    /// Waits for a notification about `alertname`/`agent` with `status` (`firing`/`resolved`).
-    fn wait_for(&self, alertname: &str, agent: &str, status: &str, limit: Duration) -> Value {
-        wait(
-            limit,
-            &format!("a {status} notification for {agent}"),
-            || {
-                self.about(alertname, agent)
-                    .into_iter()
-                    .find(|(_, n)| n["status"] == status)
-                    .map(|(_, n)| n)
-            },
-        )
-    }
-}
-
-/// Reads HTTP/1.1 requests (keep-alive) and records their JSON bodies.
-fn serve_webhook(conn: TcpStream, got: &Mutex<Vec<(Instant, Value)>>) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-    let Ok(mut w) = conn.try_clone() else { return };
-    let mut r = BufReader::new(conn);
-    loop {
-        let mut len = 0usize;
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if r.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = l.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        let mut body = vec![0u8; len.min(1 << 20)];
-        if r.read_exact(&mut body).is_err() {
-            return;
-        }
-        if let Ok(v) = serde_json::from_slice(&body) {
-            got.lock().unwrap().push((Instant::now(), v));
-        }
-        if w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            .is_err()
-        {
-            return;
-        }
-    }
-}
-
-/// A real Alertmanager on loopback, killed on drop.
-struct Alertmanager {
-    child: Child,
-    web: SocketAddr,
-    /// Its base URL (`--alertmanager-url`).
-    url: String,
-}
-
-/// The shipped routing with the receiver's URL and a 1 s group interval.
-fn write_am_config(dir: &Path, webhook: &Webhook) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let shipped =
-        std::fs::read_to_string(root.join("deploy/alertmanager/alertmanager.yml")).unwrap();
-    assert!(
-        shipped.contains("http://127.0.0.1:9099/varta") && shipped.contains("group_interval: 30s")
-    );
-    let cfg = shipped
-        .replace("http://127.0.0.1:9099/varta", &webhook.url)
-        .replace("group_interval: 30s", "group_interval: 1s");
-    let path = dir.join("alertmanager.yml");
-    std::fs::write(&path, cfg).unwrap();
-    path
-}
-
-impl Alertmanager {
-    /// Starts one instance; `cluster`: its own gossip port and its peers' (empty: no cluster).
-    fn start(dir: &Path, config: &Path, cluster: Option<(u16, &[u16])>) -> Alertmanager {
-        let port = free_port();
-        let web: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let storage = dir.join(format!("am-{port}"));
-        std::fs::create_dir_all(&storage).unwrap();
-        let mut cmd = Command::new(AM_BIN);
-        cmd.arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.path={}", storage.display()))
-            .arg(format!("--web.listen-address={web}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join(format!("am-{port}.log"))).unwrap());
-        match cluster {
-            None => {
-                cmd.arg("--cluster.listen-address=");
-            }
-            Some((own, peers)) => {
-                cmd.arg(format!("--cluster.listen-address=127.0.0.1:{own}"))
-                    .arg(format!("--cluster.advertise-address=127.0.0.1:{own}"))
-                    .args(["--cluster.settle-timeout=2s", "--cluster.peer-timeout=1s"])
-                    .arg("--cluster.gossip-interval=50ms");
-                for p in peers {
-                    cmd.arg(format!("--cluster.peer=127.0.0.1:{p}"));
-                }
-            }
-        }
-        let child = cmd.spawn().unwrap_or_else(|e| {
-            panic!("cannot run {AM_BIN} ({e}): install Debian's prometheus-alertmanager")
-        });
-        let am = Alertmanager {
-            child,
-            web,
-            url: format!("http://{web}"),
-        };
-        wait(Duration::from_secs(20), "Alertmanager /-/ready", || {
-            http_get(web, "/-/ready").filter(|(s, _)| *s == 200)
-        });
-        am
-    }
-
-    /// Waits until the gossip cluster is ready with `n` members.
-    fn wait_cluster(&self, n: usize) {
-        wait(
-            Duration::from_secs(30),
-            "a ready Alertmanager cluster",
-            || {
-                let (_, body) = http_get(self.web, "/api/v2/status")?;
-                let v: Value = serde_json::from_str(&body).ok()?;
-                let c = &v["cluster"];
-                (c["status"] == "ready" && c["peers"].as_array()?.len() == n).then_some(())
-            },
-        );
-    }
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Observer time of the test: nanoseconds since `t0`.
 fn now(t0: Instant) -> Now {
@@ -423,68 +191,6 @@ fn unreachable_alertmanager_is_retried_counted_and_never_blocks_the_caller() {
     assert_eq!(c.sent.load(Ordering::Relaxed), 0);
 }
 
-/// The direct path through the real daemon: starts `varta-watch run --alertmanager-url URL…`
-/// on a socket in `dir`, a real agent beating every 50 ms, waits until the observer saw it,
-/// then freezes the agent with SIGSTOP. Returns (observer, agent, agent pid); the caller
-/// SIGCONTs the agent to see the alert resolved.
-///
-/// Needs the `--alertmanager-url` flag (wired into the daemon when the alerting module is).
-fn daemon_with_frozen_agent(
-    dir: &Path,
-    am_urls: &[&str],
-    threshold_ms: u32,
-) -> (Child, Child, u32) {
-    let bin = env!("CARGO_BIN_EXE_varta-watch");
-    let socket = dir.join("s.sock");
-    let mut cmd = Command::new(bin);
-    cmd.arg("run").arg("--socket").arg(&socket).args([
-        "--format",
-        "json",
-        "--threshold-ms",
-        &threshold_ms.to_string(),
-    ]);
-    for u in am_urls {
-        cmd.args(["--alertmanager-url", u]);
-    }
-    let mut obs = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(obs.stderr.take().unwrap());
-    let mut first = String::new();
-    err.read_line(&mut first).unwrap();
-    assert!(first.contains("listening"), "observer failed: {first}");
-    std::thread::spawn(move || for _ in err.lines() {});
-    let (tx, rx) = std::sync::mpsc::channel();
-    let out = obs.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let agent = Command::new(bin)
-        .arg("agent")
-        .arg("--socket")
-        .arg(&socket)
-        .args(["--interval-ms", "50"])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = agent.id();
-    let needle = format!("\"pid\":{pid}");
-    wait(
-        Duration::from_secs(10),
-        "the observer to see the agent",
-        || rx.try_iter().find(|l| l.contains(&needle)).map(|_| ()),
-    );
-    // SAFETY: kill(2) on our own child's pid.
-    let rc = unsafe { libc::kill(i32::try_from(pid).unwrap(), libc::SIGSTOP) };
-    assert_eq!(rc, 0);
-    (obs, agent, pid)
-}
-
 #[test]
 #[ignore = "needs `varta-watch --alertmanager-url`, added when the alerting module is wired into the daemon; run with --ignored then"]
 fn daemon_direct_path_frozen_agent_firing_then_resolved() {
@@ -492,14 +198,18 @@ fn daemon_direct_path_frozen_agent_firing_then_resolved() {
     let hook = Webhook::start();
     let cfg = write_am_config(&dir, &hook);
     let am = Alertmanager::start(&dir, &cfg, None);
-    let (mut obs, mut agent, pid) = daemon_with_frozen_agent(&dir, &[am.url.as_str()], 300);
-    let name = format!("unix:{pid}");
-    hook.wait_for(ALERT_STALLED, &name, "firing", Duration::from_secs(10));
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(i32::try_from(pid).unwrap(), libc::SIGCONT) };
+    let obs = Daemon::start(
+        &dir,
+        &["--threshold-ms", "300", "--alertmanager-url", &am.url],
+    );
+    let agent = obs.agent(50);
+    agent.freeze();
+    let name = agent.alert_name();
+    let firing = hook.wait_for(ALERT_STALLED, &name, "firing", Duration::from_secs(10));
+    assert_eq!(
+        firing["alerts"][0]["labels"]["pid"],
+        agent.pid().to_string()
+    );
+    agent.thaw();
     hook.wait_for(ALERT_STALLED, &name, "resolved", Duration::from_secs(10));
-    let _ = agent.kill();
-    let _ = agent.wait();
-    let _ = obs.kill();
-    let _ = obs.wait();
 }
