@@ -18,6 +18,20 @@ use serde_json::Value;
 const AM_BIN: &str = "prometheus-alertmanager";
 const PROM_BIN: &str = "prometheus";
 
+/// The `varta-watch` binary: Cargo's for integration tests, `$VARTA_WATCH` otherwise (the
+/// benchmark example), else `target/debug/varta-watch`.
+pub fn varta_watch() -> PathBuf {
+    option_env!("CARGO_BIN_EXE_varta-watch").map_or_else(
+        || {
+            std::env::var_os("VARTA_WATCH").map_or_else(
+                || repo_root().join("target/debug/varta-watch"),
+                PathBuf::from,
+            )
+        },
+        PathBuf::from,
+    )
+}
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -341,7 +355,7 @@ pub struct Daemon {
 impl Daemon {
     pub fn start(dir: &Path, args: &[&str]) -> Daemon {
         let socket = dir.join("s.sock");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_varta-watch"))
+        let mut child = Command::new(varta_watch())
             .arg("run")
             .arg("--socket")
             .arg(&socket)
@@ -397,7 +411,7 @@ impl Daemon {
 
     /// Starts a real agent beating every `interval_ms` and waits until the observer saw it.
     pub fn agent(&self, interval_ms: u32) -> Agent {
-        let child = Command::new(env!("CARGO_BIN_EXE_varta-watch"))
+        let child = Command::new(varta_watch())
             .arg("agent")
             .arg("--socket")
             .arg(&self.socket)
