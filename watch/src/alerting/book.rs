@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use vlp_core::Status;
 
-use crate::tracker::{AgentId, Event, Listener, Nanos};
+use crate::tracker::{AgentId, AgentView, Event, Listener, Nanos};
 
 /// `alertname` of a stalled agent.
 pub const ALERT_STALLED: &str = "VartaAgentStalled";
@@ -69,6 +69,19 @@ pub struct AgentFacts {
     pub status: Option<Status>,
     /// Payload of the last accepted frame.
     pub payload: Option<u32>,
+}
+
+impl AgentFacts {
+    /// The tracker's view of the agent: its last wire status and payload (name, severity and
+    /// class labels are the policy's to add).
+    #[must_use]
+    pub fn from_view(view: &AgentView) -> AgentFacts {
+        AgentFacts {
+            status: Some(view.status),
+            payload: Some(view.payload),
+            ..AgentFacts::default()
+        }
+    }
 }
 
 /// One alert as Alertmanager's `POST /api/v2/alerts` takes it (see [`super::wire`]).
@@ -582,6 +595,27 @@ mod tests {
         b.handle_event(at(3 * SEC), &crash, &f);
         assert_eq!(b.active(), 2);
         assert_eq!(b.refused(), 1);
+    }
+
+    #[test]
+    fn facts_from_the_trackers_view() {
+        let view = AgentView {
+            id: unix(8),
+            status: Status::Critical,
+            state: crate::tracker::AgentState::Stalled,
+            beats: 3,
+            stalls: 1,
+            last_beat: 5,
+            nonce: 3,
+            payload: 0xdead,
+            secure: false,
+        };
+        let f = AgentFacts::from_view(&view);
+        assert_eq!(
+            (f.status, f.payload),
+            (Some(Status::Critical), Some(0xdead))
+        );
+        assert_eq!(f.name, None);
     }
 
     #[test]

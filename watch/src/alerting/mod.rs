@@ -11,12 +11,14 @@
 //!   [`Delivery::try_send`] never blocks), posting to every Alertmanager with retries and
 //!   backoff, counted by outcome in [`DeliveryCounters`].
 //!
-//! Wiring into the daemon: build an [`AlertingConfig`] from the flags, `Delivery::start` it,
-//! keep an [`AlertBook`] next to the tracker; for each tracker event call
-//! [`AlertBook::handle_event`] (with the agent's [`AgentFacts`]), include
-//! [`AlertBook::poll_timeout`] in the loop's deadline and call [`AlertBook::handle_timeout`]
-//! when it is due, and pass every [`AlertBook::poll_batch`] to [`Delivery::try_send`]. Export
-//! [`DeliveryCounters::outcomes`] as `varta_alerts_sent_total{outcome}`.
+//! Wiring into the daemon: build an [`AlertingConfig`] from the flags and
+//! [`Delivery::start`] it; keep an [`AlertBook`] next to the tracker; for each tracker event of
+//! an agent no silence covers, call [`AlertBook::handle_event`] with the agent's
+//! [`AgentFacts`] ([`AgentFacts::from_view`] of the tracker's view, plus name, severity and
+//! class labels from the policy); include [`AlertBook::poll_timeout`] in the loop's deadline and
+//! call [`AlertBook::handle_timeout`] when it is due; pass every [`AlertBook::poll_batch`] to
+//! [`Delivery::try_send`]. Export [`DeliveryCounters::outcomes`] as
+//! `varta_alerts_sent_total{outcome}`.
 //!
 //! Labels name the agent, not the observer, so several observers reporting one agent make one
 //! alert in Alertmanager, and its grouping by `alertname` and `agent` (see
