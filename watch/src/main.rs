@@ -42,6 +42,8 @@ fn main() -> ExitCode {
         Some(Command::Agent(a)) => varta_watch::agent::run(&a),
         Some(Command::Bench(a)) => varta_watch::bench::run(&a),
         Some(Command::BenchGen(a)) => varta_watch::bench::generator(&a),
+        Some(Command::Audit(a)) => Ok(varta_watch::recovery::verify::run(&a)),
+        Some(Command::Key(a)) => varta_watch::keytool::run(&a).map_err(|e| e.to_string()),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

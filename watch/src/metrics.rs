@@ -80,6 +80,10 @@ pub struct Snapshot {
     pub events: Vec<(&'static str, u64)>,
     /// Recovery outcomes by label.
     pub recovery: Vec<(&'static str, u64)>,
+    /// Recovery refusals by reason (`varta_recovery_refused_total{reason}`).
+    pub recovery_refused: Vec<(&'static str, u64)>,
+    /// Recovery decisions that could not be written to the audit file.
+    pub recovery_audit_dropped: u64,
     /// Loop turns that hit the per-turn datagram bound (flood indicator).
     pub busy_turns: u64,
     /// Output write errors.
@@ -160,11 +164,21 @@ impl Snapshot {
             "Recovery command outcomes",
             fam(&self.recovery, "outcome"),
         );
+        reg.register(
+            "varta_recovery_refused",
+            "Recovery runs refused, by reason",
+            fam(&self.recovery_refused, "reason"),
+        );
         let counter = |v: u64| {
             let c = Counter::<u64>::default();
             c.inc_by(v);
             c
         };
+        reg.register(
+            "varta_recovery_audit_dropped",
+            "Recovery decisions that could not be written to the audit file (unaudited)",
+            counter(self.recovery_audit_dropped),
+        );
         reg.register(
             "varta_frames_accepted",
             "Frames accepted from all listeners (regular beats and terminal frames)",
