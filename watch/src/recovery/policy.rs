@@ -98,8 +98,6 @@ labelled! {
         SocketModeOnly => "socket_mode_only",
         /// A per-agent-key agent without `--recovery-allow-agent-keys`.
         AgentKeyNotAllowed => "agent_key_not_allowed",
-        /// The observer is shutting down.
-        ShuttingDown => "shutting_down",
     }
 }
 
