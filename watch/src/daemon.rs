@@ -283,7 +283,7 @@ impl Daemon {
                 _ => None,
             };
             if let Some((at, agent, reason, status)) = trigger {
-                let transport = self.transport_of(agent);
+                let transport = Transport::of(agent.listener, &self.udp_modes);
                 if let Some(rec) = self.recovery.as_mut() {
                     let decision = rec.trigger(
                         at,
@@ -297,25 +297,6 @@ impl Daemon {
                     self.emit_recovery(at, agent, decision.to_string());
                 }
             }
-        }
-    }
-
-    /// How `agent`'s identity was established, for the recovery policy.
-    fn transport_of(&self, agent: AgentId) -> Transport {
-        let Listener::Udp(n) = agent.listener else {
-            return Transport::UnixAttested;
-        };
-        match self.udp_modes.get(n) {
-            Some(UdpMode::Secure { keys, master }) => {
-                // A listener that takes both shared-key and master-key datagrams cannot tell
-                // here which one this agent used: the weaker class decides.
-                if keys.is_empty() && master.is_some() {
-                    Transport::AgentKey
-                } else {
-                    Transport::SharedKey
-                }
-            }
-            Some(UdpMode::Plain) | None => Transport::PlainUdp,
         }
     }
 
@@ -425,24 +406,8 @@ impl Daemon {
         if self.udp.is_some() {
             datagrams.push(("udp0", c.udp_datagrams));
         }
-        let (recovery, recovery_refused, recovery_audit_dropped) = match &self.recovery {
-            Some(r) => (
-                r.outcomes().collect(),
-                r.refusals().collect(),
-                r.audit_dropped(),
-            ),
-            None => (
-                crate::recovery::Outcome::ALL
-                    .iter()
-                    .map(|o| (o.as_str(), 0))
-                    .collect(),
-                crate::recovery::Refusal::ALL
-                    .iter()
-                    .map(|r| (r.as_str(), 0))
-                    .collect(),
-                0,
-            ),
-        };
+        let (recovery, recovery_refused, recovery_audit_dropped, recovery_duration) =
+            crate::recovery::metrics(self.recovery.as_ref());
         let decode_errors = st
             .rejections()
             .filter(|(r, _)| r.class() == ReasonClass::Decode)
@@ -474,6 +439,7 @@ impl Daemon {
             recovery,
             recovery_refused,
             recovery_audit_dropped,
+            recovery_duration,
             busy_turns: c.busy_turns,
             recv_errors: c.recv_errors,
             kernel_drops: self

@@ -84,6 +84,8 @@ pub struct Snapshot {
     pub recovery_refused: Vec<(&'static str, u64)>,
     /// Recovery decisions that could not be written to the audit file.
     pub recovery_audit_dropped: u64,
+    /// Run time of finished recovery children, ns, summed, and their number.
+    pub recovery_duration: (u64, u64),
     /// Loop turns that hit the per-turn datagram bound (flood indicator).
     pub busy_turns: u64,
     /// Output write errors.
@@ -235,6 +237,16 @@ impl Snapshot {
             g
         };
         let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        reg.register(
+            "varta_recovery_duration_ns_sum",
+            "Total run time of finished recovery children, ns",
+            gauge(as_i64(self.recovery_duration.0)),
+        );
+        reg.register(
+            "varta_recovery_duration_count",
+            "Finished recovery children",
+            counter(self.recovery_duration.1),
+        );
         reg.register(
             "varta_agents_tracked",
             "Agents in the tracker",

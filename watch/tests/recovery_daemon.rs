@@ -75,6 +75,8 @@ fn captured_output_is_bounded_and_a_chatty_child_never_blocks() {
         "varta_recovery_outcomes_total{outcome=\"reaped_zero\"}",
         1.0,
     );
+    assert_eq!(obs.metric("varta_recovery_duration_count_total"), 1.0);
+    assert!(obs.metric("varta_recovery_duration_ns_sum") > 0.0);
 }
 
 #[test]

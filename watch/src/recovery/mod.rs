@@ -242,6 +242,38 @@ pub struct Recovery {
     outcomes: [u64; Outcome::ALL.len()],
     refusals: [u64; Refusal::ALL.len()],
     audit: Option<AuditLog>,
+    durations: (u64, u64),
+}
+
+/// Label/value pairs for the metrics snapshot: outcomes, refusals (every label, at zero without
+/// recovery), unaudited decisions, and the `(sum ns, count)` of child run times.
+#[must_use]
+#[allow(
+    clippy::type_complexity,
+    reason = "four metric families, named at the one call site"
+)]
+pub fn metrics(
+    r: Option<&Recovery>,
+) -> (
+    Vec<(&'static str, u64)>,
+    Vec<(&'static str, u64)>,
+    u64,
+    (u64, u64),
+) {
+    match r {
+        Some(r) => (
+            r.outcomes().collect(),
+            r.refusals().collect(),
+            r.audit_dropped(),
+            r.durations(),
+        ),
+        None => (
+            Outcome::ALL.iter().map(|o| (o.as_str(), 0)).collect(),
+            Refusal::ALL.iter().map(|x| (x.as_str(), 0)).collect(),
+            0,
+            (0, 0),
+        ),
+    }
 }
 
 fn listener_label(l: Listener) -> String {
@@ -288,6 +320,7 @@ impl Recovery {
             outcomes: [0; Outcome::ALL.len()],
             refusals: [0; Refusal::ALL.len()],
             audit,
+            durations: (0, 0),
         })
     }
 
@@ -328,6 +361,13 @@ impl Recovery {
     #[must_use]
     pub fn audit_last(&self) -> Option<(u64, audit::Hash)> {
         self.audit.as_ref().map(AuditLog::last)
+    }
+
+    /// Run time of finished children, ns, summed, and their number
+    /// (`varta_recovery_duration_ns_sum`, `varta_recovery_duration_count_total`).
+    #[must_use]
+    pub fn durations(&self) -> (u64, u64) {
+        self.durations
     }
 
     /// Children still running.
@@ -558,6 +598,8 @@ impl Recovery {
             ));
         }
         self.record(now, f.agent, Some(f.child), outcome, &detail);
+        self.durations.0 = self.durations.0.saturating_add(f.duration);
+        self.durations.1 += 1;
         f
     }
 

@@ -8,6 +8,8 @@
 //! any holder of the shared key for any pid, and a plaintext one by anybody: those need the
 //! upstream opt-ins whose names say what the operator accepts.
 
+use crate::tracker::{Listener, UdpMode};
+
 /// How an agent's identity was established.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
@@ -19,6 +21,25 @@ pub enum Transport {
     SharedKey,
     /// Plaintext UDP: the pid is only claimed.
     PlainUdp,
+}
+
+impl Transport {
+    /// How an agent on `listener` was authenticated, given what each UDP listener accepts.
+    /// A listener taking both shared-key and master-key datagrams cannot tell here which one
+    /// an agent used: the weaker class decides.
+    #[must_use]
+    pub fn of(listener: Listener, udp_modes: &[UdpMode]) -> Transport {
+        let Listener::Udp(n) = listener else {
+            return Transport::UnixAttested;
+        };
+        match udp_modes.get(n) {
+            Some(UdpMode::Secure { keys, master }) if keys.is_empty() && master.is_some() => {
+                Transport::AgentKey
+            }
+            Some(UdpMode::Secure { .. }) => Transport::SharedKey,
+            Some(UdpMode::Plain) | None => Transport::PlainUdp,
+        }
+    }
 }
 
 /// Which transports the operator admits for recovery.
@@ -144,6 +165,41 @@ mod tests {
         assert_eq!(
             p.admit(Transport::PlainUdp),
             Err(Refusal::UnauthenticatedTransport)
+        );
+    }
+
+    #[test]
+    fn transport_follows_the_listener_and_what_it_accepts() {
+        let k = || vlp_core::Key::from_bytes([1; 32]);
+        let modes = [
+            UdpMode::Plain,
+            UdpMode::Secure {
+                keys: vec![k()],
+                master: None,
+            },
+            UdpMode::Secure {
+                keys: vec![],
+                master: Some(k()),
+            },
+            UdpMode::Secure {
+                keys: vec![k()],
+                master: Some(k()),
+            },
+        ];
+        let of = |l| Transport::of(l, &modes);
+        assert_eq!(of(Listener::Unix), Transport::UnixAttested);
+        assert_eq!(of(Listener::Udp(0)), Transport::PlainUdp);
+        assert_eq!(of(Listener::Udp(1)), Transport::SharedKey);
+        assert_eq!(of(Listener::Udp(2)), Transport::AgentKey);
+        assert_eq!(
+            of(Listener::Udp(3)),
+            Transport::SharedKey,
+            "the weaker class"
+        );
+        assert_eq!(
+            of(Listener::Udp(9)),
+            Transport::PlainUdp,
+            "unknown: not trusted"
         );
     }
 
