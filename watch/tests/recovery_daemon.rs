@@ -334,3 +334,44 @@ fn policy_admits_transports_by_opt_in() {
     let obs = plain(&["--recovery-allow-unattested"]);
     obs.wait_for(&["\"kind\":\"recovery\"", "spawned child"], 5);
 }
+
+#[test]
+fn shutdown_sends_sigterm_first_and_audits_how_each_child_ended() {
+    let dir = tmpdir("graceful");
+    let log = dir.join("audit.log");
+    let ready = dir.join("ready.pid");
+    // Exits 0 on SIGTERM: the grace period lets it finish on its own.
+    let cmd = format!(
+        "/bin/sh -c 'trap \"exit 0\" TERM; echo $$ > {}; sleep 600 & wait'",
+        ready.display()
+    );
+    let mut obs = Observer::start(
+        &dir,
+        &[
+            "--recovery-exec",
+            &cmd,
+            "--shutdown-grace-ms",
+            "10000",
+            "--recovery-timeout-ms",
+            "600000",
+            "--recovery-audit-file",
+            log.to_str().unwrap(),
+        ],
+    );
+    let pid = obs.crash_agent();
+    obs.wait_for(&["\"kind\":\"recovery\"", "spawned child"], 5);
+    // The trap is installed once the shell has written its pid.
+    read_pid(&ready, 5);
+    assert!(obs.terminate().success());
+    let line = obs.wait_for(&["\"kind\":\"recovery\"", "(shutdown)"], 5);
+    assert!(line.contains("exited 0"), "{line}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert_eq!(rows[0][5], "spawned");
+    assert_eq!(rows[1][5], "shutdown");
+    assert_eq!(rows[1][3], format!("unix:{pid}"));
+    assert!(rows[1][6].starts_with("exit=0 "), "{text}");
+    let out = run_bin(&["audit", "verify", log.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
