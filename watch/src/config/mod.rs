@@ -1,0 +1,276 @@
+//! Command line and configuration file: the config room.
+//!
+//! Flags keep the names and meanings of the original observer (`--socket`, `--threshold-ms`,
+//! `--udp-port`, `--key-file`, ...). Every setting is defined once, as a field of [`RunArgs`]
+//! (clap derive); `--config FILE` reads the same names as TOML keys through that same
+//! definition ([`file`]), so no setting can exist on the command line and be ignored in a file.
+//! A flag given on the command line wins over the file. Everything is checked here
+//! ([`resolve`]), before any socket is opened, so a bad flag or file gives one line naming the
+//! problem ([`ConfigError`]) and exit status 2.
+
+mod error;
+pub mod file;
+mod resolve;
+
+pub use error::ConfigError;
+pub use resolve::default_socket;
+
+use std::ffi::OsString;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, FromArgMatches, Parser, Subcommand, ValueEnum};
+use vlp_core::Key;
+
+use crate::recovery::CommandTemplate;
+
+/// `varta-watch`: the Varta observer.
+#[derive(Debug, Parser)]
+#[command(name = "varta-watch", version, about = "Varta observer: tracks heartbeat agents and reports stalls", long_about = None, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do; without a subcommand, run the observer.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Observer flags (when no subcommand is given).
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the observer (the default).
+    Run(Box<RunArgs>),
+    /// Start an observer and a few agents (one hangs, one crashes) and show what happens.
+    Demo(crate::demo::DemoArgs),
+    /// A heartbeat agent (used by the demo, tests and benchmarks).
+    Agent(crate::agent::AgentArgs),
+    /// Benchmarks: ingest throughput and stall precision; prints figures.
+    Bench(crate::bench::BenchArgs),
+    /// The demo's recovery command (internal).
+    #[command(hide = true)]
+    DemoRecover(crate::demo::RecoverArgs),
+    /// Load generator of the ingest benchmark (internal).
+    #[command(hide = true)]
+    BenchGen(crate::bench::GenArgs),
+}
+
+/// Output format of event lines on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    /// Readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The observer's flags: the one definition of every setting. Each is also a key of the
+/// `--config` file (the flag without `--`); defaults are applied in [`resolve`], so that an
+/// absent flag can be told from a default one.
+#[derive(Debug, Default, Args)]
+pub struct RunArgs {
+    /// Read settings from this TOML file (same keys as the flags, e.g. `threshold-ms = 500`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Unix datagram socket path [default: $XDG_RUNTIME_DIR/varta.sock or /run/varta/varta.sock].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Do not open the Unix socket (UDP only).
+    #[arg(long)]
+    pub no_socket: bool,
+    /// Permission bits of the socket file, octal [default: 0600].
+    #[arg(long, value_name = "OCTAL")]
+    pub socket_mode: Option<String>,
+    /// An agent silent for this long is stalled [default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub threshold_ms: Option<u64>,
+    /// Also accept Unix senders of this uid (repeatable; our own uid is always accepted).
+    #[arg(long, value_name = "UID")]
+    pub allow_uid: Vec<u32>,
+    /// Listen for UDP agents on this port.
+    #[arg(long, value_name = "PORT")]
+    pub udp_port: Option<u16>,
+    /// Address the UDP listener binds [default: 127.0.0.1].
+    #[arg(long, value_name = "ADDR")]
+    pub udp_bind_addr: Option<IpAddr>,
+    /// Accept plaintext (unauthenticated) UDP frames. Anyone who can reach the port can then
+    /// claim any pid.
+    #[arg(long)]
+    pub allow_plaintext_udp: bool,
+    /// Shared key for secure UDP (60-byte datagrams).
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Further accepted shared keys, for rotation (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub accepted_key_file: Vec<PathBuf>,
+    /// Master key for secure UDP with per-agent derived keys (64-byte datagrams).
+    #[arg(long, value_name = "FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// Kernel receive buffer of the UDP listener; beats arriving while it is full are
+    /// dropped by the kernel (varta_receive_queue_drops_total) [default: 4194304].
+    #[arg(long, value_name = "BYTES")]
+    pub udp_rcvbuf_bytes: Option<usize>,
+    /// Maximum number of tracked agents [default: 65536].
+    #[arg(long, value_name = "N")]
+    pub tracker_capacity: Option<usize>,
+    /// Forget stalled or dead agents after this long [default: 600000].
+    #[arg(long, value_name = "MS")]
+    pub evict_after_ms: Option<u64>,
+    /// Event line format on stdout [default: text].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Append events to this TSV file (observer_ns, kind, pid, nonce, status, detail).
+    #[arg(long, value_name = "FILE")]
+    pub export_file: Option<PathBuf>,
+    /// Rotate the export file to FILE.1 once it reaches this size [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub export_max_bytes: Option<u64>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9100).
+    #[arg(long, value_name = "ADDR")]
+    pub prom_addr: Option<SocketAddr>,
+    /// At most this many per-agent series in a scrape [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub metrics_max_agents: Option<usize>,
+    /// Most HTTP connections served at once; further ones are closed at once and counted in
+    /// varta_prom_connections_dropped_total{reason="capacity"} [default: 512].
+    #[arg(long, value_name = "N")]
+    pub http_max_connections: Option<usize>,
+    /// Close an HTTP connection whose request headers have not all arrived after this long
+    /// [default: 5000].
+    #[arg(long, value_name = "MS")]
+    pub http_header_timeout_ms: Option<u64>,
+    /// Close an HTTP connection that has sent or received nothing for this long [default:
+    /// 30000].
+    #[arg(long, value_name = "MS")]
+    pub http_idle_timeout_ms: Option<u64>,
+    /// Run this program when an agent stalls or crashes: "prog arg {pid} ..." (no shell;
+    /// `{pid}` is replaced by the agent's pid).
+    #[arg(long, value_name = "CMD")]
+    pub recovery_cmd: Option<String>,
+    /// At most one recovery run per agent per this long [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub recovery_debounce_ms: Option<u64>,
+    /// Kill a recovery program (and its process group) still running after this long; counted
+    /// as outcome `timeout` [default: 30000].
+    #[arg(long, value_name = "MS")]
+    pub recovery_timeout_ms: Option<u64>,
+    /// Also run recovery for UDP agents, whose pid is claimed rather than kernel-attested.
+    #[arg(long)]
+    pub recovery_allow_unattested: bool,
+    /// Run the loop under SCHED_FIFO with this priority (1-99), so stall deadlines are met
+    /// even when other processes load the CPU (needs CAP_SYS_NICE).
+    #[arg(long, value_name = "PRIO")]
+    pub rt_priority: Option<u8>,
+}
+
+/// Fully checked settings.
+#[derive(Debug)]
+pub struct Config {
+    /// Unix socket path, if enabled.
+    pub socket: Option<PathBuf>,
+    /// Socket file mode.
+    pub socket_mode: u32,
+    /// Stall threshold, ns.
+    pub threshold_ns: u64,
+    /// Accepted Unix uids (our euid first).
+    pub allowed_uids: Vec<u32>,
+    /// UDP listener.
+    pub udp: Option<UdpConfig>,
+    /// Tracker capacity.
+    pub capacity: usize,
+    /// Eviction age, ns.
+    pub evict_after_ns: u64,
+    /// Output format.
+    pub format: Format,
+    /// TSV export.
+    pub export_file: Option<PathBuf>,
+    /// Rotation size.
+    pub export_max_bytes: u64,
+    /// Metrics address.
+    pub prom_addr: Option<SocketAddr>,
+    /// Per-agent series cap.
+    pub metrics_max_agents: usize,
+    /// Limits of the HTTP side.
+    pub http: crate::metrics::HttpLimits,
+    /// Recovery program.
+    pub recovery: Option<CommandTemplate>,
+    /// Recovery debounce, ns.
+    pub recovery_debounce_ns: u64,
+    /// Recovery child deadline, ns.
+    pub recovery_timeout_ns: u64,
+    /// Recovery for UDP agents.
+    pub recovery_allow_unattested: bool,
+    /// SCHED_FIFO priority of the loop.
+    pub rt_priority: Option<u8>,
+}
+
+/// The UDP listener's settings.
+#[derive(Debug)]
+pub struct UdpConfig {
+    /// Bind address.
+    pub addr: SocketAddr,
+    /// Kernel receive buffer, bytes.
+    pub rcvbuf: usize,
+    /// Plaintext allowed.
+    pub plaintext: bool,
+    /// Shared keys (first = --key-file).
+    pub keys: Vec<Key>,
+    /// Master key.
+    pub master: Option<Key>,
+}
+
+impl RunArgs {
+    /// The clap command holding exactly the observer's flags (no program name), the one
+    /// parser of both the command line and the configuration file.
+    #[must_use]
+    pub fn command() -> clap::Command {
+        RunArgs::augment_args(
+            clap::Command::new("varta-watch")
+                .no_binary_name(true)
+                .args_override_self(true),
+        )
+    }
+
+    fn parse(args: &[OsString]) -> Result<RunArgs, String> {
+        RunArgs::command()
+            .try_get_matches_from(args)
+            .and_then(|m| RunArgs::from_arg_matches(&m))
+            .map_err(|e| first_line(&e))
+    }
+
+    /// Parses the observer's arguments `argv` (without the program name), reads the
+    /// `--config` file if one is named, and checks everything.
+    ///
+    /// The file's keys become arguments placed before `argv`, so the command line wins.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the bad flag, key or file.
+    pub fn load(argv: &[OsString]) -> Result<Config, ConfigError> {
+        let cli = RunArgs::parse(argv).map_err(ConfigError::Args)?;
+        let Some(path) = cli.config.clone() else {
+            return cli.resolve();
+        };
+        let text = file::read_checked(&path)?;
+        let mut all = file::to_args(&path, &text, &RunArgs::command())?;
+        // The file's arguments alone first, so that a bad value is reported as the file's.
+        RunArgs::parse(&all).map_err(|msg| ConfigError::FileValue {
+            path: path.clone(),
+            msg,
+        })?;
+        all.extend(argv.iter().cloned());
+        RunArgs::parse(&all).map_err(ConfigError::Args)?.resolve()
+    }
+}
+
+/// The first non-empty line of a clap error, without its `error: ` prefix.
+#[must_use]
+pub fn first_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    text.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("bad arguments")
+        .trim_start_matches("error: ")
+        .to_string()
+}
