@@ -274,3 +274,6 @@ pub fn first_line(e: &clap::Error) -> String {
         .trim_start_matches("error: ")
         .to_string()
 }
+
+#[cfg(test)]
+mod tests;

@@ -136,6 +136,10 @@ impl RecvBatch {
         if h.msg_control.is_null() || h.msg_flags & libc::MSG_CTRUNC != 0 {
             return None;
         }
+        #[allow(
+            clippy::unnecessary_cast,
+            reason = "msg_controllen is size_t on glibc, socklen_t on musl"
+        )]
         let len = (h.msg_controllen as usize).min(CMSG_ROOM);
         parse_creds(&self.cmsgs[i].0[..len])
     }
@@ -149,7 +153,7 @@ impl RecvBatch {
 #[must_use]
 pub fn parse_creds(buf: &[u8]) -> Option<(u32, u32)> {
     const W: usize = mem::size_of::<usize>();
-    const HDR: usize = (W + 8 + W - 1) / W * W;
+    const HDR: usize = (W + 8).div_ceil(W) * W;
     let int_at = |at: usize| -> Option<i32> {
         Some(i32::from_ne_bytes(buf.get(at..at + 4)?.try_into().ok()?))
     };
