@@ -816,3 +816,248 @@ fn kernel_drops_on_a_full_udp_queue_are_reported() {
     assert!(drops > 0.0, "{body}");
     assert!(drops + got <= 200_000.0, "{drops} + {got}");
 }
+
+/// Connections to the metrics port that never finish a request: `idle` send nothing,
+/// `trickle` send one byte of a request line a second from a thread of their own.
+struct SlowClients {
+    idle: Vec<TcpStream>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    trickler: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl SlowClients {
+    fn open(addr: SocketAddr, idle: usize, trickle: usize) -> SlowClients {
+        let idle = (0..idle)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        let mut slow: Vec<TcpStream> = (0..trickle)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = Arc::clone(&stop);
+        let trickler = std::thread::spawn(move || {
+            let line = b"GET /metrics HTTP/1.1\r\nHost: slow\r\n";
+            let mut sent = 0;
+            let mut at = 0;
+            while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+                for c in &mut slow {
+                    if c.write_all(&line[at % line.len()..][..1]).is_ok() {
+                        sent += 1;
+                    }
+                }
+                at += 1;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            sent
+        });
+        SlowClients {
+            idle,
+            stop,
+            trickler: Some(trickler),
+        }
+    }
+}
+
+impl Drop for SlowClients {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.trickler.take() {
+            let _ = t.join();
+        }
+        self.idle.clear();
+    }
+}
+
+/// A scrape that must be answered within `bound` (the socket's read timeout).
+fn scrape_within(addr: SocketAddr, bound: Duration) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(bound)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body)
+        .unwrap_or_else(|e| panic!("no answer within {bound:?}: {e}"));
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    body
+}
+
+#[test]
+fn slow_http_clients_delay_neither_a_stall_nor_a_scrape() {
+    let dir = tmpdir("slowhttp");
+    let obs = Observer::start(&dir, &["--threshold-ms", "300"]);
+    let prom = obs.prom.unwrap();
+    let slow = SlowClients::open(prom, 100, 100);
+    std::thread::sleep(Duration::from_millis(1500));
+    let me = std::process::id();
+    let c = obs.client();
+    c.send(&frame(me, 1)).unwrap();
+    obs.wait_for(&["\"kind\":\"new\""], Duration::from_secs(3));
+    let (_, line) = obs.wait_for(&["\"kind\":\"stall\""], Duration::from_secs(3));
+    let (at, last_beat, emitted) = (
+        num(&line, "at_ns").unwrap(),
+        num(&line, "last_beat_ns").unwrap(),
+        num(&line, "emitted_ns").unwrap(),
+    );
+    // The stall is the exact deadline, written within threshold + 100 ms of the last beat on
+    // the observer's own clock, with 200 slow connections held.
+    assert_eq!(at, last_beat + 300_000_000, "{line}");
+    assert!(emitted - last_beat < 400_000_000, "{line}");
+    let body = scrape_within(prom, Duration::from_secs(2));
+    assert_eq!(
+        metric_in(
+            &body,
+            &format!("varta_stalls_total{{pid=\"{me}\",listener=\"unix\"}}")
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_in(
+            &body,
+            "varta_prom_connections_dropped_total{reason=\"capacity\"}"
+        ),
+        0.0,
+        "the 200 slow clients are held, not refused"
+    );
+    drop(slow);
+    assert!(obs.terminate().success());
+}
+
+#[test]
+fn http_limits_close_hostile_connections_and_count_them() {
+    let dir = tmpdir("httplimits");
+    let obs = Observer::start(
+        &dir,
+        &[
+            "--http-max-connections",
+            "4",
+            "--http-header-timeout-ms",
+            "300",
+            "--http-idle-timeout-ms",
+            "300",
+        ],
+    );
+    let prom = obs.prom.unwrap();
+    let closed_by_server = |s: &mut TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        matches!(s.read(&mut buf), Ok(0) | Err(_))
+            && !matches!(
+                s.read(&mut buf),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut
+            )
+    };
+    // Over the cap: closed at once.
+    let mut held: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(prom).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut extra: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(prom).unwrap()).collect();
+    for s in &mut extra {
+        assert!(closed_by_server(s), "a connection over the cap is closed");
+    }
+    // Silent and half-sent requests: closed by the timeouts.
+    held[0].write_all(b"GET /metr").unwrap();
+    for s in &mut held {
+        assert!(
+            closed_by_server(s),
+            "a silent or unfinished request is closed"
+        );
+    }
+    drop(held);
+    let body = scrape_within(prom, Duration::from_secs(2));
+    assert_eq!(
+        metric_in(
+            &body,
+            "varta_prom_connections_dropped_total{reason=\"capacity\"}"
+        ),
+        3.0
+    );
+    let timed_out = metric_in(
+        &body,
+        "varta_prom_connections_dropped_total{reason=\"header_timeout\"}",
+    ) + metric_in(
+        &body,
+        "varta_prom_connections_dropped_total{reason=\"idle\"}",
+    );
+    assert_eq!(timed_out, 4.0, "{body}");
+    // Other paths and methods get plain refusals.
+    let mut s = TcpStream::connect(prom).unwrap();
+    s.write_all(b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    let mut s = TcpStream::connect(prom).unwrap();
+    s.write_all(b"POST /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    // An oversized request head is refused, and the observer goes on.
+    let mut s = TcpStream::connect(prom).unwrap();
+    let big = format!(
+        "GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let _ = s.write_all(big.as_bytes());
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    assert!(!answer.starts_with(b"HTTP/1.1 200"));
+    scrape_within(prom, Duration::from_secs(2));
+    assert!(obs.terminate().success());
+}
+
+#[test]
+fn every_descriptor_of_the_observer_is_close_on_exec() {
+    let dir = tmpdir("cloexec");
+    let cfg = dir.join("watch.toml");
+    std::fs::write(&cfg, "threshold-ms = 300\n").unwrap();
+    let export = dir.join("events.tsv");
+    let obs = Observer::start(
+        &dir,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--udp-port",
+            "0",
+            "--allow-plaintext-udp",
+            "--export-file",
+            export.to_str().unwrap(),
+        ],
+    );
+    // A scrape, so the HTTP side has opened what it opens.
+    obs.scrape();
+    // Descriptors without close-on-exec, by number: the observer's own, and ours (which the
+    // observer inherited from this test's environment at the same numbers: not its doing).
+    let open_on_exec = |pid: &str| -> Vec<(u32, String)> {
+        let mut v = Vec::new();
+        for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap() {
+            let entry = entry.unwrap();
+            let fd: u32 = entry.file_name().to_str().unwrap().parse().unwrap();
+            let Ok(info) = std::fs::read_to_string(entry.path()) else {
+                continue; // closed meanwhile
+            };
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+                .unwrap();
+            let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap_or_default();
+            if fd > 2 && flags & 0o2_000_000 == 0 {
+                v.push((fd, target.display().to_string()));
+            }
+        }
+        v
+    };
+    let pid = obs.child.id().to_string();
+    let ours = open_on_exec("self");
+    let theirs: Vec<_> = open_on_exec(&pid)
+        .into_iter()
+        .filter(|x| !ours.contains(x))
+        .collect();
+    assert!(theirs.is_empty(), "inherited by children: {theirs:?}");
+    let seen = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    // Sockets, signal pipe, eventfd, export file, the HTTP runtime's own descriptors.
+    assert!(seen >= 9, "only {seen} descriptors");
+}
