@@ -37,6 +37,7 @@ fn mono_ns() -> u64 {
 struct Observer {
     child: Child,
     lines: Arc<Mutex<Vec<(Instant, String)>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
     prom: Option<SocketAddr>,
     udp: Option<SocketAddr>,
     socket: PathBuf,
@@ -46,12 +47,16 @@ impl Observer {
     /// Starts `varta-watch run --socket DIR/s.sock --format json --prom-addr 127.0.0.1:0 ARGS`.
     fn start(dir: &Path, args: &[&str]) -> Observer {
         let socket = dir.join("s.sock");
-        let mut child = Command::new(BIN)
-            .arg("run")
-            .arg("--socket")
-            .arg(&socket)
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run").arg("--socket").arg(&socket).args(args);
+        Observer::spawn(cmd, socket)
+    }
+
+    /// Starts `cmd` (a `varta-watch run ...` command, or a wrapper that execs one) with
+    /// `--format json --prom-addr 127.0.0.1:0` added; `socket` is the Unix socket it serves.
+    fn spawn(mut cmd: Command, socket: PathBuf) -> Observer {
+        let mut child = cmd
             .args(["--format", "json", "--prom-addr", "127.0.0.1:0"])
-            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -61,7 +66,14 @@ impl Observer {
         let mut first = String::new();
         err.read_line(&mut first).unwrap();
         assert!(first.contains("listening"), "observer failed: {first}");
-        std::thread::spawn(move || for _ in err.lines() {});
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let e2 = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in err.lines() {
+                let Ok(line) = line else { break };
+                e2.lock().unwrap().push(line);
+            }
+        });
         let addr_after = |tag: &str| -> Option<SocketAddr> {
             first
                 .split(tag)
@@ -83,6 +95,7 @@ impl Observer {
         Observer {
             child,
             lines,
+            stderr,
             prom,
             udp,
             socket,
@@ -1060,4 +1073,215 @@ fn every_descriptor_of_the_observer_is_close_on_exec() {
         .count();
     // Sockets, signal pipe, eventfd, export file, the HTTP runtime's own descriptors.
     assert!(seen >= 9, "only {seen} descriptors");
+}
+
+/// A fake service manager's notification socket: collects what the observer sends.
+struct FakeSystemd {
+    msgs: Arc<Mutex<Vec<String>>>,
+    path: PathBuf,
+}
+
+impl FakeSystemd {
+    fn new(dir: &Path) -> FakeSystemd {
+        let path = dir.join("notify.sock");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        let msgs = Arc::new(Mutex::new(Vec::new()));
+        let m2 = Arc::clone(&msgs);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = sock.recv(&mut buf) {
+                m2.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        });
+        FakeSystemd { msgs, path }
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.msgs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.lines().any(|l| l == needle))
+            .count()
+    }
+
+    /// Waits until at least `n` messages hold the line `needle`.
+    fn wait(&self, needle: &str, n: usize) {
+        let end = Instant::now() + Duration::from_secs(5);
+        while self.count(needle) < n {
+            assert!(
+                Instant::now() < end,
+                "fewer than {n} {needle:?}: {:?}",
+                self.msgs.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn last_status(&self) -> String {
+        self.msgs
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find_map(|m| m.lines().find_map(|l| l.strip_prefix("STATUS=")))
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// `varta-watch run --socket SOCKET ARGS`, started through `sh` so that `VAR=$$` names the
+/// observer's own pid (the shell execs it), as systemd's `WATCHDOG_PID` and `LISTEN_PID` do.
+fn via_sh(pid_var: &str, socket: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(format!("{pid_var}=$$ exec \"$0\" \"$@\""))
+        .arg(BIN)
+        .arg("run")
+        .arg("--socket")
+        .arg(socket)
+        .args(args);
+    cmd
+}
+
+#[test]
+fn systemd_ready_watchdog_status_and_stopping_and_keepalives_stop_with_the_loop() {
+    let dir = tmpdir("notify");
+    let systemd = FakeSystemd::new(&dir);
+    let block = dir.join("block");
+    let socket = dir.join("s.sock");
+    let mut cmd = via_sh("WATCHDOG_PID", &socket, &["--threshold-ms", "200"]);
+    cmd.env("NOTIFY_SOCKET", &systemd.path)
+        .env("WATCHDOG_USEC", "200000")
+        .env("VARTA_TEST_BLOCK_FILE", &block);
+    let obs = Observer::spawn(cmd, socket);
+    systemd.wait("READY=1", 1);
+    // Idle, the loop still turns and keeps systemd informed.
+    systemd.wait("WATCHDOG=1", 3);
+    assert_eq!(systemd.last_status(), "0 agents tracked, 0 stalled");
+    let c = obs.client();
+    c.send(&frame(std::process::id(), 1)).unwrap();
+    obs.wait_for(&["\"kind\":\"stall\""], Duration::from_secs(3));
+    let end = Instant::now() + Duration::from_secs(3);
+    while systemd.last_status() != "1 agents tracked, 1 stalled" {
+        assert!(Instant::now() < end, "status {}", systemd.last_status());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A loop that does not turn sends no keep-alive.
+    std::fs::write(&block, "").unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let before = systemd.count("WATCHDOG=1");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(systemd.count("WATCHDOG=1"), before, "keep-alives went on");
+    std::fs::remove_file(&block).unwrap();
+    systemd.wait("WATCHDOG=1", before + 1);
+    assert!(obs.terminate().success());
+    systemd.wait("STOPPING=1", 1);
+}
+
+#[test]
+fn self_watchdog_keeps_an_idle_loop_turning_and_aborts_a_stuck_one() {
+    let dir = tmpdir("selfwatch");
+    let block = dir.join("block");
+    let socket = dir.join("s.sock");
+    let mut cmd = Command::new(BIN);
+    cmd.arg("run")
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--self-watchdog-secs", "1"])
+        .env("VARTA_TEST_BLOCK_FILE", &block);
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Core).maximum;
+    // SAFETY: one setrlimit system call in the forked child (async-signal-safe): the abort
+    // this test provokes leaves no core file behind.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            let none = rustix::process::Rlimit {
+                current: Some(0),
+                maximum: hard,
+            };
+            rustix::process::setrlimit(rustix::process::Resource::Core, none)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut obs = Observer::spawn(cmd, socket);
+    // Idle for twice the limit: the loop turns on its own, so no abort.
+    std::thread::sleep(Duration::from_millis(2000));
+    assert!(
+        obs.child.try_wait().unwrap().is_none(),
+        "aborted while idle"
+    );
+    std::fs::write(&block, "").unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = obs.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < end, "a stuck loop was not aborted");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}");
+    std::thread::sleep(Duration::from_millis(100));
+    let err = obs.stderr.lock().unwrap().join("\n");
+    assert!(err.contains("has not turned"), "{err}");
+}
+
+#[test]
+fn socket_activation_reads_beats_queued_before_the_start() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let dir = tmpdir("activation");
+    let socket = dir.join("act.sock");
+    let unix = UnixDatagram::bind(&socket).unwrap();
+    // What systemd's PassCredentials=yes does: the kernel attests senders from the first
+    // queued datagram on.
+    rustix::net::sockopt::set_socket_passcred(&unix, true).unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_addr = udp.local_addr().unwrap();
+    // Beats sent while no observer runs wait in the sockets' queues.
+    let me = std::process::id();
+    let c = UnixDatagram::unbound().unwrap();
+    c.send_to(&frame(me, 1), &socket).unwrap();
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.send_to(&frame(6101, 1), udp_addr).unwrap();
+
+    let mut cmd = via_sh(
+        "LISTEN_PID",
+        &socket,
+        &["--udp-port", "0", "--allow-plaintext-udp"],
+    );
+    cmd.env("LISTEN_FDS", "2").env("LISTEN_FDNAMES", "unix:udp");
+    let (ufd, dfd) = (unix.as_raw_fd(), udp.as_raw_fd());
+    // SAFETY: only async-signal-safe calls (fcntl, dup2) in the forked child, on descriptors
+    // this process owns: first above the low numbers, then to 3 and 4 (without close-on-exec,
+    // as systemd passes them).
+    unsafe {
+        cmd.pre_exec(move || {
+            let a = libc::fcntl(ufd, libc::F_DUPFD, 100);
+            let b = libc::fcntl(dfd, libc::F_DUPFD, 100);
+            if a < 0 || b < 0 || libc::dup2(a, 3) < 0 || libc::dup2(b, 4) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let obs = Observer::spawn(cmd, socket.clone());
+    assert_eq!(obs.udp, Some(udp_addr), "the passed UDP socket is used");
+    obs.wait_for(
+        &[
+            "\"kind\":\"new\"",
+            &format!("\"pid\":{me}"),
+            "\"listener\":\"unix\"",
+        ],
+        Duration::from_secs(3),
+    );
+    obs.wait_for(
+        &["\"kind\":\"new\"", "\"pid\":6101", "\"listener\":\"udp0\""],
+        Duration::from_secs(3),
+    );
+    assert!(obs.terminate().success());
+    // The socket file belongs to the service manager: left in place.
+    assert!(socket.exists());
 }

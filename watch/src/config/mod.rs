@@ -159,6 +159,10 @@ pub struct RunArgs {
     /// Also run recovery for UDP agents, whose pid is claimed rather than kernel-attested.
     #[arg(long)]
     pub recovery_allow_unattested: bool,
+    /// Abort (for the service manager to restart us) when the loop has not turned for this
+    /// many seconds, checked from a second thread; the loop then turns at least every S/2.
+    #[arg(long, value_name = "S")]
+    pub self_watchdog_secs: Option<u64>,
     /// Run the loop under SCHED_FIFO with this priority (1-99), so stall deadlines are met
     /// even when other processes load the CPU (needs CAP_SYS_NICE).
     #[arg(long, value_name = "PRIO")]
@@ -204,6 +208,8 @@ pub struct Config {
     pub recovery_allow_unattested: bool,
     /// SCHED_FIFO priority of the loop.
     pub rt_priority: Option<u8>,
+    /// Abort when the loop has not turned for this long.
+    pub self_watchdog: Option<std::time::Duration>,
 }
 
 /// The UDP listener's settings.

@@ -227,6 +227,16 @@ impl RunArgs {
             )?),
         };
 
+        let self_watchdog = match self.self_watchdog_secs {
+            Some(s) => Some(std::time::Duration::from_secs(ranged(
+                "self-watchdog-secs",
+                Some(s),
+                0,
+                1,
+                86_400,
+            )?)),
+            None => None,
+        };
         let me = rustix::process::geteuid().as_raw();
         let mut allowed_uids = vec![me];
         allowed_uids.extend(self.allow_uid.iter().copied().filter(|u| *u != me));
@@ -250,6 +260,7 @@ impl RunArgs {
             recovery_timeout_ns,
             recovery_allow_unattested: self.recovery_allow_unattested,
             rt_priority,
+            self_watchdog,
         })
     }
 }

@@ -130,6 +130,7 @@ fn sample(key: &str, keys: &Path) -> Option<(Setting, Vec<Setting>)> {
         "recovery-timeout-ms" => (set(key, "88", &["88"]), vec![]),
         "recovery-allow-unattested" => (set(key, "true", &[]), vec![]),
         "rt-priority" => (set(key, "10", &["10"]), vec![]),
+        "self-watchdog-secs" => (set(key, "3", &["3"]), vec![]),
         _ => return None,
     };
     Some(s)

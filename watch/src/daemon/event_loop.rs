@@ -137,12 +137,36 @@ impl Daemon {
         }
     }
 
-    /// The next wake-up: the tracker's or a recovery child's deadline, whichever is first.
+    /// The next wake-up: the tracker's or a recovery child's deadline, or the latest turn the
+    /// supervisor accepts, whichever is first.
     fn next_deadline(&self) -> Option<Nanos> {
-        let recovery = self.recovery.as_ref().and_then(Recovery::next_deadline);
-        match (self.tracker.poll_timeout(), recovery) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        [
+            self.tracker.poll_timeout(),
+            self.recovery.as_ref().and_then(Recovery::next_deadline),
+            self.supervisor.wake_by(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// `STATUS=` for the service manager.
+    fn status_line(&self) -> String {
+        let stalled = self
+            .tracker
+            .agents()
+            .filter(|a| a.reported_status() == vlp_core::Status::Stall)
+            .count();
+        format!("{} agents tracked, {stalled} stalled", self.tracker.len())
+    }
+
+    /// Tells the supervisor the loop turned; sends the keep-alive when due.
+    fn alive(&mut self) {
+        #[cfg(feature = "test-hooks")]
+        super::test_hooks::block_while_requested();
+        if self.supervisor.turn() {
+            let status = self.status_line();
+            self.supervisor.ping(&status);
         }
     }
 
@@ -179,7 +203,10 @@ impl Daemon {
     /// Runs until SIGINT or SIGTERM. Returns the process exit status.
     pub fn run(&mut self) -> i32 {
         let mut ready = Vec::with_capacity(self.listeners.len());
+        let status = self.status_line();
+        self.supervisor.ready(&status);
         loop {
+            self.alive();
             // 1. Deadlines first, right after the wake-up.
             let now = self.now();
             self.fire_due(now);
@@ -218,6 +245,7 @@ impl Daemon {
                 }
             }
         }
+        self.supervisor.stopping();
         self.outputs.flush();
         let st = self.tracker.stats();
         eprintln!(

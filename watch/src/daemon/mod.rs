@@ -14,11 +14,18 @@
 //!    turn, reading the clock and firing due deadlines between batches, so a flood of
 //!    datagrams (valid or garbage) cannot delay stall detection by more than one batch;
 //! 4. answer a scrape's request with a snapshot (`snapshot`), published without waiting.
+//!
+//! Each turn also tells the supervisor (`supervise`) that the loop is alive: systemd's
+//! `WATCHDOG=1` and the self-watchdog are fed from here, never from another thread. Sockets
+//! handed over by systemd (socket activation) replace the ones the loop would bind.
 
 mod counters;
 mod event_loop;
 mod os;
 mod snapshot;
+mod supervise;
+#[cfg(feature = "test-hooks")]
+mod test_hooks;
 
 use std::io;
 use std::net::SocketAddr;
@@ -31,7 +38,7 @@ use std::time::Instant;
 use counters::Counters;
 
 use crate::config::Config;
-use crate::listener::{ListenError, Listener, RecvBatch, UdpListener, UnixListener};
+use crate::listener::{activation, ListenError, Listener, RecvBatch, UdpListener, UnixListener};
 use crate::metrics::Publisher;
 use crate::output::{ExportFile, Outputs};
 use crate::recovery::Recovery;
@@ -65,6 +72,12 @@ pub enum SetupError {
     /// Signal handling could not be installed.
     #[error("signal handling: {0}")]
     Signals(io::Error),
+    /// Socket activation passed a socket the configuration has no use for.
+    #[error("socket activation: {0}")]
+    Activation(&'static str),
+    /// The self-watchdog thread could not be started.
+    #[error("--self-watchdog-secs: {0}")]
+    SelfWatchdog(io::Error),
     /// `SCHED_FIFO` was refused.
     #[error("--rt-priority {prio}: cannot set SCHED_FIFO: {source}")]
     RtPriority {
@@ -89,6 +102,7 @@ pub struct Daemon {
     term: Arc<AtomicBool>,
     start: Instant,
     counters: Counters,
+    supervisor: supervise::Supervisor,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -125,13 +139,46 @@ impl Daemon {
         let mut udp_modes = Vec::new();
         let mut listeners = Vec::new();
         let mut where_ = Vec::new();
-        if let Some(p) = &cfg.socket {
-            let l = UnixListener::bind(p, cfg.socket_mode)?;
-            where_.push(format!("unix {}", l.path().display()));
-            listeners.push(Listener::Unix(l));
+        // First, while no other thread reads the environment: take (and unset) what systemd
+        // passed.
+        let activated = activation::take()?;
+        let start = Instant::now();
+        let supervisor = supervise::Supervisor::new(start, cfg.self_watchdog)
+            .map_err(SetupError::SelfWatchdog)?;
+        match (activated.unix, &cfg.socket) {
+            (Some(sock), Some(_)) => {
+                let l = UnixListener::adopt(sock)?;
+                where_.push(format!("unix {} (socket activation)", l.path().display()));
+                listeners.push(Listener::Unix(l));
+            }
+            (Some(_), None) => {
+                return Err(SetupError::Activation(
+                    "a Unix socket was passed but --no-socket is set",
+                ))
+            }
+            (None, Some(p)) => {
+                let l = UnixListener::bind(p, cfg.socket_mode)?;
+                where_.push(format!("unix {}", l.path().display()));
+                listeners.push(Listener::Unix(l));
+            }
+            (None, None) => {}
+        }
+        let mut passed_udp = activated.udp.into_iter();
+        if cfg.udp.is_none() && passed_udp.len() > 0 {
+            return Err(SetupError::Activation(
+                "a UDP socket was passed but no --udp-port (and key) is configured",
+            ));
+        }
+        if passed_udp.len() > 1 {
+            return Err(SetupError::Activation(
+                "more UDP sockets passed than configured (one)",
+            ));
         }
         if let Some(u) = cfg.udp {
-            let l = UdpListener::bind(u.addr)?;
+            let l = match passed_udp.next() {
+                Some(sock) => UdpListener::adopt(sock)?,
+                None => UdpListener::bind(u.addr)?,
+            };
             if u.rcvbuf != crate::listener::RCVBUF {
                 l.set_rcvbuf(u.rcvbuf);
             }
@@ -219,8 +266,9 @@ impl Daemon {
             metrics_max_agents: cfg.metrics_max_agents,
             sig_rx,
             term,
-            start: Instant::now(),
+            start,
             counters,
+            supervisor,
         })
     }
 }

@@ -7,6 +7,7 @@
 //! options go through `rustix`; only `recvmmsg` and `SO_MEMINFO`, which no safe crate wraps,
 //! are raw calls.
 
+pub mod activation;
 mod batch;
 mod udp;
 mod unix;

@@ -20,8 +20,19 @@ impl UdpListener {
     /// [`ListenError::Io`] naming the address.
     pub fn bind(addr: SocketAddr) -> Result<UdpListener, ListenError> {
         let sock = UdpSocket::bind(addr).map_err(io_err("bind UDP", addr))?;
+        UdpListener::adopt(sock)
+    }
+
+    /// Takes a bound socket (socket activation): non-blocking, large receive buffer.
+    ///
+    /// # Errors
+    /// [`ListenError::Io`] naming the address.
+    pub fn adopt(sock: UdpSocket) -> Result<UdpListener, ListenError> {
+        let what = sock
+            .local_addr()
+            .map_or_else(|_| "UDP socket".to_string(), |a| a.to_string());
         sock.set_nonblocking(true)
-            .map_err(io_err("set non-blocking", addr))?;
+            .map_err(io_err("set non-blocking", what))?;
         set_rcvbuf(sock.as_fd(), RCVBUF);
         Ok(UdpListener { sock })
     }

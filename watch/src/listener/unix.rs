@@ -17,7 +17,9 @@ use super::{io_err, set_rcvbuf, ListenError, RecvBatch, RCVBUF};
 pub struct UnixListener {
     sock: UnixDatagram,
     path: PathBuf,
-    ident: (u64, u64),
+    /// Device and inode of the socket file we created; `None` for a socket we were handed
+    /// (socket activation), whose file belongs to the service manager.
+    ident: Option<(u64, u64)>,
 }
 
 impl UnixListener {
@@ -56,19 +58,43 @@ impl UnixListener {
         fs::set_permissions(path, fs::Permissions::from_mode(mode))
             .map_err(io_err("set mode of", path.display()))?;
         let meta = fs::symlink_metadata(path).map_err(io_err("inspect", path.display()))?;
-        let listener = UnixListener {
+        UnixListener {
             sock,
             path: path.to_path_buf(),
-            ident: (meta.dev(), meta.ino()),
-        };
-        rustix::net::sockopt::set_socket_passcred(&listener.sock, true)
-            .map_err(|e| io_err("set SO_PASSCRED on", path.display())(e.into()))?;
-        set_rcvbuf(listener.sock.as_fd(), RCVBUF);
-        listener
-            .sock
+            ident: Some((meta.dev(), meta.ino())),
+        }
+        .configured()
+    }
+
+    /// Takes a socket handed over by the service manager (socket activation). Its file is
+    /// left alone on drop.
+    ///
+    /// # Errors
+    /// [`ListenError::Io`] if the socket options cannot be set.
+    pub fn adopt(sock: UnixDatagram) -> Result<UnixListener, ListenError> {
+        let path = sock
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from("(socket activation)"));
+        UnixListener {
+            sock,
+            path,
+            ident: None,
+        }
+        .configured()
+    }
+
+    /// Credentials on, large receive buffer, non-blocking.
+    fn configured(self) -> Result<UnixListener, ListenError> {
+        let path = self.path.display().to_string();
+        rustix::net::sockopt::set_socket_passcred(&self.sock, true)
+            .map_err(|e| io_err("set SO_PASSCRED on", &path)(e.into()))?;
+        set_rcvbuf(self.sock.as_fd(), RCVBUF);
+        self.sock
             .set_nonblocking(true)
-            .map_err(io_err("set non-blocking", path.display()))?;
-        Ok(listener)
+            .map_err(io_err("set non-blocking", &path))?;
+        Ok(self)
     }
 
     /// The socket path.
@@ -100,8 +126,11 @@ impl AsRawFd for UnixListener {
 
 impl Drop for UnixListener {
     fn drop(&mut self) {
+        let Some(ident) = self.ident else {
+            return;
+        };
         if let Ok(meta) = fs::symlink_metadata(&self.path) {
-            if (meta.dev(), meta.ino()) == self.ident {
+            if (meta.dev(), meta.ino()) == ident {
                 let _ = fs::remove_file(&self.path);
             }
         }
