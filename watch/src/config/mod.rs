@@ -3,9 +3,9 @@
 //! Flags keep the names and meanings of the original observer (`--socket`, `--threshold-ms`,
 //! `--udp-port`, `--key-file`, ...). Every setting is defined once, as a field of [`RunArgs`]
 //! (clap derive); `--config FILE` reads the same names as TOML keys through that same
-//! definition ([`file`]), so no setting can exist on the command line and be ignored in a file.
+//! definition ([`mod@file`]), so no setting can exist on the command line and be ignored in a file.
 //! A flag given on the command line wins over the file. Everything is checked here
-//! ([`resolve`]), before any socket is opened, so a bad flag or file gives one line naming the
+//! ([`RunArgs::resolve`]), before any socket is opened, so a bad flag or file gives one line naming the
 //! problem ([`ConfigError`]) and exit status 2.
 
 mod error;
@@ -67,7 +67,7 @@ pub enum Format {
 }
 
 /// The observer's flags: the one definition of every setting. Each is also a key of the
-/// `--config` file (the flag without `--`); defaults are applied in [`resolve`], so that an
+/// `--config` file (the flag without `--`); defaults are applied in [`RunArgs::resolve`], so that an
 /// absent flag can be told from a default one.
 #[derive(Debug, Default, Args)]
 pub struct RunArgs {

@@ -1,7 +1,7 @@
 //! The metrics room: Prometheus metrics over HTTP, served on a thread of its own.
 //!
 //! The receive loop owns every counter as a plain integer and never shares them behind a lock.
-//! The HTTP side ([`http`]: axum on a current-thread tokio runtime) never makes the loop wait:
+//! The HTTP side ([`serve`], [`router`]: axum on a current-thread tokio runtime) never makes the loop wait:
 //!
 //! * the loop publishes a [`Snapshot`] through a `tokio::sync::watch` channel
 //!   ([`Publisher::publish`]: replaces the value, never blocks, never allocates on the other
