@@ -16,10 +16,13 @@
 //! * [`config`]: every setting defined once (a clap field); the TOML file is read through that
 //!   same definition; checked into a [`config::Config`] before anything is opened;
 //! * [`daemon`]: setup and the single-threaded `ppoll` loop, its timeout set exactly to the
-//!   tracker's next deadline (no periodic wake-ups), bounded work per turn;
+//!   tracker's next deadline (no periodic wake-ups), bounded work per turn; the loop itself
+//!   feeds systemd's watchdog (`WATCHDOG=1`, `STATUS=`) and the self-watchdog, so a wedged
+//!   loop is noticed;
 //! * [`listener`]: the Unix datagram socket (kernel-attested senders via `SCM_CREDENTIALS`) and
-//!   UDP, one [`listener::Listener`] type read through one drain path, in `recvmmsg` batches
-//!   into buffers allocated once;
+//!   UDP, bound by us or handed over by systemd (socket activation), one
+//!   [`listener::Listener`] type read through one drain path, in `recvmmsg` batches into
+//!   buffers allocated once;
 //! * [`output`]: event lines on stdout (text or JSON) and the TSV export file;
 //! * [`metrics`]: Prometheus over HTTP (axum on its own thread and current-thread runtime); the
 //!   loop publishes snapshots and never waits for a client;
