@@ -84,8 +84,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 /// # Errors
 /// Binding the listener, creating the eventfd, the runtime or the thread.
 pub fn serve(addr: SocketAddr, limits: HttpLimits) -> io::Result<(Publisher, SocketAddr)> {
-    let listener = std::net::TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
+    let listener = bind(addr)?;
     let bound = listener.local_addr()?;
     let (publisher, snapshots) = Publisher::new()?;
     let state = AppState {
@@ -101,6 +100,31 @@ pub fn serve(addr: SocketAddr, limits: HttpLimits) -> io::Result<(Publisher, Soc
         .name("varta-http".into())
         .spawn(move || runtime.block_on(accept_loop(listener, limits, state)))?;
     Ok((publisher, bound))
+}
+
+/// Pending connections the kernel queues before we accept them: a burst of clients (hundreds
+/// of scrapers, or hostile ones) waits there rather than in SYN retries.
+pub const BACKLOG: i32 = 1024;
+
+/// A non-blocking, close-on-exec TCP listener with a [`BACKLOG`]-deep accept queue (`std`
+/// asks for 128).
+fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use rustix::net::{sockopt, AddressFamily, SocketFlags, SocketType};
+    let family = if addr.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let fd = rustix::net::socket_with(
+        family,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    rustix::net::bind(&fd, &addr)?;
+    rustix::net::listen(&fd, BACKLOG)?;
+    Ok(std::net::TcpListener::from(fd))
 }
 
 async fn accept_loop(listener: std::net::TcpListener, limits: HttpLimits, state: AppState) {
