@@ -93,6 +93,7 @@ fn quick_bench_prints_every_figure_side_by_side() {
         agents,
         "every master-key identity tracked: {many}"
     );
+    assert!(many.contains(" 0 kernel drops"), "{many}");
     assert!(
         many.contains("beats/s accepted") && many.contains("RSS"),
         "{many}"
