@@ -3,7 +3,8 @@
 //! * [`unix_agents`]: N real agent processes (`varta agent`, sending through `varta-client`)
 //!   beating at 10 Hz over the Unix socket; the observer's CPU share (user + system time of
 //!   the whole process, `/proc/PID/stat`) and wake-ups per second (voluntary context switches
-//!   of its loop thread, `/proc/PID/status`) over a measurement window.
+//!   of its loop thread, `/proc/PID/status`) over a measurement window, and the beats the kernel
+//!   refused the agents (a full socket queue) over their whole run.
 //! * [`master_agents`]: N distinct master-key identities (the generator seals for each, with
 //!   the key derived for its pid) through a real UDP socket, receiver-bound: beats/s accepted,
 //!   the loop thread's CPU per beat, and the observer's resident memory before and after.
@@ -31,6 +32,12 @@ pub struct UnixFleet {
     pub preempted: f64,
     /// Frames accepted per second.
     pub frames: f64,
+    /// Agents that ended normally and reported.
+    pub reports: usize,
+    /// Beats they sent (the kernel took them).
+    pub sent: u64,
+    /// Beats the kernel refused them (the observer's socket queue was full).
+    pub dropped: u64,
 }
 
 struct Agents(Vec<Child>);
@@ -75,14 +82,19 @@ pub fn unix_agents(
     // Started over one beat interval, so their phases spread as independent processes' do.
     let mut agents = Agents(Vec::with_capacity(n));
     let spacing = Duration::from_micros(100_000 / n.max(1) as u64);
-    // Long enough to outlive the warm-up and the window; killed at the end anyway.
-    let beats = 10 * (window.as_secs() + 30);
+    // Each beats through the start-up of the others, the warm-up and the window, then ends
+    // by itself and reports what the kernel refused.
+    let report = dir.join("fleet.report");
+    let _ = std::fs::remove_file(&report);
+    let beats = 10 * (window.as_secs() + 3) + n as u64 / 100;
     for _ in 0..n {
         let child = Command::new(exe)
             .arg("agent")
             .arg("--socket")
             .arg(&sock)
             .args(["--interval-ms", "100", "--count", &beats.to_string()])
+            .arg("--report")
+            .arg(&report)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -111,8 +123,25 @@ pub fn unix_agents(
     let (c0, v0, i0, f0, t0) = read().ok_or("cannot read the observer's /proc entries")?;
     std::thread::sleep(window);
     let (c1, v1, i1, f1, t1) = read().ok_or("cannot read the observer's /proc entries")?;
+    let end = Instant::now() + Duration::from_secs(beats / 10 + 30);
+    for c in &mut agents.0 {
+        while matches!(c.try_wait(), Ok(None)) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     drop(agents);
     obs.stop();
+    let (mut sent, mut dropped, mut reports) = (0u64, 0u64, 0usize);
+    for line in std::fs::read_to_string(&report).unwrap_or_default().lines() {
+        let field = |k: &str| -> u64 {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k)?.parse().ok())
+                .unwrap_or(0)
+        };
+        sent += field("sent=");
+        dropped += field("dropped=");
+        reports += 1;
+    }
     let secs = t1.duration_since(t0).as_secs_f64();
     Ok(UnixFleet {
         agents: n,
@@ -121,6 +150,9 @@ pub fn unix_agents(
         wakeups: v1.saturating_sub(v0) as f64 / secs,
         preempted: i1.saturating_sub(i0) as f64 / secs,
         frames: (f1 - f0) / secs,
+        reports,
+        sent,
+        dropped,
     })
 }
 

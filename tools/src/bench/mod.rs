@@ -351,14 +351,17 @@ fn run_unix_agents(
     let secs = a.pick(a.processes_seconds, 5, 1).max(1);
     let f = fleet::unix_agents(exe, obs, a, dir, n, Duration::from_secs(secs))?;
     sum.add(format!(
-        "  {} agent processes at 10 Hz over the Unix socket ({:.1} s): observer CPU {:.2}% of a core, {:.0} wake-ups/s ({:.0} preempted/s), {:.0} frames/s accepted of {} sent at 10 Hz",
+        "  {} agent processes at 10 Hz over the Unix socket ({:.1} s): observer CPU {:.2}% of a core, {:.0} wake-ups/s ({:.0} preempted/s), {:.0} frames/s accepted; beats the kernel refused the agents (queue full): {} of {} ({:.2}%, {} agents reporting)",
         f.agents,
         f.secs,
         f.cpu_pct,
         f.wakeups,
         f.preempted,
         f.frames,
-        f.agents * 10
+        f.dropped,
+        f.sent + f.dropped,
+        100.0 * f.dropped as f64 / (f.sent + f.dropped).max(1) as f64,
+        f.reports
     ));
     Ok(())
 }
