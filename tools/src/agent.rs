@@ -106,16 +106,19 @@ fn connect(a: &AgentArgs) -> Result<Varta, String> {
         vlp_core::keyfile::read_key_file(p).map_err(|e| format!("{flag} {}: {e}", p.display()))
     };
     match (&a.socket, &a.udp) {
-        (Some(p), _) => {
-            Varta::connect(p).map_err(|e| format!("--socket {}: cannot connect: {e}", p.display()))
-        }
+        (Some(p), _) => Varta::connect(p)
+            .map(Varta::from)
+            .map_err(|e| format!("--socket {}: cannot connect: {e}", p.display())),
         (None, Some(addr)) => {
             let v = match (&a.key_file, &a.master_key_file) {
-                (Some(p), _) => Varta::connect_secure_udp(addr, read(p, "--key-file")?),
+                (Some(p), _) => {
+                    Varta::connect_secure_udp(addr, read(p, "--key-file")?).map(Varta::from)
+                }
                 (None, Some(p)) => {
                     Varta::connect_secure_udp_with_master(addr, read(p, "--master-key-file")?)
+                        .map(Varta::from)
                 }
-                (None, None) => Varta::connect_udp(addr),
+                (None, None) => Varta::connect_udp(addr).map(Varta::from),
             };
             v.map_err(|e| format!("--udp {addr}: cannot connect: {e}"))
         }

@@ -22,6 +22,7 @@
 //! Nothing a peer sends can panic the daemon: every datagram goes through the tracker's
 //! decode pipeline, whose rejections are counted by reason.
 
+pub mod alerting;
 pub mod config;
 pub mod daemon;
 pub mod listener;
