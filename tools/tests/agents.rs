@@ -220,14 +220,17 @@ fn real_agents_crash_goodbye_and_recovery_command() {
         "{bye}"
     );
     obs.wait_for(
-        &["\"kind\":\"recovery\"", "exited 0 (succeeded)"],
+        &["\"kind\":\"recovery\"", "exited 0 (reaped_zero)"],
         Duration::from_secs(5),
     );
     assert_eq!(
         std::fs::read_to_string(&mark).unwrap().trim(),
         cpid.to_string()
     );
-    obs.wait_metric("varta_recovery_outcomes_total{outcome=\"succeeded\"}", 1.0);
+    obs.wait_metric(
+        "varta_recovery_outcomes_total{outcome=\"reaped_zero\"}",
+        1.0,
+    );
     // Neither a crash nor a clean exit is followed by a stall.
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(obs.count(&["\"kind\":\"stall\""]), 0);

@@ -11,7 +11,9 @@
 //! * [`output`]: event lines on stdout (text or JSON) and the TSV export file;
 //! * [`metrics`]: the Prometheus endpoint, served by a second thread from snapshots the loop
 //!   publishes on request;
-//! * [`recovery`]: the operator's recovery program, run without a shell, debounced per agent;
+//! * [`recovery`]: the operator's recovery program, run without a shell, debounced per agent,
+//!   admitted by policy, with a tamper-evident audit trail (`varta-watch audit verify`);
+//! * [`keytool`]: `varta-watch key derive`, per-agent key provisioning;
 //! * [`config`]: flags and the TOML configuration file.
 //!
 //! The demo, the benchmarks and the agent simulator live in the `varta-tools` crate (the
@@ -25,6 +27,7 @@
 pub mod alerting;
 pub mod config;
 pub mod daemon;
+pub mod keytool;
 pub mod listener;
 pub mod metrics;
 pub mod output;

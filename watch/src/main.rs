@@ -37,6 +37,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         None => run(cli.run),
         Some(Command::Run(args)) => run(*args),
+        Some(Command::Audit(a)) => Ok(varta_watch::recovery::verify::run(&a)),
+        Some(Command::Key(a)) => varta_watch::keytool::run(&a).map_err(|e| e.to_string()),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

@@ -432,7 +432,7 @@ fn recovery_child_past_its_timeout_is_killed() {
     c.send(&Frame::terminal(me, mono_ns(), 1).unwrap().emit())
         .unwrap();
     let (_, started) = obs.wait_for(
-        &["\"kind\":\"recovery\"", "started child"],
+        &["\"kind\":\"recovery\"", "spawned child"],
         Duration::from_secs(3),
     );
     let (_, killed) = obs.wait_for(&["\"kind\":\"recovery\"", "killed"], Duration::from_secs(3));
@@ -443,12 +443,12 @@ fn recovery_child_past_its_timeout_is_killed() {
         "killed {waited} ns after the start"
     );
     obs.wait_for(
-        &["\"kind\":\"recovery\"", "(timeout)"],
+        &["\"kind\":\"recovery\"", "after its timeout"],
         Duration::from_secs(3),
     );
-    obs.wait_metric("varta_recovery_outcomes_total{outcome=\"timeout\"}", 1.0);
+    obs.wait_metric("varta_recovery_outcomes_total{outcome=\"timed_out\"}", 1.0);
     assert_eq!(
-        obs.metric("varta_recovery_outcomes_total{outcome=\"failed\"}"),
+        obs.metric("varta_recovery_outcomes_total{outcome=\"reaped_nonzero\"}"),
         0.0
     );
     assert!(obs.terminate().success());
@@ -477,11 +477,14 @@ fn unattested_udp_agents_get_no_recovery() {
         Duration::from_secs(3),
     );
     obs.wait_for(
-        &["\"kind\":\"recovery\"", "refused_unattested"],
+        &[
+            "\"kind\":\"recovery\"",
+            "refused (unauthenticated_transport)",
+        ],
         Duration::from_secs(3),
     );
     obs.wait_metric(
-        "varta_recovery_outcomes_total{outcome=\"refused_unattested\"}",
+        "varta_recovery_refused_total{reason=\"unauthenticated_transport\"}",
         1.0,
     );
 }

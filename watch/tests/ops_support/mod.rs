@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "../common/varta_tool.rs"]
+mod varta_tool;
+
 const AM_BIN: &str = "prometheus-alertmanager";
 const PROM_BIN: &str = "prometheus";
 
@@ -32,16 +35,9 @@ pub fn varta_watch() -> PathBuf {
     )
 }
 
-/// The `varta` tool (its `agent` subcommand is a real agent process): built beside
-/// `varta-watch` by `cargo test --workspace` (or `cargo build -p varta-tools`).
+/// The `varta` tool (its `agent` subcommand is a real agent process).
 pub fn varta_agent() -> PathBuf {
-    let bin = varta_watch().with_file_name("varta");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first with `cargo build -p varta-tools`",
-        bin.display()
-    );
-    bin
+    varta_tool::beside(&varta_watch())
 }
 
 /// The repository root.
