@@ -167,6 +167,9 @@ proptest! {
         }
     }
 
+    // The fuzz entry point is behind varta-watch's `fuzz` feature (on in the test script's
+    // `--all-features` run and in `fuzz/`).
+    #[cfg(feature = "fuzz")]
     #[test]
     fn fuzz_entry_point_holds_on_arbitrary_bytes(data in prop::collection::vec(any::<u8>(), 0..800)) {
         if let Err(why) = varta_watch::tracker::fuzz::run(&data) {
