@@ -28,24 +28,12 @@ use crate::metrics::{AgentRow, MetricsLink, Snapshot};
 use crate::output::{ExportFile, Outputs, Row};
 use crate::recovery::{Decision, Recovery, OUTCOMES};
 use crate::tracker::{
-    AgentId, Event, Listener, Nanos, Origin, ReasonClass, Tracker, TrackerConfig, UdpMode,
+    AgentId, Event, EventKind, Listener, Nanos, Origin, ReasonClass, Tracker, TrackerConfig,
+    UdpMode,
 };
 
 /// Upper bound of `recvmmsg` batches taken from one listener in one loop turn.
 pub const MAX_BATCHES_PER_TURN: usize = 16;
-
-/// Event kinds counted in `varta_events_total{kind}`.
-const EVENT_KINDS: [&str; 9] = [
-    "new",
-    "restart",
-    "status",
-    "stall",
-    "recovered",
-    "crash",
-    "goodbye",
-    "evicted",
-    "recovery",
-];
 
 /// The daemon's own counters; rejections are counted by the tracker ([`Tracker::stats`]).
 #[derive(Debug, Default)]
@@ -54,17 +42,10 @@ struct Counters {
     udp_datagrams: u64,
     /// Unix datagrams without `SCM_CREDENTIALS` (cannot be attested): auth failures.
     no_credentials: u64,
-    events: [u64; EVENT_KINDS.len()],
+    /// Recovery decisions (the one event kind the tracker does not raise).
+    recoveries: u64,
     busy_turns: u64,
     recv_errors: u64,
-}
-
-impl Counters {
-    fn event(&mut self, kind: &str) {
-        if let Some(i) = EVENT_KINDS.iter().position(|k| *k == kind) {
-            self.events[i] += 1;
-        }
-    }
 }
 
 /// The running observer.
@@ -260,7 +241,6 @@ impl Daemon {
     fn drain_events(&mut self) {
         while let Some(ev) = self.tracker.poll_event() {
             let row = Row::from_event(&ev);
-            self.counters.event(row.kind);
             let now = self.now();
             self.outputs.emit(&row, now);
             let trigger = match ev {
@@ -286,10 +266,12 @@ impl Daemon {
     }
 
     fn emit_recovery(&mut self, at: Nanos, agent: AgentId, detail: String) {
-        self.counters.event("recovery");
+        self.counters.recoveries += 1;
         let now = self.now();
-        self.outputs
-            .emit(&Row::basic(at, "recovery", agent, None, None, detail), now);
+        self.outputs.emit(
+            &Row::basic(at, EventKind::Recovery.as_str(), agent, None, None, detail),
+            now,
+        );
     }
 
     /// Fires due deadlines and emits their events, flushing at once.
@@ -402,10 +384,10 @@ impl Daemon {
         let decode_errors = st
             .rejections()
             .filter(|(r, _)| r.class() == ReasonClass::Decode)
-            .map(|(r, n)| (r.label(), n))
+            .map(|(r, n)| (r.as_str(), n))
             .collect();
         let mut rejections: Vec<(&'static str, u64)> =
-            st.rejections().map(|(r, n)| (r.label(), n)).collect();
+            st.rejections().map(|(r, n)| (r.as_str(), n)).collect();
         rejections.push(("no_credentials", c.no_credentials));
         Snapshot {
             agents,
@@ -421,10 +403,13 @@ impl Daemon {
             decrypt_failures: st.rejected_class(ReasonClass::Decrypt),
             replays: st.rejected_class(ReasonClass::Replay),
             capacity_exceeded: st.rejected_class(ReasonClass::Capacity),
-            events: EVENT_KINDS
-                .iter()
-                .copied()
-                .zip(c.events.iter().copied())
+            // Counted by the core, by kind; recovery decisions are the daemon's.
+            events: st
+                .event_counts()
+                .map(|(k, n)| match k {
+                    EventKind::Recovery => (k.as_str(), c.recoveries),
+                    _ => (k.as_str(), n),
+                })
                 .collect(),
             events_dropped: st.events_dropped,
             recovery,

@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet};
 
 use varta_watch::tracker::{
-    AgentId, Event, Listener, Nanos, Origin, Reason, Tracker, TrackerConfig, UdpMode,
+    AgentId, Event, EventKind, Listener, Nanos, Origin, Reason, Tracker, TrackerConfig, UdpMode,
 };
 use vlp_core::kdf::derive_agent_key;
 use vlp_core::{Frame, Iv, Key, MasterDatagram, SharedDatagram, Status, GOODBYE_PAYLOAD};
@@ -512,13 +512,17 @@ fn simulation_matches_ground_truth() {
     assert_eq!(s.accepted, ex.accepted);
     assert_eq!(s.reordered, ex.reordered);
     for (r, n) in &ex.junk {
-        assert_eq!(s.rejected(*r), *n, "rejections for {}", r.label());
+        assert_eq!(s.rejected(*r), *n, "rejections for {}", r.as_str());
     }
     assert_eq!(s.rejected(Reason::CapacityExceeded), 0);
     assert_eq!(s.events_dropped, 0);
 
     // The scenario exercises what it claims to.
-    let count = |k: &str| want.iter().filter(|e| e.kind() == k).count();
+    let count = |k: EventKind| want.iter().filter(|e| e.kind() == k).count();
+    // The core's own counters agree with the event log, kind by kind.
+    for k in EventKind::ALL {
+        assert_eq!(s.events(k), count(k) as u64, "Stats::events({k})");
+    }
     eprintln!(
         "sim: {} agents, {} datagrams, {} events, {} reordered, rejections {:?}",
         n,
@@ -528,17 +532,18 @@ fn simulation_matches_ground_truth() {
         s.rejections().filter(|r| r.1 > 0).collect::<Vec<_>>()
     );
     for k in [
-        "new_agent",
-        "session_restart",
-        "status_changed",
-        "stalled",
-        "recovered",
-        "died",
-        "evicted",
+        EventKind::New,
+        EventKind::Restart,
+        EventKind::Status,
+        EventKind::Stall,
+        EventKind::Recovered,
+        EventKind::Evicted,
     ] {
         eprintln!("sim: {k}: {}", count(k));
         assert!(count(k) > 20, "scenario has only {} {k} events", count(k));
     }
+    let deaths = count(EventKind::Crash) + count(EventKind::Goodbye);
+    assert!(deaths > 20, "scenario has only {deaths} deaths");
     assert!(
         ex.reordered > 100,
         "only {} secure reorderings",

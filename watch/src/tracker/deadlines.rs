@@ -45,7 +45,6 @@ impl Tracker {
                     nonce: a.last_nonce,
                 };
                 self.table.push_back(ListId::Stalled, slot);
-                self.stats.stalls += 1;
                 self.push(e);
             }
             Phase::Stalled | Phase::DeadCrash | Phase::DeadClean => self.evict(slot, deadline),
@@ -61,7 +60,6 @@ impl Tracker {
         }
         let agent = self.table.slab[slot as usize].id();
         self.table.remove(slot);
-        self.stats.evictions += 1;
         self.push(Event::Evicted { at, agent });
     }
 

@@ -110,18 +110,93 @@ impl Event {
         }
     }
 
-    /// A stable snake_case name of the event kind (TSV export, JSON, logs).
+    /// The event's kind (its one spelling is [`EventKind::as_str`]).
     #[must_use]
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> EventKind {
         match self {
-            Event::NewAgent { .. } => "new_agent",
-            Event::SessionRestart { .. } => "session_restart",
-            Event::StatusChanged { .. } => "status_changed",
-            Event::Stalled { .. } => "stalled",
-            Event::Recovered { .. } => "recovered",
-            Event::Died { .. } => "died",
-            Event::Evicted { .. } => "evicted",
+            Event::NewAgent { .. } => EventKind::New,
+            Event::SessionRestart { .. } => EventKind::Restart,
+            Event::StatusChanged { .. } => EventKind::Status,
+            Event::Stalled { .. } => EventKind::Stall,
+            Event::Recovered { .. } => EventKind::Recovered,
+            Event::Died { clean: false, .. } => EventKind::Crash,
+            Event::Died { clean: true, .. } => EventKind::Goodbye,
+            Event::Evicted { .. } => EventKind::Evicted,
         }
+    }
+}
+
+/// The kinds of event an observer reports, with their one spelling ([`EventKind::as_str`]):
+/// the `kind` column of the TSV export, the `kind` field of JSON lines, the word of text
+/// lines, and the `kind` label of `varta_events_total`. Every kind but
+/// [`EventKind::Recovery`] is raised by the tracker and counted in [`super::Stats::events`];
+/// recovery decisions are the shell's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    /// [`Event::NewAgent`].
+    New,
+    /// [`Event::SessionRestart`].
+    Restart,
+    /// [`Event::StatusChanged`].
+    Status,
+    /// [`Event::Stalled`].
+    Stall,
+    /// [`Event::Recovered`].
+    Recovered,
+    /// [`Event::Died`] with `clean == false` (a crash report).
+    Crash,
+    /// [`Event::Died`] with `clean == true` (an announced clean exit).
+    Goodbye,
+    /// [`Event::Evicted`].
+    Evicted,
+    /// A recovery decision of the shell (started, skipped, failed); never raised by the
+    /// tracker.
+    Recovery,
+}
+
+impl EventKind {
+    /// Number of kinds.
+    pub const COUNT: usize = 9;
+
+    /// Every kind, in declaration order (pre-registering metric labels, docs).
+    pub const ALL: [EventKind; EventKind::COUNT] = [
+        EventKind::New,
+        EventKind::Restart,
+        EventKind::Status,
+        EventKind::Stall,
+        EventKind::Recovered,
+        EventKind::Crash,
+        EventKind::Goodbye,
+        EventKind::Evicted,
+        EventKind::Recovery,
+    ];
+
+    /// The kind's one spelling (TSV, JSON, text, metric label).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventKind::New => "new",
+            EventKind::Restart => "restart",
+            EventKind::Status => "status",
+            EventKind::Stall => "stall",
+            EventKind::Recovered => "recovered",
+            EventKind::Crash => "crash",
+            EventKind::Goodbye => "goodbye",
+            EventKind::Evicted => "evicted",
+            EventKind::Recovery => "recovery",
+        }
+    }
+
+    /// The kind spelled `s` ([`EventKind::as_str`] read back).
+    #[must_use]
+    pub fn parse(s: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl core::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -98,7 +98,7 @@ use std::collections::VecDeque;
 use std::fmt;
 
 pub use config::{AgentId, Listener, Origin, TrackerConfig, UdpMode};
-pub use events::{AcceptKind, Accepted, Event};
+pub use events::{AcceptKind, Accepted, Event, EventKind};
 pub use reject::{Reason, ReasonClass, Rejection};
 pub use stats::Stats;
 pub use view::{AgentState, AgentView};
@@ -287,6 +287,7 @@ impl Tracker {
     }
 
     fn push(&mut self, e: Event) {
+        self.stats.events[e.kind() as usize] += 1;
         if self.events.len() >= EVENT_QUEUE_CAP {
             self.stats.events_dropped += 1;
         } else {

@@ -60,7 +60,7 @@ pub enum Rejection {
     },
 }
 
-/// The stable reasons rejections are counted under; [`Reason::label`] is the metric label.
+/// The stable reasons rejections are counted under; [`Reason::as_str`] is its one spelling (metric label, logs, docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Reason {
     /// [`DecodeError::BadLength`].
@@ -159,9 +159,9 @@ impl Reason {
         Reason::UnknownListener,
     ];
 
-    /// Stable snake_case label. The decode reasons equal [`DecodeError::kind`].
+    /// The reason's one spelling (snake_case: metric label, logs, docs). The decode reasons equal [`DecodeError::kind`].
     #[must_use]
-    pub const fn label(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Reason::BadLength => "bad_length",
             Reason::BadMagic => "bad_magic",
@@ -252,10 +252,10 @@ impl Rejection {
         }
     }
 
-    /// Stable snake_case label for metrics (`code().label()`).
+    /// The counted reason's spelling (`code().as_str()`).
     #[must_use]
     pub fn reason(&self) -> &'static str {
-        self.code().label()
+        self.code().as_str()
     }
 
     /// The metric family (`code().class()`).

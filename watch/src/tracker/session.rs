@@ -81,7 +81,6 @@ impl Tracker {
         }
         a.status = f.status().as_u8();
         if was == Phase::Stalled && !(f.is_terminal() && decision == Decision::Advance) {
-            self.stats.recoveries += 1;
             self.push(Event::Recovered {
                 at: now,
                 agent,
@@ -89,7 +88,6 @@ impl Tracker {
             });
         }
         if decision == Decision::Restart {
-            self.stats.restarts += 1;
             self.push(Event::SessionRestart {
                 at: now,
                 agent,
@@ -130,11 +128,6 @@ impl Tracker {
         });
         let agent = a.id();
         self.table.push_back(ListId::Dead, slot);
-        if clean {
-            self.stats.goodbyes += 1;
-        } else {
-            self.stats.crashes += 1;
-        }
         self.push(Event::Died {
             at: now,
             agent,
@@ -174,7 +167,6 @@ impl Tracker {
         a.set_last_ts(f.timestamp());
         let agent = a.id();
         let slot = self.table.insert(a);
-        self.stats.new_agents += 1;
         self.push(Event::NewAgent {
             at: now,
             agent,

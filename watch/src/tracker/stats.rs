@@ -2,7 +2,7 @@
 
 #[allow(unused_imports)] // reason: named in doc links only
 use super::{AcceptKind, Event, Tracker, EVENT_QUEUE_CAP, KEY_CACHE_MAX};
-use super::{Reason, ReasonClass};
+use super::{EventKind, Reason, ReasonClass};
 
 /// Counters for metrics. Monotonic over the tracker's life.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,26 +13,13 @@ pub struct Stats {
     pub accepted: u64,
     /// Of which [`AcceptKind::Reordered`].
     pub reordered: u64,
-    /// [`Event::NewAgent`] raised.
-    pub new_agents: u64,
-    /// [`Event::SessionRestart`] raised.
-    pub restarts: u64,
-    /// [`Event::Stalled`] raised.
-    pub stalls: u64,
-    /// [`Event::Recovered`] raised.
-    pub recoveries: u64,
-    /// [`Event::Died`] raised with `clean == false`.
-    pub crashes: u64,
-    /// [`Event::Died`] raised with `clean == true`.
-    pub goodbyes: u64,
-    /// [`Event::Evicted`] raised.
-    pub evictions: u64,
     /// Events dropped because the shell did not drain the queue ([`EVENT_QUEUE_CAP`]).
     pub events_dropped: u64,
     /// Agent keys derived from a master key (first datagram of an agent, forged datagrams,
     /// and agents beyond [`KEY_CACHE_MAX`] slots).
     pub key_derivations: u64,
     pub(super) rejected: [u64; Reason::COUNT],
+    pub(super) events: [u64; EventKind::COUNT],
 }
 
 impl Stats {
@@ -40,17 +27,23 @@ impl Stats {
         datagrams: 0,
         accepted: 0,
         reordered: 0,
-        new_agents: 0,
-        restarts: 0,
-        stalls: 0,
-        recoveries: 0,
-        crashes: 0,
-        goodbyes: 0,
-        evictions: 0,
         events_dropped: 0,
         key_derivations: 0,
         rejected: [0; Reason::COUNT],
+        events: [0; EventKind::COUNT],
     };
+
+    /// Events of kind `k` raised (dropped ones included: see [`Stats::events_dropped`]);
+    /// always 0 for [`EventKind::Recovery`], which the shell raises.
+    #[must_use]
+    pub fn events(&self, k: EventKind) -> u64 {
+        self.events[k as usize]
+    }
+
+    /// Every event kind with its count (zeros included), in [`EventKind::ALL`] order.
+    pub fn event_counts(&self) -> impl Iterator<Item = (EventKind, u64)> + '_ {
+        EventKind::ALL.iter().map(|&k| (k, self.events[k as usize]))
+    }
 
     /// Rejections counted under `r`.
     #[must_use]
