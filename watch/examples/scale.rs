@@ -55,6 +55,7 @@ fn one_size(n: u64) {
         evict_after: Nanos::MAX,
         allowed_uids: vec![0],
         udp: Vec::new(),
+        ..TrackerConfig::default()
     });
     let step = stride(n);
     let frame = |i: u64, round: u64| {
@@ -141,6 +142,7 @@ fn secure(n: u32) {
             keys: vec![Key::from_bytes([9; 32]), shared.clone()],
             master: Some(master.clone()),
         }],
+        ..TrackerConfig::default()
     });
     let origin = Origin::Udp { listener: 0 };
     let agent_keys: Vec<Key> = (0..n).map(|i| derive_agent_key(&master, 2 + i)).collect();

@@ -844,6 +844,7 @@ fn core_cost() -> (f64, f64) {
             evict_after: u64::MAX,
             allowed_uids: Vec::new(),
             udp: vec![mode],
+            ..TrackerConfig::default()
         });
         let start = Instant::now();
         for (now, d) in (1..).zip(data) {

@@ -180,6 +180,7 @@ impl Daemon {
             evict_after: cfg.evict_after_ns,
             allowed_uids: cfg.allowed_uids.clone(),
             udp: udp_modes,
+            ..TrackerConfig::default()
         });
         let recovery = cfg.recovery.map(|t| {
             Recovery::new(

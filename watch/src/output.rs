@@ -426,10 +426,7 @@ mod tests {
     use super::*;
 
     fn agent() -> AgentId {
-        AgentId {
-            listener: Listener::Unix,
-            pid: 42,
-        }
+        AgentId::unix(42)
     }
 
     #[test]

@@ -331,14 +331,8 @@ mod tests {
     fn debounce_refusal_and_reaping() {
         let t = CommandTemplate::parse("/bin/sh -c 'exit 3'").unwrap();
         let mut r = Recovery::new(t, 1_000, 60_000_000_000, false);
-        let unix = AgentId {
-            listener: Listener::Unix,
-            pid: 7,
-        };
-        let udp = AgentId {
-            listener: Listener::Udp(0),
-            pid: 7,
-        };
+        let unix = AgentId::unix(7);
+        let udp = AgentId::udp(0, crate::tracker::KeyClass::None, 7);
         assert!(matches!(r.trigger(0, unix), Decision::Started { .. }));
         assert_eq!(r.trigger(500, unix), Decision::Skipped("debounced"));
         assert_eq!(r.trigger(500, udp), Decision::Skipped("refused_unattested"));
@@ -390,10 +384,7 @@ mod tests {
         let timeout = 50_000_000;
         let mut r = Recovery::new(t, 0, timeout, false);
         assert_eq!(r.next_deadline(), None, "no child, no deadline");
-        let agent = AgentId {
-            listener: Listener::Unix,
-            pid: 7,
-        };
+        let agent = AgentId::unix(7);
         assert!(matches!(r.trigger(1_000, agent), Decision::Started { .. }));
         assert_eq!(r.next_deadline(), Some(1_000 + timeout));
         let mut gpid = None;
@@ -445,10 +436,7 @@ mod tests {
     fn child_finishing_in_time_is_not_a_timeout() {
         let t = CommandTemplate::parse("/bin/true").unwrap();
         let mut r = Recovery::new(t, 0, 60_000_000_000, false);
-        let agent = AgentId {
-            listener: Listener::Unix,
-            pid: 8,
-        };
+        let agent = AgentId::unix(8);
         assert!(matches!(r.trigger(0, agent), Decision::Started { .. }));
         let f = reap_one(&mut r);
         assert!(f.success && !f.timed_out);

@@ -99,6 +99,7 @@ fn steady_state_handles_datagrams_without_allocating() {
                 master: Some(master),
             },
         ],
+        ..TrackerConfig::default()
     });
 
     // The script, built before counting: rounds of beats every 10 ms; every 50th round a

@@ -85,6 +85,7 @@ proptest! {
             evict_after: EVICT,
             allowed_uids: vec![0],
             udp: vec![UdpMode::Secure { keys: vec![key()], master: None }],
+            ..TrackerConfig::default()
         });
         let udp = Origin::Udp { listener: 0 };
         let mut now: Nanos = 0;

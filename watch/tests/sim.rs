@@ -13,7 +13,8 @@
 use std::collections::{HashMap, HashSet};
 
 use varta_watch::tracker::{
-    AgentId, Event, EventKind, Listener, Nanos, Origin, Reason, Tracker, TrackerConfig, UdpMode,
+    AgentId, Event, EventKind, KeyClass, Listener, Nanos, Origin, Reason, Tracker, TrackerConfig,
+    UdpMode,
 };
 use vlp_core::kdf::derive_agent_key;
 use vlp_core::{Frame, Iv, Key, MasterDatagram, SharedDatagram, Status, GOODBYE_PAYLOAD};
@@ -108,6 +109,7 @@ fn config(capacity: usize) -> TrackerConfig {
                 master: Some(master_key()),
             },
         ],
+        ..TrackerConfig::default()
     }
 }
 
@@ -145,7 +147,16 @@ fn scenario(n_agents: usize, seed: u64) -> (Vec<Agent>, Vec<Dgram>) {
             Kind::Master => derive_agent_key(&master_key(), pid),
             _ => shared_keys()[usize::from(rng.chance(50))].clone(),
         };
-        let id = AgentId { listener, pid };
+        let key_class = match kind {
+            Kind::Shared => KeyClass::Shared,
+            Kind::Master => KeyClass::Agent,
+            Kind::Unix | Kind::PlainUdp => KeyClass::None,
+        };
+        let id = AgentId {
+            listener,
+            pid,
+            key_class,
+        };
         let fast = rng.chance(5);
         let period = if fast {
             rng.range(8, 20) * MS

@@ -1,6 +1,7 @@
 //! Deadlines: stalls at `last_beat + threshold`, evictions `evict_after` later (see the
 //! `table` module for why the list heads hold the earliest deadlines).
 
+use super::streams::{Seen, SeenKind};
 use super::table::{ListId, Phase};
 use super::{Event, Nanos, Tracker};
 
@@ -22,9 +23,8 @@ impl Tracker {
     /// The earliest deadline over the three list heads. A saturated deadline (`u64::MAX`)
     /// means "never".
     pub(super) fn earliest(&self) -> Option<(u32, Nanos)> {
-        [ListId::Alive, ListId::Stalled, ListId::Dead]
-            .into_iter()
-            .filter_map(|l| self.table.head(l))
+        self.table
+            .heads()
             .map(|s| (s, self.deadline(s)))
             .filter(|&(_, d)| d != Nanos::MAX)
             .min_by_key(|&(_, d)| d)
@@ -58,7 +58,20 @@ impl Tracker {
                 keys.clear(slot);
             }
         }
-        let agent = self.table.slab[slot as usize].id();
+        let a = &self.table.slab[slot as usize];
+        let agent = a.id();
+        if a.secure() {
+            // The identity's streams outlive it: replays of them must not create it again.
+            let mut h = self.histories.take(slot);
+            if let Some(current) = a.window.stream() {
+                h.remember(Seen {
+                    random: current,
+                    highest: a.window.highest(),
+                    kind: SeenKind::LastCurrent,
+                });
+            }
+            self.tombs.put(a.tag(), h);
+        }
         self.table.remove(slot);
         self.push(Event::Evicted { at, agent });
     }

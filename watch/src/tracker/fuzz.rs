@@ -64,6 +64,9 @@ pub fn config() -> TrackerConfig {
                 master: Some(master_key()),
             },
         ],
+        // Small, so the reserve for proven identities and dropped tombstones are reached.
+        proven_reserve: Some(2),
+        tombstones: Some(3),
     }
 }
 

@@ -14,14 +14,20 @@ impl Tracker {
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut on_lists = 0usize;
         let mut min_deadline: Option<Nanos> = None;
-        for (l, want) in [
-            (ListId::Alive, "alive"),
-            (ListId::Stalled, "stalled"),
-            (ListId::Dead, "dead"),
+        for (l, want, proven) in [
+            (ListId::Alive, "alive", false),
+            (ListId::Alive, "alive", true),
+            (ListId::Stalled, "stalled", false),
+            (ListId::Stalled, "stalled", true),
+            (ListId::Dead, "dead", false),
+            (ListId::Dead, "dead", true),
         ] {
             let mut prev: Option<Nanos> = None;
-            for s in self.table.walk(l) {
+            for s in self.table.walk(l, proven) {
                 let a = &self.table.slab[s as usize];
+                if a.proven() != proven {
+                    return Err(format!("slot {s} on the wrong attestation list"));
+                }
                 let ok = match l {
                     ListId::Alive => a.phase() == Phase::Alive,
                     ListId::Stalled => a.phase() == Phase::Stalled,
@@ -58,6 +64,13 @@ impl Tracker {
         }
         if self.table.len() > self.table_capacity() {
             return Err("len exceeds capacity".into());
+        }
+        let unproven = self.table.iter().filter(|a| !a.proven()).count();
+        if unproven != self.table.unproven_len() {
+            return Err("unproven count differs from the table's".into());
+        }
+        if unproven > self.table_capacity().saturating_sub(self.proven_reserve) {
+            return Err(format!("{unproven} unproven identities exceed their room"));
         }
         if self.poll_timeout() != min_deadline {
             return Err(format!(

@@ -89,6 +89,7 @@ mod pipeline;
 mod reject;
 mod session;
 mod stats;
+mod streams;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -97,13 +98,15 @@ mod view;
 use std::collections::VecDeque;
 use std::fmt;
 
-pub use config::{AgentId, Listener, Origin, TrackerConfig, UdpMode};
+pub use config::{AgentId, KeyClass, Listener, Origin, TrackerConfig, UdpMode};
 pub use events::{AcceptKind, Accepted, Event, EventKind};
 pub use reject::{Reason, ReasonClass, Rejection};
 pub use stats::Stats;
+pub use streams::STREAM_HISTORY;
 pub use view::{AgentState, AgentView};
 
 use keys::AgentKeys;
+use streams::{Histories, Tombstones};
 use table::{listener_code, tag, Table};
 
 /// Monotonic nanoseconds since the daemon started; the shell reads the clock, the core never
@@ -139,6 +142,14 @@ pub struct Tracker {
     udp: Vec<UdpMode>,
     table: Table,
     keys: Option<AgentKeys>,
+    /// Earlier streams of tracked secure identities, per slot.
+    histories: Histories,
+    /// Streams of evicted secure identities.
+    tombs: Tombstones,
+    /// Slots reserved for proven identities ([`AgentId::is_proven`]).
+    proven_reserve: usize,
+    /// Key of the IPv6 source-address fingerprints (persisted with the table).
+    origin_seed: u64,
     events: VecDeque<Event>,
     stats: Stats,
     now: Nanos,
@@ -171,6 +182,15 @@ impl Tracker {
                 }
             )
         });
+        let has_secure = cfg.udp.iter().any(|m| matches!(m, UdpMode::Secure { .. }));
+        // Histories and tombstones exist for secure identities only; room for the first
+        // agents is taken now, as the table does, so steady state does not allocate.
+        let early = if has_secure { capacity.min(1024) } else { 0 };
+        let tombstones = cfg.tombstones.unwrap_or(capacity);
+        let seed = {
+            use core::hash::BuildHasher;
+            foldhash::fast::RandomState::default().hash_one(0x5eed_u64)
+        };
         Tracker {
             threshold: cfg.threshold.max(1),
             evict_after: cfg.evict_after,
@@ -178,6 +198,10 @@ impl Tracker {
             udp: cfg.udp,
             table: Table::new(capacity),
             keys: has_master.then(|| AgentKeys::new(capacity.min(KEY_CACHE_MAX))),
+            histories: Histories::with_capacity(early),
+            tombs: Tombstones::new(tombstones, early),
+            proven_reserve: cfg.proven_reserve.unwrap_or(capacity / 4).min(capacity),
+            origin_seed: seed,
             events: VecDeque::with_capacity(64),
             stats: Stats::ZERO,
             now: 0,
@@ -251,7 +275,9 @@ impl Tracker {
     #[must_use]
     pub fn agent(&self, id: AgentId) -> Option<AgentView> {
         let code = listener_code(id.listener)?;
-        let slot = self.table.find(tag(code, id.pid))?;
+        let slot = self
+            .table
+            .find(tag(code, id.key_class == KeyClass::Agent, id.pid))?;
         Some(AgentView::of(&self.table.slab[slot as usize]))
     }
 

@@ -19,7 +19,8 @@ pub enum Rejection {
     Open(OpenError),
     /// The AEAD counter was seen already or is older than the agent's replay window.
     Replay(ReplayError),
-    /// A secure datagram from the agent's previous session's AEAD stream: a replay.
+    /// A secure datagram of a stream the agent left (an earlier session, or before an IV
+    /// rotation): a replay.
     RetiredStream,
     /// The frame's pid is not the kernel-attested pid: an authentication failure.
     PidMismatch {
@@ -58,6 +59,18 @@ pub enum Rejection {
         /// The listener number.
         listener: usize,
     },
+    /// A secure datagram of a stream the tombstone of an evicted identity remembers: a replay
+    /// of a session that ended before the eviction.
+    EvictedStream,
+    /// A terminal frame of a stalled agent on a stream other than its current one: it could
+    /// be a replayed exit of an older session, so it does not end the stall.
+    NotCurrentStream,
+    /// A plaintext frame for a known pid from another source address than the agent's, before
+    /// the agent has been silent for the threshold.
+    OriginConflict,
+    /// The tracker's room for unproven identities (plain UDP, shared key) is full; the rest is
+    /// reserved for kernel-attested and per-agent-key identities.
+    UnprovenCapacity,
 }
 
 /// The stable reasons rejections are counted under; [`Reason::as_str`] is its one spelling (metric label, logs, docs).
@@ -107,6 +120,14 @@ pub enum Reason {
     NoKey,
     /// [`Rejection::UnknownListener`].
     UnknownListener,
+    /// [`Rejection::EvictedStream`].
+    EvictedStream,
+    /// [`Rejection::NotCurrentStream`].
+    NotCurrentStream,
+    /// [`Rejection::OriginConflict`].
+    OriginConflict,
+    /// [`Rejection::UnprovenCapacity`].
+    UnprovenCapacity,
 }
 
 /// Which family of metrics a [`Reason`] belongs to.
@@ -131,7 +152,7 @@ pub enum ReasonClass {
 
 impl Reason {
     /// Number of reasons.
-    pub const COUNT: usize = 22;
+    pub const COUNT: usize = 26;
 
     /// Every reason, in declaration order (pre-registering metric labels).
     pub const ALL: [Reason; Reason::COUNT] = [
@@ -157,6 +178,10 @@ impl Reason {
         Reason::PlaintextRefused,
         Reason::NoKey,
         Reason::UnknownListener,
+        Reason::EvictedStream,
+        Reason::NotCurrentStream,
+        Reason::OriginConflict,
+        Reason::UnprovenCapacity,
     ];
 
     /// The reason's one spelling (snake_case: metric label, logs, docs). The decode reasons equal [`DecodeError::kind`].
@@ -185,6 +210,10 @@ impl Reason {
             Reason::PlaintextRefused => "plaintext_refused",
             Reason::NoKey => "no_key",
             Reason::UnknownListener => "unknown_listener",
+            Reason::EvictedStream => "evicted_stream",
+            Reason::NotCurrentStream => "not_current_stream",
+            Reason::OriginConflict => "origin_conflict",
+            Reason::UnprovenCapacity => "unproven_capacity",
         }
     }
 
@@ -203,13 +232,18 @@ impl Reason {
             | Reason::BadNonce => ReasonClass::Decode,
             Reason::BadTag => ReasonClass::Decrypt,
             Reason::SealedPidMismatch | Reason::PidMismatch => ReasonClass::Auth,
-            Reason::Replayed | Reason::TooOld | Reason::RetiredStream => ReasonClass::Replay,
-            Reason::CapacityExceeded => ReasonClass::Capacity,
+            Reason::Replayed
+            | Reason::TooOld
+            | Reason::RetiredStream
+            | Reason::EvictedStream
+            | Reason::NotCurrentStream => ReasonClass::Replay,
+            Reason::CapacityExceeded | Reason::UnprovenCapacity => ReasonClass::Capacity,
             Reason::StaleNonce | Reason::AfterTerminal => ReasonClass::Stale,
             Reason::UidRefused
             | Reason::PlaintextRefused
             | Reason::NoKey
-            | Reason::UnknownListener => ReasonClass::Policy,
+            | Reason::UnknownListener
+            | Reason::OriginConflict => ReasonClass::Policy,
         }
     }
 
@@ -249,6 +283,10 @@ impl Rejection {
             Rejection::PlaintextRefused => Reason::PlaintextRefused,
             Rejection::NoKey { .. } => Reason::NoKey,
             Rejection::UnknownListener { .. } => Reason::UnknownListener,
+            Rejection::EvictedStream => Reason::EvictedStream,
+            Rejection::NotCurrentStream => Reason::NotCurrentStream,
+            Rejection::OriginConflict => Reason::OriginConflict,
+            Rejection::UnprovenCapacity => Reason::UnprovenCapacity,
         }
     }
 
@@ -299,6 +337,18 @@ impl fmt::Display for Rejection {
             Rejection::UnknownListener { listener } => {
                 write!(f, "no UDP listener number {listener} is configured")
             }
+            Rejection::EvictedStream => {
+                f.write_str("AEAD stream of an evicted identity's earlier session: replayed")
+            }
+            Rejection::NotCurrentStream => f.write_str(
+                "terminal frame of a stalled agent on a stream other than its current one",
+            ),
+            Rejection::OriginConflict => f.write_str(
+                "plaintext frame for a known pid from another source address within the threshold",
+            ),
+            Rejection::UnprovenCapacity => f.write_str(
+                "room for unattested identities is full (the rest is reserved for attested ones)",
+            ),
         }
     }
 }

@@ -1,10 +1,11 @@
 //! Sessions: how a verified frame of a known agent is taken (a beat, a reordering, a new
 //! session, a late frame of a dead one), and the admission of a new identity.
 
-use vlp_core::{Frame, Iv, ReplayError, ReplayWindow};
+use vlp_core::{Frame, Iv, ReplayWindow};
 
 use super::pipeline::Verified;
-use super::table::{tag, Agent, ListId, Phase, Side};
+use super::streams::{Histories, History, Seen, SeenKind};
+use super::table::{tag, Agent, ListId, Phase};
 use super::{AcceptKind, Accepted, Event, Nanos, Rejection, Tracker, REORDER_SLACK};
 
 /// How a frame of a known agent is taken.
@@ -20,7 +21,7 @@ impl Tracker {
     pub(super) fn track(&mut self, now: Nanos, v: Verified) -> Result<Accepted, Rejection> {
         let mut slot = match v.looked_up {
             Some(found) => found,
-            None => self.table.find(tag(v.listener, v.frame.pid())),
+            None => self.table.find(tag(v.listener, v.agent_key, v.frame.pid())),
         };
         if let Some(s) = slot {
             // Apply this agent's own overdue deadlines first, so the outcome does not depend
@@ -34,13 +35,23 @@ impl Tracker {
         };
         let a = &self.table.slab[slot as usize];
         let agent = a.id();
+        if v.origin != 0
+            && a.origin != 0
+            && a.origin != v.origin
+            && now < a.last_beat.saturating_add(self.threshold)
+        {
+            return Err(Rejection::OriginConflict);
+        }
         let decision = match v.iv {
-            Some(iv) => decide_secure(a, &iv, &v.frame, v.prechecked)?,
+            Some(iv) => decide_secure(a, &self.histories, slot, &iv, &v.frame, v.prechecked)?,
             None => decide_plain(a, &v.frame, now, self.threshold)?,
         };
         let a = &mut self.table.slab[slot as usize];
         if !v.frame.is_terminal() {
             a.beats += 1;
+        }
+        if v.origin != 0 {
+            a.origin = v.origin;
         }
         if let Some(iv) = v.iv {
             if a.window.stream() == Some(iv.random) {
@@ -49,10 +60,18 @@ impl Tracker {
                 // A crash report from the agent's panic hook, which seals with a session of
                 // its own: the current stream and its window stay, so the application's own
                 // beats are still taken if the process lives on.
-                a.set_side(Side::of(&iv));
+                self.histories.get_mut(slot).remember(Seen {
+                    random: iv.random,
+                    highest: iv.counter,
+                    kind: SeenKind::CrashReport,
+                });
             } else {
                 if let Some(old) = a.window.stream() {
-                    a.set_retired(old);
+                    self.histories.get_mut(slot).remember(Seen {
+                        random: old,
+                        highest: a.window.highest(),
+                        kind: SeenKind::Left,
+                    });
                 }
                 a.window = ReplayWindow::new();
                 a.window.commit(&iv);
@@ -71,7 +90,7 @@ impl Tracker {
         let old_status = a.status();
         let silent_for = now.saturating_sub(a.last_beat);
         // The frame becomes the agent's latest.
-        a.set_last_ts(f.timestamp());
+        a.last_ts = f.timestamp();
         a.payload = f.payload();
         a.last_beat = now;
         if !f.is_terminal() {
@@ -138,13 +157,14 @@ impl Tracker {
 
     /// First frame of an identity.
     pub(super) fn admit(&mut self, now: Nanos, v: Verified) -> Result<Accepted, Rejection> {
-        if self.table.is_full() {
-            // The longest-dead entry makes room; live and stalled agents are never pushed out.
-            let Some(victim) = self.table.head(ListId::Dead) else {
-                return Err(Rejection::CapacityExceeded);
-            };
-            self.evict(victim, now);
+        let id_tag = tag(v.listener, v.agent_key, v.frame.pid());
+        if let Some(iv) = v.iv {
+            // An evicted identity's tombstone: its old streams do not create it again.
+            if let Some(seen) = self.tombs.get(id_tag).and_then(|h| h.find(&iv.random)) {
+                seen.check(&iv, Rejection::EvictedStream)?;
+            }
         }
+        self.make_room(now, v.listener == 0 || v.agent_key)?;
         let f = v.frame;
         let mut a = Agent::EMPTY;
         a.pid = f.pid();
@@ -154,19 +174,33 @@ impl Tracker {
         a.beats = u64::from(!f.is_terminal());
         a.payload = f.payload();
         a.status = f.status().as_u8();
+        a.origin = v.origin;
+        a.last_ts = f.timestamp();
+        if v.agent_key {
+            a.set_agent_key();
+        }
+        let mut history = None;
         if let Some(iv) = v.iv {
             a.set_secure();
+            let mut h = self.tombs.take(id_tag).unwrap_or(History::EMPTY);
             if f.is_terminal() {
-                // As for a known agent: a terminal frame's stream is a side stream until a
-                // regular beat names the session's own (the panic hook may report first).
-                a.set_side(Side::of(&iv));
+                // As for a known agent: a terminal frame's stream is a crash report's own
+                // until a regular beat names the session's (the panic hook may report first).
+                h.remember(Seen {
+                    random: iv.random,
+                    highest: iv.counter,
+                    kind: SeenKind::CrashReport,
+                });
             } else {
                 a.window.commit(&iv);
             }
+            history = Some(h);
         }
-        a.set_last_ts(f.timestamp());
         let agent = a.id();
         let slot = self.table.insert(a);
+        if let Some(h) = history {
+            *self.histories.get_mut(slot) = h;
+        }
         self.push(Event::NewAgent {
             at: now,
             agent,
@@ -185,30 +219,68 @@ impl Tracker {
             kind: AcceptKind::NewAgent,
         })
     }
+
+    /// Makes room for a new identity, proven (kernel-attested or per-agent key) or not.
+    ///
+    /// Unproven identities fill at most `capacity - proven_reserve` slots; past that only a
+    /// dead unproven entry makes room for another ([`Rejection::UnprovenCapacity`]). When the
+    /// table is full, the longest-dead entry makes room; for a proven newcomer, if no entry
+    /// is dead, the unproven entry with the earliest deadline is evicted (stalled ones
+    /// first), counted in [`super::Stats::displaced`]. Proven live agents are never pushed
+    /// out.
+    fn make_room(&mut self, now: Nanos, proven: bool) -> Result<(), Rejection> {
+        let quota = self.table.capacity().saturating_sub(self.proven_reserve);
+        if !proven && self.table.unproven_len() >= quota {
+            let Some(victim) = self.table.head(ListId::Dead, false) else {
+                return Err(Rejection::UnprovenCapacity);
+            };
+            self.evict(victim, now);
+            return Ok(());
+        }
+        if !self.table.is_full() {
+            return Ok(());
+        }
+        let last_beat = |s: u32| self.table.slab[s as usize].last_beat;
+        let dead = [
+            self.table.head(ListId::Dead, false),
+            self.table.head(ListId::Dead, true),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by_key(|&s| last_beat(s));
+        if let Some(victim) = dead {
+            self.evict(victim, now);
+            return Ok(());
+        }
+        if proven {
+            let live = self
+                .table
+                .head(ListId::Stalled, false)
+                .or_else(|| self.table.head(ListId::Alive, false));
+            if let Some(victim) = live {
+                self.stats.displaced += 1;
+                self.evict(victim, now);
+                return Ok(());
+            }
+        }
+        Err(Rejection::CapacityExceeded)
+    }
 }
 
-/// Replay checks that need no decryption: the window, the retired stream and the side stream.
-pub(super) fn precheck(a: &Agent, iv: &Iv) -> Result<(), Rejection> {
+/// Replay checks that need no decryption: the window, and the identity's remembered streams
+/// (see the `streams` module).
+pub(super) fn precheck(
+    a: &Agent,
+    histories: &Histories,
+    slot: u32,
+    iv: &Iv,
+) -> Result<(), Rejection> {
     if !a.secure() {
         return Ok(());
     }
     if a.window.stream() != Some(iv.random) {
-        if a.retired() == Some(iv.random) {
-            return Err(Rejection::RetiredStream);
-        }
-        if let Some(side) = a.side() {
-            if side.fingerprint == Side::fingerprint_of(&iv.random) {
-                // The terminal frame taken from this stream again: a replay. Anything sent
-                // on it before that terminal frame belongs to a session that has ended.
-                if iv.counter == side.counter {
-                    return Err(Rejection::Replay(ReplayError::Replayed {
-                        counter: iv.counter,
-                    }));
-                }
-                if iv.counter < side.counter {
-                    return Err(Rejection::AfterTerminal);
-                }
-            }
+        if let Some(seen) = histories.get(slot).find(&iv.random) {
+            seen.check(iv, Rejection::RetiredStream)?;
         }
     }
     a.window.check(iv).map_err(Rejection::Replay)
@@ -217,37 +289,46 @@ pub(super) fn precheck(a: &Agent, iv: &Iv) -> Result<(), Rejection> {
 /// Session rules for a secure frame of a known agent (see the module docs).
 pub(super) fn decide_secure(
     a: &Agent,
+    histories: &Histories,
+    slot: u32,
     iv: &Iv,
     f: &Frame,
     prechecked: bool,
 ) -> Result<Decision, Rejection> {
     if !prechecked {
-        precheck(a, iv)?;
+        precheck(a, histories, slot, iv)?;
     }
     let same_stream = a.window.stream() == Some(iv.random);
     if !same_stream {
-        if f.is_terminal() && a.is_dead() {
-            // A later crash report on the side stream of an agent that is already dead
-            // (another thread's panic) says nothing new; on any other stream it is a new
-            // session (a recycled pid) that died at once.
-            let side = a
-                .side()
-                .is_some_and(|s| s.fingerprint == Side::fingerprint_of(&iv.random));
-            return if side {
-                Err(Rejection::AfterTerminal)
-            } else {
-                Ok(Decision::Restart)
-            };
+        if f.is_terminal() {
+            if a.is_dead() {
+                // A later crash report on a crash-report stream of an agent that is already
+                // dead (another thread's panic) says nothing new; on any other stream it is
+                // a new session (a recycled pid) that died at once.
+                let report = histories
+                    .get(slot)
+                    .find(&iv.random)
+                    .is_some_and(|s| s.kind == SeenKind::CrashReport);
+                return if report {
+                    Err(Rejection::AfterTerminal)
+                } else {
+                    Ok(Decision::Restart)
+                };
+            }
+            if a.phase() == Phase::Stalled {
+                // A stalled agent's exit must come on its current stream: an exit from any
+                // other could be a replay of an older session's and would hide the hang.
+                return Err(Rejection::NotCurrentStream);
+            }
+            // The panic hook's own session reporting a crash of a live agent.
+            return Ok(Decision::Advance);
         }
-        // A stream not seen before: an IV rotation (nonce goes on), the panic hook's own
-        // session reporting a crash of a live agent, or a new session.
-        return Ok(
-            if !a.is_dead() && (f.is_terminal() || f.nonce() > a.last_nonce) {
-                Decision::Advance
-            } else {
-                Decision::Restart
-            },
-        );
+        // A stream not seen before: an IV rotation (nonce goes on) or a new session.
+        return Ok(if !a.is_dead() && f.nonce() > a.last_nonce {
+            Decision::Advance
+        } else {
+            Decision::Restart
+        });
     }
     // Same stream: the window already refused replays; the counter orders datagrams.
     let newer = iv.counter > a.window.highest();
@@ -277,7 +358,7 @@ pub(super) fn decide_plain(
     threshold: Nanos,
 ) -> Result<Decision, Rejection> {
     let (n, ts) = (f.nonce(), f.timestamp());
-    let (last_n, last_ts) = (a.last_nonce, a.last_ts());
+    let (last_n, last_ts) = (a.last_nonce, a.last_ts);
     if a.is_dead() {
         // last_ts is the terminal frame's timestamp, last_beat its arrival. A frame stamped
         // no later than the terminal one, arriving soon after it, is a late frame of the dead

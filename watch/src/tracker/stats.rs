@@ -18,6 +18,9 @@ pub struct Stats {
     /// Agent keys derived from a master key (first datagram of an agent, forged datagrams,
     /// and agents beyond [`KEY_CACHE_MAX`] slots).
     pub key_derivations: u64,
+    /// Unproven identities evicted while live to make room for a proven one (kernel-attested
+    /// or per-agent key) in a full table.
+    pub displaced: u64,
     pub(super) rejected: [u64; Reason::COUNT],
     pub(super) events: [u64; EventKind::COUNT],
 }
@@ -29,6 +32,7 @@ impl Stats {
         reordered: 0,
         events_dropped: 0,
         key_derivations: 0,
+        displaced: 0,
         rejected: [0; Reason::COUNT],
         events: [0; EventKind::COUNT],
     };

@@ -26,6 +26,8 @@ fn cfg() -> TrackerConfig {
                 master: Some(key(9)),
             },
         ],
+        proven_reserve: None,
+        tombstones: None,
     }
 }
 
@@ -42,10 +44,7 @@ fn udp(listener: usize) -> Origin {
 }
 
 fn uid(pid: u32) -> AgentId {
-    AgentId {
-        listener: Listener::Unix,
-        pid,
-    }
+    AgentId::unix(pid)
 }
 
 fn beat(pid: u32, ts: u64, nonce: u64) -> [u8; 32] {
@@ -613,13 +612,7 @@ fn timeout_batch_bounds_the_work_of_one_call() {
 fn plain_udp_identity_is_listener_and_frame_pid() {
     let mut t = Tracker::new(cfg());
     let a = t.handle_datagram(0, &udp(0), &beat(42, 1, 1)).unwrap();
-    assert_eq!(
-        a.agent,
-        AgentId {
-            listener: Listener::Udp(0),
-            pid: 42
-        }
-    );
+    assert_eq!(a.agent, AgentId::udp(0, KeyClass::None, 42));
     assert!(!a.agent.is_attested());
     // The same pid on the Unix socket is another agent.
     t.handle_datagram(0, &unix(42), &beat(42, 1, 1)).unwrap();
@@ -763,10 +756,7 @@ fn secure_restart_is_a_new_stream_and_the_old_stream_is_retired() {
         events(&mut t),
         [Event::SessionRestart {
             at: 10,
-            agent: AgentId {
-                listener: Listener::Udp(1),
-                pid: 42
-            },
+            agent: udp1(42),
             nonce: 1
         }]
     );
@@ -959,11 +949,14 @@ impl PanickyApp {
     }
 }
 
+/// A shared-key agent of listener 1.
 fn udp1(pid: u32) -> AgentId {
-    AgentId {
-        listener: Listener::Udp(1),
-        pid,
-    }
+    AgentId::udp(1, KeyClass::Shared, pid)
+}
+
+/// A per-agent-key (master-derived) agent of listener 1.
+fn udp1_agent(pid: u32) -> AgentId {
+    AgentId::udp(1, KeyClass::Agent, pid)
 }
 
 #[test]
@@ -1106,7 +1099,7 @@ fn panic_hook_master_key_replay_is_refused_before_decryption() {
         Err(Rejection::Replay(ReplayError::Replayed { counter: 1 }))
     );
     assert_eq!(t.stats().rejected(Reason::BadTag), 0);
-    assert_eq!(t.agent(udp1(42)).unwrap().state, AgentState::Alive);
+    assert_eq!(t.agent(udp1_agent(42)).unwrap().state, AgentState::Alive);
 }
 
 #[test]
