@@ -10,8 +10,9 @@
 //! ```
 //!
 //! [`run`] decodes `data` into operations on a tracker with the fixed [`config`]: raw bytes on
-//! every origin (Unix with allowed and refused uids, plain UDP, secure UDP, an unknown
-//! listener), well-formed frames with chosen pid / status / nonce / timestamp / terminal flag,
+//! every origin (Unix with allowed and refused uids, plain UDP with and without a source
+//! address, secure UDP, an unknown listener), well-formed frames with chosen pid / status /
+//! nonce / timestamp / terminal flag,
 //! shared-key and master-key datagrams with chosen streams and counters (so replay windows,
 //! restarts and retired streams are reached), and time passing with the deadlines served as a
 //! shell would. After every operation it checks the invariants: no panic; events never from
@@ -171,6 +172,12 @@ pub fn run(data: &[u8]) -> Result<(), String> {
                             pid
                         },
                         uid: ALLOWED_UID,
+                    }
+                } else if c & 0x04 != 0 {
+                    // Plaintext UDP with its source address: one of two senders.
+                    Origin::UdpFrom {
+                        listener: 0,
+                        source: std::net::SocketAddr::from(([10, 0, 0, 1 + (c & 1)], 4000)),
                     }
                 } else {
                     Origin::Udp { listener: 0 }

@@ -70,12 +70,14 @@ impl Seen {
     pub(crate) fn check(&self, iv: &Iv, left: Rejection) -> Result<(), Rejection> {
         match self.kind {
             SeenKind::Left => Err(left),
-            _ if iv.counter == self.highest => Err(Rejection::Replay(ReplayError::Replayed {
-                counter: iv.counter,
-            })),
+            SeenKind::LastCurrent if iv.counter <= self.highest => Err(left),
+            SeenKind::CrashReport if iv.counter == self.highest => {
+                Err(Rejection::Replay(ReplayError::Replayed {
+                    counter: iv.counter,
+                }))
+            }
             SeenKind::CrashReport if iv.counter < self.highest => Err(Rejection::AfterTerminal),
-            SeenKind::LastCurrent if iv.counter < self.highest => Err(left),
-            _ => Ok(()),
+            SeenKind::LastCurrent | SeenKind::CrashReport => Ok(()),
         }
     }
 }

@@ -8,6 +8,8 @@ use vlp_core::{
 
 use super::*;
 
+mod security;
+
 const MS: Nanos = 1_000_000;
 const THR: Nanos = 200 * MS;
 const EVICT: Nanos = 10_000 * MS;
