@@ -177,4 +177,13 @@ proptest! {
             prop_assert!(false, "{}", why);
         }
     }
+
+    // Any bytes as a state file, and as the body of one with a valid checksum.
+    #[cfg(feature = "fuzz")]
+    #[test]
+    fn state_restore_holds_on_arbitrary_bytes(data in prop::collection::vec(any::<u8>(), 0..1200)) {
+        if let Err(why) = varta_watch::tracker::fuzz::restore(&data) {
+            prop_assert!(false, "{}", why);
+        }
+    }
 }

@@ -85,6 +85,7 @@ mod events;
 pub mod fuzz;
 mod invariants;
 mod keys;
+mod persist;
 mod pipeline;
 mod reject;
 mod session;
@@ -100,6 +101,7 @@ use std::fmt;
 
 pub use config::{AgentId, KeyClass, Listener, Origin, TrackerConfig, UdpMode};
 pub use events::{AcceptKind, Accepted, Event, EventKind};
+pub use persist::{ClockMapping, PersistError, STATE_MAGIC, STATE_VERSION};
 pub use reject::{Reason, ReasonClass, Rejection};
 pub use stats::Stats;
 pub use streams::STREAM_HISTORY;

@@ -8,6 +8,7 @@ use vlp_core::{
 
 use super::*;
 
+mod persist;
 mod security;
 
 const MS: Nanos = 1_000_000;
