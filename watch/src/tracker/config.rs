@@ -58,7 +58,7 @@ pub enum UdpMode {
 pub struct TrackerConfig {
     /// Silence after which an agent is stalled (`--threshold-ms`); 0 is taken as 1 ns.
     pub threshold: Nanos,
-    /// Agents tracked at most (`--tracker-capacity`); clamped to [`MAX_CAPACITY`].
+    /// Agents tracked at most (`--tracker-capacity`); clamped to [`super::MAX_CAPACITY`].
     pub capacity: usize,
     /// Stalled entries are evicted this long after their stall, dead ones this long after
     /// their death.

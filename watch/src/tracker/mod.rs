@@ -3,6 +3,21 @@
 //! happened comes out of [`Tracker::poll_event`]. No clock reads, no I/O, no allocation per
 //! datagram in steady state (sans-I/O, in the style of quinn-proto).
 //!
+//! # Rooms
+//!
+//! | file | concern |
+//! |---|---|
+//! | `config` | listeners' configuration, [`Origin`], identity ([`AgentId`], [`KeyClass`]) |
+//! | `pipeline` | the one decode/accept pipeline (uid, decode, open, replay precheck) |
+//! | `session` | how a verified frame is taken (beat, reordering, restart, death), admission and capacity |
+//! | `streams` | remembered streams per identity, tombstones of evicted ones |
+//! | `deadlines` | stalls and evictions |
+//! | `table` | the slab, its index and the deadline lists |
+//! | `keys` | master-derived agent keys per slot |
+//! | `events`, `reject`, `stats`, `view` | what comes out: [`Event`]/[`EventKind`], [`Rejection`]/[`Reason`], [`Stats`], [`AgentView`] |
+//! | `persist` | the state file's codec ([`Tracker::snapshot`], [`Tracker::restore`]) |
+//! | `invariants`, `fuzz` (feature `fuzz`) | self-checks and the fuzz entry points |
+//!
 //! # The decode pipeline
 //!
 //! One pipeline for every listener ([`Origin`]):
@@ -11,18 +26,20 @@
 //!   ([`Rejection::UidRefused`]), the 32 bytes must parse (VLP v0.2 §2,
 //!   [`Rejection::Decode`]), and the frame's pid must equal the attested pid
 //!   ([`Rejection::PidMismatch`], an authentication failure). Identity: the attested pid.
-//! * **Plain UDP** (operator opt-in): parse; identity: listener + frame pid.
+//! * **Plain UDP** (operator opt-in): parse; identity: listener + frame pid. With the source
+//!   address ([`Origin::UdpFrom`]), a known pid speaking from another address is refused
+//!   ([`Rejection::OriginConflict`]) until it has been silent for the threshold.
 //! * **Secure UDP** (§3): a 32-byte plaintext is refused ([`Rejection::PlaintextRefused`]).
-//!   A 64-byte master-key datagram carries its pid in the clear: the agent's replay window is
-//!   checked *before* anything is decrypted (the same table lookup serves the whole
-//!   datagram), the agent key is taken from the agent's slot (kept once it authenticated a
-//!   datagram of that agent) or derived (§4), the datagram is opened, and the window is
-//!   committed only once the tag verified and the tracker accepted the frame. A 60-byte shared-key datagram is opened with
-//!   each accepted key in turn; its pid is sealed, so its window is checked right after the
-//!   tag verifies (nothing else of the frame is looked at first) and committed on acceptance.
-//!   Windows are kept per agent identity (listener + pid), not per source address, so agents
-//!   behind one address do not disturb each other and reordering within the window is
-//!   accepted ([`AcceptKind::Reordered`]).
+//!   A 64-byte master-key datagram carries its pid in the clear: the agent's replay window and
+//!   remembered streams are checked *before* anything is decrypted (the same table lookup
+//!   serves the whole datagram), the agent key is taken from the agent's slot (kept once it
+//!   authenticated a datagram of that agent) or derived (§4), the datagram is opened, and the
+//!   window is committed only once the tag verified and the tracker accepted the frame. A
+//!   60-byte shared-key datagram is opened with each accepted key in turn; its pid is sealed,
+//!   so its window is checked right after the tag verifies and committed on acceptance.
+//!   Identity: listener + key class + pid ([`KeyClass`]: a holder of the shared key cannot
+//!   speak for a per-agent-key agent of the same pid). Windows are kept per identity, not per
+//!   source address, and reordering within the window is accepted ([`AcceptKind::Reordered`]).
 //!
 //! Every rejection is counted by its [`Reason`] in [`Stats`] and returned.
 //!
@@ -38,25 +55,28 @@
 //! than `threshold` ago (or the frame is stamped after its terminal frame), or when nonce
 //! and timestamp both started over ("far below": each at most half its last value, and the
 //! nonce more than [`REORDER_SLACK`] below). For secure frames the AEAD stream (`iv_random`,
-//! drawn per process) names the session: a new stream whose nonce went back is a new session;
-//! the previous session's stream is refused if it reappears ([`Rejection::RetiredStream`]).
+//! drawn per process) names the session: a new stream whose nonce went back is a new session.
 //!
-//! A terminal frame on a stream other than the current one is the panic hook's crash report:
-//! VLP clients send it from a session of their own (own salt, so its own `iv_random`, nonce
+//! Streams an identity left (the last [`STREAM_HISTORY`]) are refused whatever their counter
+//! ([`Rejection::RetiredStream`]), so cycling captured datagrams of older sessions cannot make
+//! a hung agent look alive, restarted or exited; an evicted identity's streams are kept as a
+//! tombstone ([`TrackerConfig::tombstones`], [`Rejection::EvictedStream`]) and in the state
+//! file. A stalled agent's terminal frame must come on its current stream
+//! ([`Rejection::NotCurrentStream`]).
+//!
+//! A terminal frame on another stream of a live agent is the panic hook's crash report: VLP
+//! clients send it from a session of their own (own salt, so its own `iv_random`, nonce
 //! `u64::MAX`). It raises [`Event::Died`] as any terminal frame does, but it neither retires
-//! nor replaces the current stream: the entry remembers it as a *side stream* (a 32-bit
-//! fingerprint of its `iv_random` and the highest counter taken, in the slot plain agents use
-//! for the sender timestamp, so the entry stays at 96 bytes). The same datagram again is a
-//! replay ([`ReplayError::Replayed`]), an older counter of that stream is
-//! [`Rejection::AfterTerminal`], and a later terminal frame on it (another thread's panic) is a
-//! new crash report if the agent had come back, [`Rejection::AfterTerminal`] while it is still
-//! dead. If the process lives on after a thread's panic, its next beat on the current stream
-//! is a dead agent's newer frame on the same stream: a new session ([`Event::SessionRestart`],
-//! then [`Event::StatusChanged`] from Critical), and it is tracked (and stalls) as before. Only
-//! one side stream is remembered: if a second one replaces it, replays of the first are judged
-//! by the rules above alone (the same limit as the single retired stream).
+//! nor replaces the current stream: the identity remembers it as a crash-report stream with
+//! the counter taken. The same datagram again is a replay ([`vlp_core::ReplayError::Replayed`]), an
+//! older counter of that stream is [`Rejection::AfterTerminal`], and a later terminal frame
+//! on it (another thread's panic) is a new crash report if the agent had come back,
+//! [`Rejection::AfterTerminal`] while it is still dead. If the process lives on after a
+//! thread's panic, its next beat on the current stream is a dead agent's newer frame on the
+//! same stream: a new session ([`Event::SessionRestart`], then [`Event::StatusChanged`] from
+//! Critical), and it is tracked (and stalls) as before.
 //!
-//! # Deadlines
+//! # Deadlines and capacity
 //!
 //! An agent with no accepted beat for `threshold` is stalled: exactly one [`Event::Stalled`]
 //! per silence run, whose `at` is the exact deadline `last_beat + threshold`, whenever the
@@ -64,8 +84,13 @@
 //! [`Event::Recovered`]. A terminal frame raises [`Event::Died`] at once (`clean` for a
 //! goodbye, §2 / `vlp_core::GOODBYE_PAYLOAD`) and no stall follows. Stalled entries are
 //! evicted `evict_after` after their stall, dead ones `evict_after` after their death
-//! ([`Event::Evicted`]); when the table is full, the longest-dead entry makes room for a new
-//! agent, and if there is none the newcomer is refused ([`Rejection::CapacityExceeded`]).
+//! ([`Event::Evicted`]).
+//!
+//! Unproven identities (plain UDP, shared key) fill at most `capacity - proven_reserve` slots
+//! ([`Rejection::UnprovenCapacity`]); the rest is kept for kernel-attested and per-agent-key
+//! identities ([`AgentId::is_proven`]). When the table is full the longest-dead entry makes
+//! room; a proven newcomer otherwise displaces an unproven entry ([`Stats::displaced`]); if
+//! neither is possible the newcomer is refused ([`Rejection::CapacityExceeded`]).
 //!
 //! With one global threshold, deadlines fall in the order beats were accepted, so intrusive
 //! lists over the agent slab keep the earliest deadline at their heads (see `table`): O(1) per
@@ -76,7 +101,8 @@
 //! # Panic contract
 //!
 //! No method panics on any input: any bytes, any origin, any `now` (time going backwards is
-//! clamped to the latest time seen).
+//! clamped to the latest time seen), and [`Tracker::restore`] returns an error for any bytes
+//! it cannot load.
 
 mod config;
 mod deadlines;
