@@ -217,7 +217,7 @@ fn get_history(r: &mut Reader<'_>) -> Option<History> {
 fn window_bitmap(w: &ReplayWindow) -> u128 {
     let Some(random) = w.stream() else { return 0 };
     let mut bits = 0u128;
-    for age in 0..WINDOW_BITS.min(w.highest() + 1) {
+    for age in 0..WINDOW_BITS.min(w.highest().saturating_add(1)) {
         let iv = Iv {
             random,
             counter: w.highest() - age,
@@ -236,7 +236,7 @@ fn window_from(random: [u8; 8], highest: u32, bits: u128) -> ReplayWindow {
         random,
         counter: highest,
     });
-    for age in 1..WINDOW_BITS.min(highest + 1) {
+    for age in 1..WINDOW_BITS.min(highest.saturating_add(1)) {
         if bits & (1 << age) != 0 {
             w.commit(&Iv {
                 random,

@@ -353,3 +353,21 @@ fn the_fuzz_harness_accepts_real_snapshots_as_file_and_as_body() {
     small.snapshot(crate::tracker::fuzz::RESTORE_AT, &mut bytes);
     crate::tracker::fuzz::restore(&bytes[12..bytes.len() - 32]).unwrap();
 }
+
+#[test]
+fn a_window_at_the_last_counter_round_trips() {
+    // Found by the `state` fuzz target: counter u32::MAX overflowed the window rebuild.
+    let mut t = Tracker::new(cfg());
+    let f = frame(Status::Ok, 50, 1, 1, 0);
+    t.handle_datagram(1, &udp(1), &shared(&key(1), 1, u32::MAX, &f))
+        .unwrap();
+    let mut bytes = Vec::new();
+    t.snapshot(at(1, BOOT), &mut bytes);
+    let mut r = Tracker::restore(cfg(), &bytes, at(1, BOOT)).unwrap();
+    assert_eq!(
+        r.handle_datagram(2, &udp(1), &shared(&key(1), 1, u32::MAX, &f)),
+        Err(Rejection::Replay(vlp_core::ReplayError::Replayed {
+            counter: u32::MAX
+        }))
+    );
+}
