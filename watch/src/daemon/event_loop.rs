@@ -9,7 +9,7 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 use super::{Daemon, MAX_BATCHES_PER_TURN};
 use crate::output::Row;
 use crate::recovery::{Reason, Recovery, Request, Transport};
-use crate::tracker::{AgentId, Event, Nanos};
+use crate::tracker::{AgentId, Event, EventKind, Nanos};
 
 impl Daemon {
     pub(super) fn now(&self) -> Nanos {
@@ -20,7 +20,6 @@ impl Daemon {
     fn drain_events(&mut self) {
         while let Some(ev) = self.tracker.poll_event() {
             let row = Row::from_event(&ev);
-            self.counters.event(row.kind);
             let now = self.now();
             self.outputs.emit(&row, now);
             let trigger = match ev {
@@ -52,10 +51,12 @@ impl Daemon {
     }
 
     fn emit_recovery(&mut self, at: Nanos, agent: AgentId, detail: String) {
-        self.counters.event("recovery");
+        self.counters.recoveries += 1;
         let now = self.now();
-        self.outputs
-            .emit(&Row::basic(at, "recovery", agent, None, None, detail), now);
+        self.outputs.emit(
+            &Row::basic(at, EventKind::Recovery.as_str(), agent, None, None, detail),
+            now,
+        );
     }
 
     /// Fires due deadlines and emits their events, flushing at once.

@@ -236,6 +236,7 @@ impl Daemon {
             evict_after: cfg.evict_after_ns,
             allowed_uids: cfg.allowed_uids.clone(),
             udp: udp_modes.clone(),
+            ..TrackerConfig::default()
         });
         let recovery = match cfg.recovery {
             Some(r) => {

@@ -2,7 +2,7 @@
 
 use super::Daemon;
 use crate::metrics::{AgentRow, Snapshot};
-use crate::tracker::{Listener, ReasonClass};
+use crate::tracker::{EventKind, Listener, ReasonClass};
 
 impl Daemon {
     /// Copies the figures of a scrape.
@@ -38,10 +38,10 @@ impl Daemon {
         let decode_errors = st
             .rejections()
             .filter(|(r, _)| r.class() == ReasonClass::Decode)
-            .map(|(r, n)| (r.label(), n))
+            .map(|(r, n)| (r.as_str(), n))
             .collect();
         let mut rejections: Vec<(&'static str, u64)> =
-            st.rejections().map(|(r, n)| (r.label(), n)).collect();
+            st.rejections().map(|(r, n)| (r.as_str(), n)).collect();
         rejections.push(("no_credentials", c.no_credentials));
         Snapshot {
             agents,
@@ -57,7 +57,14 @@ impl Daemon {
             decrypt_failures: st.rejected_class(ReasonClass::Decrypt),
             replays: st.rejected_class(ReasonClass::Replay),
             capacity_exceeded: st.rejected_class(ReasonClass::Capacity),
-            events: c.events().collect(),
+            // Counted by the core, by kind; recovery decisions are the daemon's.
+            events: st
+                .event_counts()
+                .map(|(k, n)| match k {
+                    EventKind::Recovery => (k.as_str(), c.recoveries),
+                    _ => (k.as_str(), n),
+                })
+                .collect(),
             events_dropped: st.events_dropped,
             recovery,
             recovery_refused,

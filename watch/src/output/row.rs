@@ -73,16 +73,18 @@ impl Row {
     /// The row for a tracker event.
     #[must_use]
     pub fn from_event(ev: &Event) -> Row {
+        // The kind's one spelling comes from the core.
+        let kind = ev.kind().as_str();
         match *ev {
             Event::NewAgent {
                 at,
                 agent,
                 status,
                 nonce,
-            } => Row::basic(at, "new", agent, Some(nonce), Some(status), String::new()),
+            } => Row::basic(at, kind, agent, Some(nonce), Some(status), String::new()),
             Event::SessionRestart { at, agent, nonce } => Row::basic(
                 at,
-                "restart",
+                kind,
                 agent,
                 Some(nonce),
                 None,
@@ -99,7 +101,7 @@ impl Row {
                 payload: Some(payload),
                 ..Row::basic(
                     at,
-                    "status",
+                    kind,
                     agent,
                     None,
                     Some(to),
@@ -115,7 +117,7 @@ impl Row {
                 last_beat: Some(last_beat),
                 ..Row::basic(
                     at,
-                    "stall",
+                    kind,
                     agent,
                     Some(nonce),
                     Some(Status::Stall),
@@ -130,7 +132,7 @@ impl Row {
                 silent_for: Some(silent_for),
                 ..Row::basic(
                     at,
-                    "recovered",
+                    kind,
                     agent,
                     None,
                     None,
@@ -146,7 +148,7 @@ impl Row {
                 payload: Some(payload),
                 ..Row::basic(
                     at,
-                    if clean { "goodbye" } else { "crash" },
+                    kind,
                     agent,
                     Some(vlp_core::NONCE_TERMINAL),
                     Some(Status::Critical),
@@ -159,7 +161,7 @@ impl Row {
             },
             Event::Evicted { at, agent } => Row::basic(
                 at,
-                "evicted",
+                kind,
                 agent,
                 None,
                 None,
@@ -262,10 +264,7 @@ mod tests {
     use super::*;
 
     fn agent() -> AgentId {
-        AgentId {
-            listener: Listener::Unix,
-            pid: 42,
-        }
+        AgentId::unix(42)
     }
 
     #[test]
