@@ -160,6 +160,11 @@ fn poly_tags<P: Limbs<D>, const D: usize>(
     tags
 }
 
+/// One-time keys of `N` lanes, word-major.
+type LaneKeys<const N: usize> = [[u32; N]; 8];
+/// One message block of `N` lanes, word-major.
+type LaneBlock<const N: usize> = [[u32; N]; 4];
+
 /// `poly_tags` on every Poly1305 lane type this machine runs, 4 lanes at a time (the SSE2 type
 /// as two pairs, the portable one lane by lane); all must agree, and the result is returned.
 fn poly_tags_every_path(
@@ -173,7 +178,7 @@ fn poly_tags_every_path(
         blocks: &[[[u32; 4]; 4]],
         skip: &[usize; 4],
         first: usize,
-    ) -> ([[u32; N]; 8], Vec<[[u32; N]; 4]>, [usize; N]) {
+    ) -> (LaneKeys<N>, Vec<LaneBlock<N>>, [usize; N]) {
         let pick = |w: &[u32; 4]| -> [u32; N] { core::array::from_fn(|l| w[first + l]) };
         (
             key.map(|w| pick(&w)),
@@ -185,8 +190,8 @@ fn poly_tags_every_path(
     for first in 0..4 {
         let (k, b, s) = narrow::<1>(key, blocks, skip, first);
         let t = poly_tags::<u64, 1>(&k, &b, &s);
-        for i in 0..4 {
-            portable[i][first] = t[i][0];
+        for (row, t) in portable.iter_mut().zip(&t) {
+            row[first] = t[0];
         }
     }
     #[cfg(target_arch = "x86_64")]
@@ -195,8 +200,8 @@ fn poly_tags_every_path(
         for first in [0, 2] {
             let (k, b, s) = narrow::<2>(key, blocks, skip, first);
             let t = poly_tags::<super::x86::Sse2Limbs, 2>(&k, &b, &s);
-            for i in 0..4 {
-                sse2[i][first..first + 2].copy_from_slice(&t[i]);
+            for (row, t) in sse2.iter_mut().zip(&t) {
+                row[first..first + 2].copy_from_slice(t);
             }
         }
         assert_eq!(
