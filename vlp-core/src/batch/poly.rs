@@ -190,8 +190,14 @@ impl<P: Limbs<D>, const D: usize> PolyLanes<P, D> {
         let mut out = [[0u32; D]; 4];
         for l in 0..D {
             // Each limb is below 2^27.
-            let [mut h0, mut h1, mut h2, mut h3, mut h4] =
-                [0, 1, 2, 3, 4].map(|i| limbs[i][l] as u32);
+            let [a, b, c, d, e] = &limbs;
+            let (mut h0, mut h1, mut h2, mut h3, mut h4) = (
+                a[l] as u32,
+                b[l] as u32,
+                c[l] as u32,
+                d[l] as u32,
+                e[l] as u32,
+            );
             // Full carry: every limb below 2^26, h < 2^130 + small.
             h2 += h1 >> 26;
             h1 &= MASK26;
