@@ -92,8 +92,8 @@ fn layout<M: Measurement<Value = u64> + 'static>(
         })
         .collect();
     let mut g = c.benchmark_group(format!("batch_{name}"));
-    g.warm_up_time(Duration::from_millis(300));
-    g.measurement_time(Duration::from_millis(1_000));
+    g.warm_up_time(Duration::from_millis(200));
+    g.measurement_time(Duration::from_millis(800));
     g.sample_size(30);
 
     let single = |j: &Job<'_>| -> Opened {

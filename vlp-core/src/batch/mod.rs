@@ -22,6 +22,26 @@
 //!
 //! No allocation: the caller provides the jobs and the storage for the results.
 //!
+//! ```
+//! use vlp_core::batch::{Backend, Job, Opened};
+//! use vlp_core::{Frame, Iv, Key, OpenError, SharedDatagram, Status};
+//!
+//! let backend = Backend::detect(); // once, at start-up
+//! let keys = [Key::from_bytes([1; 32]), Key::from_bytes([2; 32])];
+//! let iv = Iv { random: [7; 8], counter: 1 };
+//! let frame = Frame::new(Status::Ok, 42, 1_000, 1, 0)?;
+//! let good = SharedDatagram::seal(&keys[0], &iv, &frame);
+//! let jobs = [Job::shared(&keys[0], &good.0), Job::shared(&keys[1], &good.0)];
+//! let mut out: [Opened; 2] = [Err(OpenError::BadTag); 2];
+//! backend.open(&jobs, &mut out);
+//! assert_eq!(out, [Ok((iv, frame)), Err(OpenError::BadTag)]);
+//! # Ok::<(), vlp_core::DecodeError>(())
+//! ```
+//!
+//! A receiver with a replay window checks each datagram's clear [`Iv`] before it builds the
+//! jobs, and re-checks right before it commits each opened one: two copies of one datagram in
+//! the same batch both pass the first check.
+//!
 //! [`SharedDatagram::open`]: crate::SharedDatagram::open
 //! [`MasterDatagram::open`]: crate::MasterDatagram::open
 
