@@ -333,11 +333,10 @@ fn per_lane<const D: usize>(lanes: &[Option<Lane>; D], f: impl Fn(&Lane) -> u32)
     core::array::from_fn(|l| lanes[l].as_ref().map_or(0, &f))
 }
 
-/// Opens up to `D` datagrams as one group of `L = 2 D` ChaCha20 lanes (kernel `K`) and `D`
-/// Poly1305 lanes (`P`): lane `l` is block 0 of
-/// datagram `l`, lane `D + l` its block 1. Lanes of absent or mis-sized datagrams run on a
-/// zero state and are ignored. Written once; `#[inline(always)]` so that each path compiles
-/// it with its own target features.
+/// Opens up to `D` datagrams as one group of `L = 2 D` ChaCha20 lanes (kernel `K`; lane `l`
+/// is block 0 of datagram `l`, lane `D + l` its block 1) and `D` Poly1305 lanes (`P`). Lanes
+/// of absent or mis-sized datagrams run on a zero state and are ignored. Written once;
+/// `#[inline(always)]` so that each path compiles it with its own target features.
 #[inline(always)]
 fn open_group<K: Kernel<L>, P: Limbs<D>, const L: usize, const D: usize>(
     jobs: &[Job<'_>],
