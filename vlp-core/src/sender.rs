@@ -75,6 +75,13 @@ impl KeyClass {
         }
     }
 
+    /// Whether datagrams of this class are sealed, so that starting a sender of it needs a
+    /// fresh salt ([`Sender::start`]).
+    #[must_use]
+    pub const fn is_sealed(self) -> bool {
+        !matches!(self, KeyClass::Plain)
+    }
+
     /// A stable lower-case name (`plain`, `shared-key`, `master-key`), for logs.
     #[must_use]
     pub const fn name(self) -> &'static str {
@@ -208,10 +215,7 @@ impl Sender {
         if let Keys::Master(master) = &self.keys {
             self.keys = Keys::Agent(derive_agent_key(master, pid));
         }
-        let salt = match self.keys {
-            Keys::Plain => None,
-            _ => Some(salt),
-        };
+        let salt = self.key_class().is_sealed().then_some(salt);
         self.session.restart(pid, salt);
     }
 
@@ -473,6 +477,10 @@ mod tests {
                 KeyClass::Master.datagram_len()
             ],
             [32, 60, 64]
+        );
+        assert_eq!(
+            [KeyClass::Plain, KeyClass::Shared, KeyClass::Master].map(KeyClass::is_sealed),
+            [false, true, true]
         );
     }
 }
