@@ -29,6 +29,7 @@ pub mod demo;
 pub mod listener;
 pub mod metrics;
 pub mod output;
+pub mod policy;
 pub mod recovery;
 
 pub mod tracker;

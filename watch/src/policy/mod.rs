@@ -1,0 +1,163 @@
+//! Policy: who an agent is, which class of policy it falls in, and whether it is silenced.
+//!
+//! The tracker knows agents by identity only (listener + pid). Operators think in names:
+//! a systemd unit, an executable, a configured name for a UDP device. This module turns the
+//! one into the other, once per agent session and never per beat:
+//!
+//! * [`identity`]: for a Unix-socket agent (kernel-attested pid) read `comm`, the executable
+//!   path, the uid and the systemd unit from `/proc` on a small worker thread with bounded
+//!   queues ([`identity::IdentityWorker`]); for UDP agents, names from configuration
+//!   ([`identity::UdpNames`]).
+//! * [`class`]: `[[class]]` sections matched first-match-wins against those facts, each with its
+//!   own threshold, recovery, severity and labels; [`class::ClassSet::resolve`] runs once per
+//!   session.
+//! * [`silence`]: maintenance windows (`KEY=VALUE` matchers, all must hold) with automatic
+//!   expiry, bounded, serialisable for the state file.
+//!
+//! Everything that decides is sans-I/O with time as an input: classes and silences are plain
+//! values; only [`identity::read_identity`] and its worker touch the file system.
+//!
+//! # Panic contract
+//!
+//! Nothing read from `/proc`, the configuration or the control socket can panic these types:
+//! bad input is a typed error naming the rule it broke.
+
+pub mod class;
+pub mod identity;
+pub mod silence;
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::tracker::{AgentId, Listener};
+
+/// What is known about one agent, gathered once per session: the facts classes and silences
+/// match on. Absent facts never match a matcher that asks for them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentFacts {
+    /// The agent's pid (attested on the Unix socket, claimed on UDP).
+    pub pid: u32,
+    /// The listener label: `unix` or `udpN`.
+    pub listener: String,
+    /// The process's real uid (Unix-socket agents).
+    pub uid: Option<u32>,
+    /// `/proc/PID/comm`.
+    pub comm: Option<String>,
+    /// `/proc/PID/exe`, resolved.
+    pub exe: Option<String>,
+    /// The systemd unit (`*.service` / `*.scope`) from `/proc/PID/cgroup`.
+    pub unit: Option<String>,
+    /// A display name: configured for UDP agents, else the unit or `comm`.
+    pub name: Option<String>,
+    /// How the agent's frames were authenticated: `attested` (Unix socket), `plain`, `secure`,
+    /// or the name of a configured key once the tracker reports which key opened a datagram.
+    pub key: Option<String>,
+    /// The datagram's source address (UDP), when the shell knows it.
+    pub source: Option<IpAddr>,
+    /// The class the agent resolved to (filled in after [`class::ClassSet::resolve`]).
+    pub class: Option<String>,
+}
+
+impl AgentFacts {
+    /// The facts the tracker alone gives: pid, listener and key class.
+    #[must_use]
+    pub fn basic(id: AgentId, secure: bool) -> AgentFacts {
+        let key = match id.listener {
+            Listener::Unix => "attested",
+            Listener::Udp(_) if secure => "secure",
+            Listener::Udp(_) => "plain",
+        };
+        AgentFacts {
+            pid: id.pid,
+            listener: crate::output::listener_label(id.listener),
+            key: Some(key.to_string()),
+            ..AgentFacts::default()
+        }
+    }
+
+    /// Adds what `/proc` told about the process; the name becomes the unit, else `comm`,
+    /// unless one was configured.
+    #[must_use]
+    pub fn with_process(mut self, p: &identity::ProcessIdentity) -> AgentFacts {
+        self.uid = Some(p.uid);
+        self.comm = Some(p.comm.clone());
+        self.exe = p.exe.clone();
+        self.unit = p.unit.clone();
+        if self.name.is_none() {
+            self.name = Some(p.unit.clone().unwrap_or_else(|| p.comm.clone()));
+        }
+        self
+    }
+}
+
+/// Matches `text` against `pattern`, where `*` stands for any run of characters (including
+/// none) and every other character stands for itself. No other syntax: unit and executable
+/// names contain `.`, `@`, `-` and `/` literally.
+#[must_use]
+pub fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let Some(first) = parts.next() else {
+        return text.is_empty();
+    };
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let tail: Vec<&str> = parts.collect();
+    let Some((last, middle)) = tail.split_last() else {
+        // No `*` at all: exact match.
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_exact_and_star() {
+        assert!(wildcard_match("backup.service", "backup.service"));
+        assert!(!wildcard_match("backup.service", "backup.services"));
+        assert!(!wildcard_match("backup.service", "xbackup.service"));
+        assert!(wildcard_match("backup*", "backup.service"));
+        assert!(wildcard_match("*.service", "backup.service"));
+        assert!(!wildcard_match("*.service", "backup.scope"));
+        assert!(wildcard_match("*", ""));
+        assert!(wildcard_match("a*b*c", "aXXbYYc"));
+        assert!(!wildcard_match("a*b*c", "aXXcYYb"));
+        // The tail must not overlap the head.
+        assert!(!wildcard_match("ab*ba", "aba"));
+        assert!(wildcard_match("/usr/bin/*", "/usr/bin/python3"));
+        assert!(!wildcard_match("", "x"));
+        assert!(wildcard_match("", ""));
+    }
+
+    #[test]
+    fn basic_facts_name_the_key_class() {
+        let unix = AgentFacts::basic(
+            AgentId {
+                listener: Listener::Unix,
+                pid: 7,
+            },
+            false,
+        );
+        assert_eq!(unix.listener, "unix");
+        assert_eq!(unix.key.as_deref(), Some("attested"));
+        let udp = AgentFacts::basic(
+            AgentId {
+                listener: Listener::Udp(1),
+                pid: 7,
+            },
+            true,
+        );
+        assert_eq!(udp.listener, "udp1");
+        assert_eq!(udp.key.as_deref(), Some("secure"));
+    }
+}
