@@ -24,6 +24,7 @@
 pub mod agent;
 pub mod bench;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod listener;

@@ -1,0 +1,1 @@
+//! Client side (placeholder while the server lands).
