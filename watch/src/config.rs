@@ -38,6 +38,10 @@ pub enum Command {
     Agent(crate::agent::AgentArgs),
     /// Benchmarks: ingest throughput and stall precision; prints figures.
     Bench(crate::bench::BenchArgs),
+    /// Every agent's state from a running observer (stalled first).
+    Status(crate::control::client::StatusArgs),
+    /// Silence agents for maintenance: add, list, expire.
+    Silence(crate::control::client::SilenceArgs),
     /// The demo's recovery command (internal).
     #[command(hide = true)]
     DemoRecover(crate::demo::RecoverArgs),

@@ -42,6 +42,12 @@ fn main() -> ExitCode {
         Some(Command::Agent(a)) => varta_watch::agent::run(&a),
         Some(Command::Bench(a)) => varta_watch::bench::run(&a),
         Some(Command::BenchGen(a)) => varta_watch::bench::generator(&a),
+        Some(Command::Status(a)) => {
+            varta_watch::control::client::status(&a).map_err(|e| e.to_string())
+        }
+        Some(Command::Silence(a)) => {
+            varta_watch::control::client::silence(&a).map_err(|e| e.to_string())
+        }
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
