@@ -1,0 +1,361 @@
+//! The loop's book of agents: facts, class and silence per agent session, kept beside the
+//! tracker and fed by its events.
+//!
+//! The daemon wires it in with a few calls per loop turn (see the crate's wiring notes):
+//!
+//! * each tracker event → [`Directory::on_event`]: a new agent or session gets its basic facts,
+//!   a configured UDP name and a class at once, and (Unix socket only) an identity request to
+//!   the [`IdentityWorker`]; an eviction forgets the agent;
+//! * once per turn → [`Directory::poll_identities`]: finished identities update the facts and
+//!   re-resolve the class (a result for an older session of the same pid is dropped);
+//! * on a stall or crash → [`Directory::policy`] (threshold, recovery, severity, labels) and
+//!   [`Directory::silenced`] (skip alert and recovery while silenced);
+//! * when a snapshot is wanted → [`Directory::snapshot`].
+//!
+//! Bounded: one entry per tracked agent, at most `capacity` (the tracker's); time is an input.
+
+use std::collections::HashMap;
+
+use super::class::{ClassId, ClassPolicy, ClassSet};
+use super::identity::{IdentityRequest, IdentityWorker, UdpNames};
+use super::silence::{SilenceSet, UnixMs};
+use super::AgentFacts;
+use crate::control::snapshot::{SnapshotBuilder, StatusSnapshot};
+use crate::tracker::{AgentId, AgentView, Event, Listener, Nanos};
+
+#[derive(Debug, Clone)]
+struct Entry {
+    facts: AgentFacts,
+    class: ClassId,
+    session: u64,
+}
+
+/// Facts, class and silences of every tracked agent (see the module docs).
+#[derive(Debug)]
+pub struct Directory {
+    classes: ClassSet,
+    names: UdpNames,
+    silences: SilenceSet,
+    agents: HashMap<AgentId, Entry>,
+    capacity: usize,
+    sessions: u64,
+    worker: Option<IdentityWorker>,
+    refused: u64,
+}
+
+impl Directory {
+    /// A directory for at most `capacity` agents. Without a worker, Unix agents are known by
+    /// pid, uid-less, until one is given.
+    #[must_use]
+    pub fn new(
+        classes: ClassSet,
+        names: UdpNames,
+        silences: SilenceSet,
+        worker: Option<IdentityWorker>,
+        capacity: usize,
+    ) -> Directory {
+        Directory {
+            classes,
+            names,
+            silences,
+            agents: HashMap::new(),
+            capacity,
+            sessions: 0,
+            worker,
+            refused: 0,
+        }
+    }
+
+    fn admit(&mut self, agent: AgentId, secure: bool) {
+        if !self.agents.contains_key(&agent) && self.agents.len() >= self.capacity {
+            self.refused += 1;
+            return;
+        }
+        self.sessions += 1;
+        let session = self.sessions;
+        let mut facts = AgentFacts::basic(agent, secure);
+        if agent.listener != Listener::Unix {
+            facts.name = self.names.name_for(&facts);
+        }
+        let class = self.classes.resolve(&facts);
+        facts.class = Some(self.classes.get(class).name.clone());
+        self.agents.insert(
+            agent,
+            Entry {
+                facts,
+                class,
+                session,
+            },
+        );
+        if agent.listener == Listener::Unix {
+            if let Some(w) = &mut self.worker {
+                // A full queue leaves the agent known by pid; counted by the worker.
+                let _ = w.try_request(IdentityRequest { agent, session });
+            }
+        }
+    }
+
+    /// Takes one tracker event. `secure` is whether the agent speaks through a secure listener
+    /// (`AgentView::secure`; `false` for Unix agents).
+    pub fn on_event(&mut self, ev: &Event, secure: bool) {
+        match *ev {
+            Event::NewAgent { agent, .. } | Event::SessionRestart { agent, .. } => {
+                self.admit(agent, secure);
+            }
+            Event::Evicted { agent, .. } => {
+                self.agents.remove(&agent);
+            }
+            // A beat from an agent the directory missed (full, or started late) admits it.
+            ref other => {
+                let agent = other.agent();
+                if !self.agents.contains_key(&agent) {
+                    self.admit(agent, secure);
+                }
+            }
+        }
+    }
+
+    /// Applies finished identities; returns how many agents were updated.
+    pub fn poll_identities(&mut self) -> usize {
+        let Some(w) = &self.worker else {
+            return 0;
+        };
+        let mut updated = 0;
+        while let Some(res) = w.try_result() {
+            let Some(e) = self.agents.get_mut(&res.request.agent) else {
+                continue;
+            };
+            if e.session != res.request.session {
+                continue;
+            }
+            let Ok(p) = res.result else {
+                continue;
+            };
+            let mut facts = std::mem::take(&mut e.facts).with_process(&p);
+            e.class = self.classes.resolve(&facts);
+            facts.class = Some(self.classes.get(e.class).name.clone());
+            e.facts = facts;
+            updated += 1;
+        }
+        updated
+    }
+
+    /// The agent's class (the default class for an unknown agent).
+    #[must_use]
+    pub fn class_of(&self, agent: AgentId) -> ClassId {
+        self.agents
+            .get(&agent)
+            .map_or(ClassId::DEFAULT, |e| e.class)
+    }
+
+    /// The agent's policy.
+    #[must_use]
+    pub fn policy(&self, agent: AgentId) -> &ClassPolicy {
+        self.classes.get(self.class_of(agent))
+    }
+
+    /// What is known about the agent.
+    #[must_use]
+    pub fn facts(&self, agent: AgentId) -> Option<&AgentFacts> {
+        self.agents.get(&agent).map(|e| &e.facts)
+    }
+
+    /// The silence that applies to the agent at wall-clock `now`, if any.
+    #[must_use]
+    pub fn silenced(&self, agent: AgentId, now: UnixMs) -> Option<u64> {
+        let basic;
+        let facts = match self.agents.get(&agent) {
+            Some(e) => &e.facts,
+            None => {
+                basic = AgentFacts::basic(agent, false);
+                &basic
+            }
+        };
+        self.silences.is_silenced(facts, now)
+    }
+
+    /// The silences (for the control link's commands and the state file).
+    pub fn silences_mut(&mut self) -> &mut SilenceSet {
+        &mut self.silences
+    }
+
+    /// The silences.
+    #[must_use]
+    pub fn silences(&self) -> &SilenceSet {
+        &self.silences
+    }
+
+    /// The classes.
+    #[must_use]
+    pub fn classes(&self) -> &ClassSet {
+        &self.classes
+    }
+
+    /// Replaces classes and names (reload) and re-resolves every agent; facts, silences and
+    /// tracked agents stay.
+    pub fn reload(&mut self, classes: ClassSet, names: UdpNames) {
+        self.classes = classes;
+        self.names = names;
+        for (id, e) in &mut self.agents {
+            if id.listener != Listener::Unix {
+                e.facts.name = self.names.name_for(&e.facts);
+            }
+            e.class = self.classes.resolve(&e.facts);
+            e.facts.class = Some(self.classes.get(e.class).name.clone());
+        }
+    }
+
+    /// Agents known.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.agents.len()
+    }
+
+    /// Whether none is known.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.agents.is_empty()
+    }
+
+    /// Agents not admitted because the directory was full.
+    #[must_use]
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// A status snapshot of the tracker's agents with their facts, classes and silences.
+    pub fn snapshot(
+        &self,
+        builder: &mut SnapshotBuilder,
+        views: impl Iterator<Item = AgentView>,
+        now_ns: Nanos,
+        now_ms: UnixMs,
+    ) -> StatusSnapshot {
+        let classes = self.classes.iter().map(|(_, p)| p.name.clone()).collect();
+        builder.build(
+            now_ns,
+            now_ms,
+            views,
+            |id| self.agents.get(&id).map(|e| e.facts.clone()),
+            &self.silences,
+            classes,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::policy::class::{ClassConfig, Defaults};
+    use crate::policy::identity::NameRule;
+    use crate::policy::silence::Matcher;
+    use vlp_core::Status;
+
+    fn classes(toml_text: &str) -> ClassSet {
+        #[derive(serde::Deserialize)]
+        struct F {
+            class: Vec<ClassConfig>,
+        }
+        let f: F = toml::from_str(toml_text).unwrap();
+        ClassSet::new(
+            &Defaults {
+                threshold_ns: 1_000_000_000,
+                recovery: None,
+                recovery_debounce_ns: 0,
+            },
+            f.class,
+        )
+        .unwrap()
+    }
+
+    fn new_agent(agent: AgentId) -> Event {
+        Event::NewAgent {
+            at: 1,
+            agent,
+            status: Status::Ok,
+            nonce: 1,
+        }
+    }
+
+    #[test]
+    fn unix_agents_get_their_identity_and_class_off_the_hot_path() {
+        let worker = IdentityWorker::spawn(PathBuf::from("/proc"), 8).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let set = classes(&format!(
+            "[[class]]\nname = \"tests\"\nmatch = {{ exe = \"{}\" }}\nthreshold-ms = 250\n",
+            exe.display()
+        ));
+        let mut dir = Directory::new(set, UdpNames::default(), SilenceSet::new(), Some(worker), 4);
+        let me = AgentId {
+            listener: Listener::Unix,
+            pid: std::process::id(),
+        };
+        dir.on_event(&new_agent(me), false);
+        // Before the identity arrives: default class, pid only.
+        assert_eq!(dir.class_of(me), ClassId::DEFAULT);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while dir.poll_identities() == 0 {
+            assert!(Instant::now() < deadline, "no identity within 10 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(dir.policy(me).name, "tests");
+        assert_eq!(dir.policy(me).threshold_ns, 250_000_000);
+        let f = dir.facts(me).unwrap();
+        assert_eq!(f.exe.as_deref(), Some(exe.to_string_lossy().as_ref()));
+        assert_eq!(f.class.as_deref(), Some("tests"));
+        assert!(f.name.is_some());
+
+        // Silences see the facts.
+        dir.silences_mut()
+            .add(
+                100,
+                vec!["class=tests".parse::<Matcher>().unwrap()],
+                1000,
+                String::new(),
+            )
+            .unwrap();
+        assert_eq!(dir.silenced(me, 500), Some(1));
+        assert_eq!(dir.silenced(me, 1100), None);
+
+        dir.on_event(&Event::Evicted { at: 2, agent: me }, false);
+        assert!(dir.is_empty());
+    }
+
+    #[test]
+    fn udp_agents_are_named_by_configuration_and_bounded() {
+        let names = UdpNames::new(vec![NameRule {
+            name: "pump-{pid}".into(),
+            pid: None,
+            listener: Some("udp0".into()),
+            key: None,
+            source: None,
+        }])
+        .unwrap();
+        let set = classes("[[class]]\nname = \"pumps\"\nmatch = { key = \"secure\" }\n");
+        let mut dir = Directory::new(set, names, SilenceSet::new(), None, 2);
+        let a = |pid| AgentId {
+            listener: Listener::Udp(0),
+            pid,
+        };
+        dir.on_event(&new_agent(a(1)), true);
+        dir.on_event(&new_agent(a(2)), false);
+        dir.on_event(&new_agent(a(3)), true);
+        assert_eq!(dir.len(), 2);
+        assert_eq!(dir.refused(), 1);
+        assert_eq!(dir.facts(a(1)).unwrap().name.as_deref(), Some("pump-1"));
+        assert_eq!(dir.policy(a(1)).name, "pumps");
+        assert_eq!(dir.policy(a(2)).name, "default");
+        assert_eq!(dir.policy(a(3)).name, "default");
+
+        // Reload: new classes apply to known agents at once.
+        dir.reload(
+            classes("[[class]]\nname = \"all-udp\"\nmatch = { listener = \"udp*\" }\n"),
+            UdpNames::default(),
+        );
+        assert_eq!(dir.policy(a(2)).name, "all-udp");
+        assert_eq!(dir.facts(a(1)).unwrap().name, None);
+    }
+}
