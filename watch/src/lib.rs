@@ -27,6 +27,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod demo;
+pub mod http_assets;
 pub mod listener;
 pub mod metrics;
 pub mod output;
