@@ -165,10 +165,9 @@ pub fn parse_status_uid(status: &str) -> Option<u32> {
 #[must_use]
 pub fn parse_cgroup_unit(cgroup: &str) -> Option<String> {
     let unit_of = |path: &str| -> Option<String> {
-        path.split('/')
-            .filter(|e| e.ends_with(".service") || e.ends_with(".scope"))
+        path.rsplit('/')
             .filter(|e| e.len() <= FIELD_MAX)
-            .last()
+            .find(|e| e.ends_with(".service") || e.ends_with(".scope"))
             .map(str::to_string)
     };
     let lines: Vec<(&str, &str, &str)> = cgroup
