@@ -18,7 +18,7 @@ tally() {
 }
 
 need_pkgs=()
-for p in rustc-web cargo-web rust-web-src binutils-arm-none-eabi qemu-system-arm iproute2 openssl; do
+for p in rustc-web cargo-web rust-web-src binutils-arm-none-eabi qemu-system-arm iproute2 openssl chromium; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
 done
 if [ "${QUICK:-0}" != 1 ] && [ ${#need_pkgs[@]} -gt 0 ]; then
