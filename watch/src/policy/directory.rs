@@ -8,8 +8,8 @@
 //!   the [`IdentityWorker`]; an eviction forgets the agent;
 //! * once per turn → [`Directory::poll_identities`]: finished identities update the facts and
 //!   re-resolve the class (a result for an older session of the same pid is dropped);
-//! * on a stall or crash → [`Directory::policy`] (threshold, recovery, severity, labels) and
-//!   [`Directory::silenced`] (skip alert and recovery while silenced);
+//! * on a stall or crash → [`Directory::reaction`]: the class's policy (severity, labels,
+//!   recovery command) and whether to alert and recover, silences considered;
 //! * when a snapshot is wanted → [`Directory::snapshot`].
 //!
 //! Bounded: one entry per tracked agent, at most `capacity` (the tracker's); time is an input.
@@ -22,6 +22,20 @@ use super::silence::{SilenceSet, UnixMs};
 use super::AgentFacts;
 use crate::control::snapshot::{SnapshotBuilder, StatusSnapshot};
 use crate::tracker::{AgentId, AgentView, Event, Listener, Nanos};
+
+/// What to do about a stall or a crash: the one place where class policy and silences meet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reaction<'a> {
+    /// The agent's class policy (severity, labels, recovery command, debounce).
+    pub class: &'a ClassPolicy,
+    /// The silence that applies, if any.
+    pub silenced_by: Option<u64>,
+    /// Raise an alert (not silenced).
+    pub alert: bool,
+    /// Run the class's recovery command (not silenced, the class's recovery policy covers this
+    /// event, and the class has a command).
+    pub recover: bool,
+}
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -174,6 +188,29 @@ impl Directory {
         self.silences.is_silenced(facts, now)
     }
 
+    /// How to react to a tracker event at wall-clock `now`: `Some` for a stall or a crash
+    /// report, `None` for every other event (goodbyes included: a clean exit needs no
+    /// recovery). A silenced agent's stall is still an event (shown, counted) but gets no alert
+    /// and no recovery.
+    #[must_use]
+    pub fn reaction(&self, ev: &Event, now: UnixMs) -> Option<Reaction<'_>> {
+        let covered = |p: &ClassPolicy| match ev {
+            Event::Stalled { .. } => Some(p.recovery_policy.on_stall()),
+            Event::Died { clean: false, .. } => Some(p.recovery_policy.on_crash()),
+            _ => None,
+        };
+        let agent = ev.agent();
+        let class = self.policy(agent);
+        let covered = covered(class)?;
+        let silenced_by = self.silenced(agent, now);
+        Some(Reaction {
+            class,
+            silenced_by,
+            alert: silenced_by.is_none(),
+            recover: silenced_by.is_none() && covered && class.recovery.is_some(),
+        })
+    }
+
     /// The silences (for the control link's commands and the state file).
     pub fn silences_mut(&mut self) -> &mut SilenceSet {
         &mut self.silences
@@ -322,6 +359,82 @@ mod tests {
 
         dir.on_event(&Event::Evicted { at: 2, agent: me }, false);
         assert!(dir.is_empty());
+    }
+
+    #[test]
+    fn reactions_join_class_policy_and_silences() {
+        let set = ClassSet::new(
+            &Defaults {
+                threshold_ns: 1_000_000_000,
+                recovery: Some(crate::recovery::CommandTemplate::parse("restart {pid}").unwrap()),
+                recovery_debounce_ns: 0,
+            },
+            {
+                #[derive(serde::Deserialize)]
+                struct F {
+                    class: Vec<ClassConfig>,
+                }
+                toml::from_str::<F>(
+                    "[[class]]\nname = \"crash-only\"\nmatch = { pid = 2 }\nrecovery = \"crash\"\n",
+                )
+                .unwrap()
+                .class
+            },
+        )
+        .unwrap();
+        let mut dir = Directory::new(set, UdpNames::default(), SilenceSet::new(), None, 8);
+        let a = |pid| AgentId {
+            listener: Listener::Unix,
+            pid,
+        };
+        dir.on_event(&new_agent(a(1)), false);
+        dir.on_event(&new_agent(a(2)), false);
+        let stall = |pid| Event::Stalled {
+            at: 5,
+            agent: a(pid),
+            last_beat: 1,
+            nonce: 1,
+        };
+        let crash = |pid| Event::Died {
+            at: 5,
+            agent: a(pid),
+            clean: false,
+            payload: 0,
+        };
+        let r = dir.reaction(&stall(1), 0).unwrap();
+        assert!(r.alert && r.recover && r.silenced_by.is_none());
+        assert_eq!(r.class.name, "default");
+        let r = dir.reaction(&stall(2), 0).unwrap();
+        assert!(
+            r.alert && !r.recover,
+            "crash-only class: no recovery on a stall"
+        );
+        assert!(dir.reaction(&crash(2), 0).unwrap().recover);
+        // Goodbyes and beats need no reaction.
+        let bye = Event::Died {
+            at: 5,
+            agent: a(1),
+            clean: true,
+            payload: 0,
+        };
+        assert_eq!(dir.reaction(&bye, 0), None);
+        assert_eq!(dir.reaction(&new_agent(a(1)), 0), None);
+        // Silenced: no alert, no recovery; the stall itself is still an event.
+        dir.silences_mut()
+            .add(
+                0,
+                vec!["pid=1".parse::<Matcher>().unwrap()],
+                1000,
+                String::new(),
+            )
+            .unwrap();
+        let r = dir.reaction(&stall(1), 10).unwrap();
+        assert_eq!(r.silenced_by, Some(1));
+        assert!(!r.alert && !r.recover);
+        assert!(
+            dir.reaction(&stall(1), 1000).unwrap().recover,
+            "expired silence"
+        );
     }
 
     #[test]

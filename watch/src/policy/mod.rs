@@ -30,6 +30,7 @@ pub mod silence;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 use crate::tracker::{AgentId, Listener};
 
@@ -92,6 +93,46 @@ impl AgentFacts {
     }
 }
 
+/// The policy sections of the TOML configuration: `[[class]]` and `[[name]]`. The daemon's
+/// configuration flattens this in (`#[serde(flatten)]`) so both live in the one file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// `[[class]]` sections, in order.
+    #[serde(default, rename = "class")]
+    pub classes: Vec<class::ClassConfig>,
+    /// `[[name]]` sections (UDP agents), in order.
+    #[serde(default, rename = "name")]
+    pub names: Vec<identity::NameRule>,
+}
+
+/// A bad policy section.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PolicyError {
+    /// In `[[class]]`.
+    #[error(transparent)]
+    Class(#[from] class::ClassError),
+    /// In `[[name]]`.
+    #[error(transparent)]
+    Name(#[from] identity::NameError),
+}
+
+impl PolicyConfig {
+    /// Checks both kinds of section. On reload, a failure here leaves the old policy in force.
+    ///
+    /// # Errors
+    /// The first bad section, named.
+    pub fn build(
+        &self,
+        defaults: &class::Defaults,
+    ) -> Result<(class::ClassSet, identity::UdpNames), PolicyError> {
+        Ok((
+            class::ClassSet::new(defaults, self.classes.clone())?,
+            identity::UdpNames::new(self.names.clone())?,
+        ))
+    }
+}
+
 /// Matches `text` against `pattern`, where `*` stands for any run of characters (including
 /// none) and every other character stands for itself. No other syntax: unit and executable
 /// names contain `.`, `@`, `-` and `/` literally.
@@ -138,6 +179,33 @@ mod tests {
         assert!(wildcard_match("/usr/bin/*", "/usr/bin/python3"));
         assert!(!wildcard_match("", "x"));
         assert!(wildcard_match("", ""));
+    }
+
+    #[test]
+    fn policy_sections_build_or_name_the_bad_one() {
+        let defaults = class::Defaults {
+            threshold_ns: 1_000_000_000,
+            recovery: None,
+            recovery_debounce_ns: 0,
+        };
+        let cfg: PolicyConfig = toml::from_str(
+            "[[class]]\nname = \"a\"\nthreshold-ms = 5\n[[name]]\nname = \"pump\"\npid = 7\n",
+        )
+        .unwrap();
+        let (classes, names) = cfg.build(&defaults).unwrap();
+        assert_eq!(classes.len(), 2);
+        let facts = AgentFacts {
+            pid: 7,
+            listener: "udp0".into(),
+            ..AgentFacts::default()
+        };
+        assert_eq!(names.name_for(&facts).as_deref(), Some("pump"));
+        let bad: PolicyConfig = toml::from_str("[[name]]\nname = \"x\"\n").unwrap();
+        assert_eq!(
+            bad.build(&defaults).unwrap_err().to_string(),
+            "[[name]] \"x\": needs at least one of pid, listener, key, source"
+        );
+        assert!(toml::from_str::<PolicyConfig>("[[klass]]\nname = \"x\"\n").is_err());
     }
 
     #[test]
