@@ -17,6 +17,9 @@
 //! threshold-ms = 5000
 //! ```
 //!
+//! The simple case also has a command-line form, parsed by `ClassConfig::from_str`:
+//! `--class backup:unit=backup*.service,threshold-ms=30000,recovery=stall,label.team=storage`.
+//!
 //! A class matches when every matcher it gives holds (`unit`, `exe`, `comm` and `listener`
 //! accept `*` wildcards; `uid` is a number; `pid` a number or a range `LO-HI`; `key` the key
 //! class, see [`AgentFacts::key`]); a class without matchers matches every agent. Classes are
@@ -192,6 +195,108 @@ pub struct ClassConfig {
     /// Extra labels on its events, metrics and alerts.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+}
+
+/// A bad `--class` value (the command-line form of a `[[class]]`).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ClassArgError {
+    /// No `NAME:` in front.
+    #[error("--class {0:?}: expected NAME:KEY=VALUE,KEY=VALUE,...")]
+    Shape(String),
+    /// A key neither a matcher nor a setting.
+    #[error("--class {class}: unknown key {key:?} (matchers: unit, exe, comm, uid, pid, listener, key; settings: threshold-ms, recovery, recovery-debounce-ms, severity, label.NAME)")]
+    UnknownKey {
+        /// The class.
+        class: String,
+        /// The key.
+        key: String,
+    },
+    /// A value that does not parse for its key.
+    #[error("--class {class}: bad value {value:?} for {key}")]
+    BadValue {
+        /// The class.
+        class: String,
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+}
+
+impl std::str::FromStr for ClassConfig {
+    type Err = ClassArgError;
+
+    /// The command-line form for the simple case, `NAME:KEY=VALUE,...`, e.g.
+    /// `backup:unit=backup*.service,threshold-ms=30000,recovery=stall,label.team=storage`.
+    /// A recovery command (which has spaces and commas of its own) needs the TOML form. The
+    /// result is checked like any `[[class]]` by [`ClassSet::new`].
+    fn from_str(s: &str) -> Result<ClassConfig, ClassArgError> {
+        let (name, rest) = s
+            .split_once(':')
+            .ok_or_else(|| ClassArgError::Shape(s.to_string()))?;
+        let mut c = ClassConfig {
+            name: name.to_string(),
+            matches: ClassMatch::default(),
+            threshold_ms: None,
+            recovery_cmd: None,
+            recovery: None,
+            recovery_debounce_ms: None,
+            severity: None,
+            labels: BTreeMap::new(),
+        };
+        for kv in rest.split(',').filter(|kv| !kv.is_empty()) {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| ClassArgError::Shape(s.to_string()))?;
+            let bad = || ClassArgError::BadValue {
+                class: name.to_string(),
+                key: k.to_string(),
+                value: v.to_string(),
+            };
+            let text = || Some(v.to_string());
+            match k {
+                "unit" => c.matches.unit = text(),
+                "exe" => c.matches.exe = text(),
+                "comm" => c.matches.comm = text(),
+                "listener" => c.matches.listener = text(),
+                "key" => c.matches.key = text(),
+                "uid" => c.matches.uid = Some(v.parse().map_err(|_| bad())?),
+                "pid" => c.matches.pid = Some(PidSpec::Text(v.to_string())),
+                "threshold-ms" => c.threshold_ms = Some(v.parse().map_err(|_| bad())?),
+                "recovery-debounce-ms" => {
+                    c.recovery_debounce_ms = Some(v.parse().map_err(|_| bad())?);
+                }
+                "recovery" => {
+                    c.recovery = Some(
+                        RecoveryPolicy::deserialize(serde::de::value::StrDeserializer::<
+                            serde::de::value::Error,
+                        >::new(v))
+                        .map_err(|_| bad())?,
+                    );
+                }
+                "severity" => {
+                    c.severity = Some(
+                        Severity::deserialize(serde::de::value::StrDeserializer::<
+                            serde::de::value::Error,
+                        >::new(v))
+                        .map_err(|_| bad())?,
+                    );
+                }
+                _ => match k.strip_prefix("label.") {
+                    Some(label) => {
+                        c.labels.insert(label.to_string(), v.to_string());
+                    }
+                    None => {
+                        return Err(ClassArgError::UnknownKey {
+                            class: name.to_string(),
+                            key: k.to_string(),
+                        })
+                    }
+                },
+            }
+        }
+        Ok(c)
+    }
 }
 
 /// The global settings the default class holds.
@@ -676,6 +781,55 @@ severity = "info"
         assert!(err("[[class]]\nname = \"a\"\nmatch = { pid = \"9-3\" }\n")
             .to_string()
             .contains("\"a\": pid \"9-3\""));
+    }
+
+    #[test]
+    fn the_command_line_form_equals_the_toml_form() {
+        let cli: ClassConfig =
+            "backup:unit=backup*.service,pid=10-20,threshold-ms=30000,recovery=stall,severity=warning,label.team=storage"
+                .parse()
+                .unwrap();
+        let toml_form = parse(
+            r#"
+[[class]]
+name = "backup"
+match = { unit = "backup*.service", pid = "10-20" }
+threshold-ms = 30000
+recovery = "stall"
+severity = "warning"
+labels = { team = "storage" }
+"#,
+        );
+        assert_eq!(cli, toml_form[0]);
+        assert_eq!(
+            "x".parse::<ClassConfig>(),
+            Err(ClassArgError::Shape("x".into()))
+        );
+        assert_eq!(
+            "x:colour=red".parse::<ClassConfig>(),
+            Err(ClassArgError::UnknownKey {
+                class: "x".into(),
+                key: "colour".into()
+            })
+        );
+        assert_eq!(
+            "x:recovery=sometimes".parse::<ClassConfig>(),
+            Err(ClassArgError::BadValue {
+                class: "x".into(),
+                key: "recovery".into(),
+                value: "sometimes".into()
+            })
+        );
+        assert!(matches!(
+            "x:uid=root".parse::<ClassConfig>(),
+            Err(ClassArgError::BadValue { .. })
+        ));
+        // Checked like a TOML section once in a set.
+        let bad_pid: ClassConfig = "x:pid=9-3".parse().unwrap();
+        assert!(matches!(
+            ClassSet::new(&defaults(), vec![bad_pid]),
+            Err(ClassError::BadPid { .. })
+        ));
     }
 
     #[test]
