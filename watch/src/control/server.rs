@@ -175,10 +175,15 @@ impl ControlLink {
                 SilenceOp::List => Ok(SilenceOutcome::Listed(set.list(now))),
                 SilenceOp::Expire { id } => set.expire(now, id).map(SilenceOutcome::Expired),
             };
-            changed |= matches!(
+            if matches!(
                 answer,
                 Ok(SilenceOutcome::Added(_) | SilenceOutcome::Expired(_))
-            );
+            ) {
+                changed = true;
+                // Before the answer: a client that asks for the status right after it must
+                // see the change.
+                self.hub.invalidate();
+            }
             // The asker may have given up (timeout); nothing to do then.
             let _ = cmd.reply.try_send(answer);
         }

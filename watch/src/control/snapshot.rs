@@ -7,7 +7,7 @@
 //! [`SnapshotHub::publish`]es it; readers share it as an `Arc` until the next one replaces it.
 //! The loop never waits on a reader, and a snapshot is only built when someone asked.
 
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +20,7 @@ use vlp_core::Status;
 
 use crate::policy::silence::{Silence, SilenceSet, UnixMs};
 use crate::policy::AgentFacts;
-use crate::tracker::{AgentId, AgentState, AgentView, Nanos};
+use crate::tracker::{AgentId, AgentState, AgentView, Listener, Nanos};
 
 /// An agent's state as people read it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -120,6 +120,31 @@ pub struct StatusSnapshot {
     pub classes: Vec<String>,
 }
 
+type RankKey = (RowState, std::cmp::Reverse<Nanos>, u32, Listener);
+
+/// An agent with its place in the snapshot's order (compared by the key alone).
+struct Ranked(RankKey, AgentView);
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Ranked) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for Ranked {}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Ranked) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Ranked) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
 /// Builds snapshots; remembers each agent's beat count a second ago for the rate column.
 #[derive(Debug)]
 pub struct SnapshotBuilder {
@@ -154,34 +179,37 @@ impl SnapshotBuilder {
         silences: &SilenceSet,
         classes: Vec<String>,
     ) -> StatusSnapshot {
-        let mut all: Vec<(RowState, std::cmp::Reverse<Nanos>, u32, AgentView)> = views
-            .map(|v| {
-                let age = now_ns.saturating_sub(v.last_beat);
-                (
-                    RowState::of(v.state, v.status),
-                    std::cmp::Reverse(age),
-                    v.id.pid,
-                    v,
-                )
-            })
-            .collect();
-        let total = all.len();
-        let key = |e: &(RowState, std::cmp::Reverse<Nanos>, u32, AgentView)| (e.0, e.1, e.2);
-        if all.len() > self.max_rows {
+        // The `max_rows` most urgent agents, kept in a bounded max-heap whose top is the least
+        // urgent kept: most agents are refused with one comparison, nothing is allocated per
+        // agent, and the cost stays O(agents) even at a million.
+        let mut heap: BinaryHeap<Ranked> = BinaryHeap::with_capacity(self.max_rows.min(65_536));
+        let mut total = 0usize;
+        for v in views {
+            total += 1;
             if self.max_rows == 0 {
-                all.clear();
-            } else {
-                all.select_nth_unstable_by_key(self.max_rows - 1, key);
-                all.truncate(self.max_rows);
+                continue;
+            }
+            let age = now_ns.saturating_sub(v.last_beat);
+            let key = (
+                RowState::of(v.state, v.status),
+                std::cmp::Reverse(age),
+                v.id.pid,
+                v.id.listener,
+            );
+            if heap.len() < self.max_rows {
+                heap.push(Ranked(key, v));
+            } else if heap.peek().is_some_and(|top| key < top.0) {
+                heap.pop();
+                heap.push(Ranked(key, v));
             }
         }
-        all.sort_unstable_by_key(key);
+        let all = heap.into_sorted_vec();
 
         let mut next_prev = HashMap::with_capacity(all.len());
         let default_class = classes.first().cloned().unwrap_or_default();
         let agents = all
             .into_iter()
-            .map(|(state, std::cmp::Reverse(age), _, v)| {
+            .map(|Ranked((state, std::cmp::Reverse(age), _, _), v)| {
                 let f = facts(v.id).unwrap_or_else(|| AgentFacts::basic(v.id, v.secure));
                 let silence_id = silences.is_silenced(&f, now_ms);
                 let (rate, sample) = match self.prev.get(&v.id) {
@@ -224,23 +252,49 @@ impl SnapshotBuilder {
     }
 }
 
+/// A snapshot younger than this is handed out without asking the loop for a new one: however
+/// many readers poll, the loop builds at most a few snapshots a second.
+pub const FRESH_ENOUGH: Duration = Duration::from_millis(200);
+
+#[derive(Debug)]
+struct Published {
+    generation: u64,
+    at: Option<Instant>,
+    snap: Arc<StatusSnapshot>,
+}
+
 /// Hands snapshots from the loop to readers on other threads.
 #[derive(Debug)]
 pub struct SnapshotHub {
-    current: Mutex<(u64, Arc<StatusSnapshot>)>,
+    current: Mutex<Published>,
     published: Condvar,
     wanted: AtomicBool,
     wake: OwnedFd,
+    fresh_enough: Duration,
 }
 
 impl SnapshotHub {
-    /// A hub holding an empty snapshot.
+    /// A hub holding an empty snapshot, handing out snapshots younger than [`FRESH_ENOUGH`]
+    /// without asking the loop.
     ///
     /// # Errors
     /// Creating the eventfd failed.
     pub fn new() -> io::Result<SnapshotHub> {
+        SnapshotHub::with_fresh_enough(FRESH_ENOUGH)
+    }
+
+    /// A hub with its own [`FRESH_ENOUGH`].
+    ///
+    /// # Errors
+    /// Creating the eventfd failed.
+    pub fn with_fresh_enough(fresh_enough: Duration) -> io::Result<SnapshotHub> {
         Ok(SnapshotHub {
-            current: Mutex::new((0, Arc::new(StatusSnapshot::default()))),
+            fresh_enough,
+            current: Mutex::new(Published {
+                generation: 0,
+                at: None,
+                snap: Arc::new(StatusSnapshot::default()),
+            }),
             published: Condvar::new(),
             wanted: AtomicBool::new(false),
             wake: eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?,
@@ -269,9 +323,20 @@ impl SnapshotHub {
     /// For the loop: replaces the snapshot and wakes readers waiting for it.
     pub fn publish(&self, snap: StatusSnapshot) {
         let mut cur = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        *cur = (cur.0.wrapping_add(1), Arc::new(snap));
+        cur.generation = cur.generation.wrapping_add(1);
+        cur.at = Some(Instant::now());
+        cur.snap = Arc::new(snap);
         drop(cur);
         self.published.notify_all();
+    }
+
+    /// Marks the latest snapshot out of date (the silences changed): the next
+    /// [`SnapshotHub::fresh`] asks the loop for a new one however young it is.
+    pub fn invalidate(&self) {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .at = None;
     }
 
     /// The latest snapshot, however old.
@@ -282,20 +347,23 @@ impl SnapshotHub {
                 .current
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .1,
+                .snap,
         )
     }
 
-    /// Asks the loop for a new snapshot and waits up to `wait` for it; if none comes in time,
-    /// the latest one.
+    /// The latest snapshot if it is young enough ([`FRESH_ENOUGH`]); else asks the loop for a
+    /// new one and waits up to `wait` for it, and if none comes in time, the latest one.
     #[must_use]
     pub fn fresh(&self, wait: Duration) -> Arc<StatusSnapshot> {
         let deadline = Instant::now() + wait;
         let mut cur = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        let seen = cur.0;
+        if cur.at.is_some_and(|t| t.elapsed() < self.fresh_enough) {
+            return Arc::clone(&cur.snap);
+        }
+        let seen = cur.generation;
         self.wanted.store(true, Ordering::Release);
         self.wake();
-        while cur.0 == seen {
+        while cur.generation == seen {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -306,7 +374,7 @@ impl SnapshotHub {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
-        Arc::clone(&cur.1)
+        Arc::clone(&cur.snap)
     }
 }
 
@@ -492,7 +560,9 @@ mod tests {
 
     #[test]
     fn hub_hands_fresh_snapshots_to_readers() {
-        let hub = Arc::new(SnapshotHub::new().unwrap());
+        // Anything published counts as fresh for an hour, so the end of this test does not
+        // depend on how fast the machine is.
+        let hub = Arc::new(SnapshotHub::with_fresh_enough(Duration::from_secs(3600)).unwrap());
         assert!(!hub.take_wanted());
         assert_eq!(hub.latest().observer_ns, 0);
         // No loop answers: the reader gets the old snapshot after its wait.
@@ -523,5 +593,8 @@ mod tests {
         assert_eq!(got.observer_ns, 42);
         assert!(looper.join().unwrap());
         assert_eq!(hub.latest().observer_ns, 42);
+        // Young enough: handed out again without waking the loop.
+        assert_eq!(hub.fresh(Duration::from_secs(10)).observer_ns, 42);
+        assert!(!hub.take_wanted());
     }
 }

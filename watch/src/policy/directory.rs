@@ -14,7 +14,7 @@
 //!
 //! Bounded: one entry per tracked agent, at most `capacity` (the tracker's); time is an input.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use super::class::{ClassId, ClassPolicy, ClassSet};
 use super::identity::{IdentityRequest, IdentityWorker, UdpNames};
@@ -37,11 +37,14 @@ pub struct Reaction<'a> {
     pub recover: bool,
 }
 
+/// 24 bytes for an agent that has only its basic facts (most UDP agents); the facts are
+/// boxed only once something beyond pid, listener and key class is known.
 #[derive(Debug, Clone)]
 struct Entry {
-    facts: AgentFacts,
-    class: ClassId,
+    facts: Option<Box<AgentFacts>>,
     session: u64,
+    class: ClassId,
+    secure: bool,
 }
 
 /// Facts, class and silences of every tracked agent (see the module docs).
@@ -50,7 +53,7 @@ pub struct Directory {
     classes: ClassSet,
     names: UdpNames,
     silences: SilenceSet,
-    agents: HashMap<AgentId, Entry>,
+    agents: HashMap<AgentId, Entry, foldhash::fast::RandomState>,
     capacity: usize,
     sessions: u64,
     worker: Option<IdentityWorker>,
@@ -72,7 +75,7 @@ impl Directory {
             classes,
             names,
             silences,
-            agents: HashMap::new(),
+            agents: HashMap::with_hasher(foldhash::fast::RandomState::default()),
             capacity,
             sessions: 0,
             worker,
@@ -92,13 +95,14 @@ impl Directory {
             facts.name = self.names.name_for(&facts);
         }
         let class = self.classes.resolve(&facts);
-        facts.class = Some(self.classes.get(class).name.clone());
+        let facts = facts.name.is_some().then(|| Box::new(facts));
         self.agents.insert(
             agent,
             Entry {
                 facts,
-                class,
                 session,
+                class,
+                secure,
             },
         );
         if agent.listener == Listener::Unix {
@@ -107,6 +111,21 @@ impl Directory {
                 let _ = w.try_request(IdentityRequest { agent, session });
             }
         }
+    }
+
+    /// The agent's facts as stored (without its class).
+    fn stored(agent: AgentId, e: &Entry) -> AgentFacts {
+        e.facts
+            .as_deref()
+            .cloned()
+            .unwrap_or_else(|| AgentFacts::basic(agent, e.secure))
+    }
+
+    /// The agent's facts with its class name.
+    fn full(&self, agent: AgentId, e: &Entry) -> AgentFacts {
+        let mut f = Directory::stored(agent, e);
+        f.class = Some(self.classes.get(e.class).name.clone());
+        f
     }
 
     /// Takes one tracker event. `secure` is whether the agent speaks through a secure listener
@@ -145,10 +164,9 @@ impl Directory {
             let Ok(p) = res.result else {
                 continue;
             };
-            let mut facts = std::mem::take(&mut e.facts).with_process(&p);
+            let facts = Directory::stored(res.request.agent, e).with_process(&p);
             e.class = self.classes.resolve(&facts);
-            facts.class = Some(self.classes.get(e.class).name.clone());
-            e.facts = facts;
+            e.facts = Some(Box::new(facts));
             updated += 1;
         }
         updated
@@ -168,24 +186,24 @@ impl Directory {
         self.classes.get(self.class_of(agent))
     }
 
-    /// What is known about the agent.
+    /// What is known about the agent, its class included.
     #[must_use]
-    pub fn facts(&self, agent: AgentId) -> Option<&AgentFacts> {
-        self.agents.get(&agent).map(|e| &e.facts)
+    pub fn facts(&self, agent: AgentId) -> Option<AgentFacts> {
+        self.agents.get(&agent).map(|e| self.full(agent, e))
     }
 
     /// The silence that applies to the agent at wall-clock `now`, if any.
     #[must_use]
     pub fn silenced(&self, agent: AgentId, now: UnixMs) -> Option<u64> {
-        let basic;
-        let facts = match self.agents.get(&agent) {
-            Some(e) => &e.facts,
-            None => {
-                basic = AgentFacts::basic(agent, false);
-                &basic
-            }
-        };
-        self.silences.is_silenced(facts, now)
+        if self.silences.is_empty() {
+            return None;
+        }
+        let facts = self.facts(agent).unwrap_or_else(|| {
+            let mut f = AgentFacts::basic(agent, false);
+            f.class = Some(self.classes.get(ClassId::DEFAULT).name.clone());
+            f
+        });
+        self.silences.is_silenced(&facts, now)
     }
 
     /// How to react to a tracker event at wall-clock `now`: `Some` for a stall or a crash
@@ -234,11 +252,12 @@ impl Directory {
         self.classes = classes;
         self.names = names;
         for (id, e) in &mut self.agents {
+            let mut facts = Directory::stored(*id, e);
             if id.listener != Listener::Unix {
-                e.facts.name = self.names.name_for(&e.facts);
+                facts.name = self.names.name_for(&facts);
             }
-            e.class = self.classes.resolve(&e.facts);
-            e.facts.class = Some(self.classes.get(e.class).name.clone());
+            e.class = self.classes.resolve(&facts);
+            e.facts = (facts.name.is_some() || facts.comm.is_some()).then(|| Box::new(facts));
         }
     }
 
@@ -273,7 +292,7 @@ impl Directory {
             now_ns,
             now_ms,
             views,
-            |id| self.agents.get(&id).map(|e| e.facts.clone()),
+            |id| self.facts(id),
             &self.silences,
             classes,
         )

@@ -138,25 +138,24 @@ impl PolicyConfig {
 /// names contain `.`, `@`, `-` and `/` literally.
 #[must_use]
 pub fn wildcard_match(pattern: &str, text: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let Some(first) = parts.next() else {
-        return text.is_empty();
+    let Some(star) = pattern.find('*') else {
+        return pattern == text;
     };
-    let Some(mut rest) = text.strip_prefix(first) else {
+    let (head, rest_pat) = pattern.split_at(star);
+    let Some(mut rest) = text.strip_prefix(head) else {
         return false;
     };
-    let tail: Vec<&str> = parts.collect();
-    let Some((last, middle)) = tail.split_last() else {
-        // No `*` at all: exact match.
-        return rest.is_empty();
-    };
-    for part in middle {
+    // `rest_pat` starts with `*`; the last piece must end the text, the ones between are
+    // found left to right (greedy-leftmost is exact for `*`-only patterns).
+    let last_star = rest_pat.rfind('*').unwrap_or(0);
+    let tail = &rest_pat[last_star + 1..];
+    for part in rest_pat[..last_star].split('*').filter(|p| !p.is_empty()) {
         match rest.find(part) {
             Some(i) => rest = &rest[i + part.len()..],
             None => return false,
         }
     }
-    rest.len() >= last.len() && rest.ends_with(last)
+    rest.len() >= tail.len() && rest.ends_with(tail)
 }
 
 #[cfg(test)]
@@ -206,6 +205,22 @@ mod tests {
             "[[name]] \"x\": needs at least one of pid, listener, key, source"
         );
         assert!(toml::from_str::<PolicyConfig>("[[klass]]\nname = \"x\"\n").is_err());
+    }
+
+    /// The definition: `*` matches any run, everything else itself (slow, obviously right).
+    fn naive(p: &[u8], t: &[u8]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some((b'*', rest)) => (0..=t.len()).any(|i| naive(rest, &t[i..])),
+            Some((c, rest)) => t.first() == Some(c) && naive(rest, &t[1..]),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn wildcard_agrees_with_its_definition(p in "[ab*.]{0,8}", t in "[ab.]{0,10}") {
+            proptest::prop_assert_eq!(wildcard_match(&p, &t), naive(p.as_bytes(), t.as_bytes()));
+        }
     }
 
     #[test]
