@@ -254,7 +254,7 @@ impl SnapshotBuilder {
 
 /// A snapshot younger than this is handed out without asking the loop for a new one: however
 /// many readers poll, the loop builds at most a few snapshots a second.
-pub const FRESH_ENOUGH: Duration = Duration::from_millis(200);
+pub const FRESH_ENOUGH: Duration = Duration::from_millis(500);
 
 #[derive(Debug)]
 struct Published {
