@@ -6,7 +6,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -217,7 +217,9 @@ pub enum ControlError {
 #[derive(Debug)]
 pub struct ControlServer {
     path: PathBuf,
-    stop: Arc<AtomicBool>,
+    /// Written on drop: the accept loop sleeps in `poll` on the listener and this eventfd, so
+    /// an idle server never wakes.
+    stop: Arc<OwnedFd>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -271,7 +273,10 @@ impl ControlServer {
             .set_nonblocking(true)
             .map_err(io_err("set_nonblocking"))?;
 
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(
+            rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)
+                .map_err(|e| io_err("eventfd")(e.into()))?,
+        );
         let stop2 = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("varta-control".into())
@@ -293,7 +298,7 @@ impl ControlServer {
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
+        let _ = rustix::io::write(&*self.stop, &1u64.to_ne_bytes());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -303,25 +308,22 @@ impl Drop for ControlServer {
 
 fn accept_loop(
     listener: &UnixListener,
-    stop: &AtomicBool,
+    stop: &OwnedFd,
     hub: &Arc<SnapshotHub>,
     commander: &SilenceCommander,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
-    let fds_poll = |ms: i32| {
-        let mut fds = [rustix::event::PollFd::new(
-            listener,
-            rustix::event::PollFlags::IN,
-        )];
-        let ts = rustix::event::Timespec {
-            tv_sec: 0,
-            tv_nsec: i64::from(ms) * 1_000_000,
-        };
-        let _ = rustix::event::poll(&mut fds, Some(&ts));
-    };
-    while !stop.load(Ordering::Acquire) {
-        // Wake at least every 100 ms to notice `stop`.
-        fds_poll(100);
+    loop {
+        let mut fds = [
+            rustix::event::PollFd::new(listener, rustix::event::PollFlags::IN),
+            rustix::event::PollFd::new(stop, rustix::event::PollFlags::IN),
+        ];
+        if rustix::event::poll(&mut fds, None).is_err() {
+            continue;
+        }
+        if !fds[1].revents().is_empty() {
+            return;
+        }
         let Ok((mut conn, _)) = listener.accept() else {
             continue;
         };
