@@ -21,7 +21,13 @@ need_pkgs=()
 for p in rustc-web cargo-web rust-web-src binutils-arm-none-eabi qemu-system-arm iproute2 openssl chromium; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
 done
-if [ "${QUICK:-0}" != 1 ] && [ ${#need_pkgs[@]} -gt 0 ]; then
+if [ "${QUICK:-0}" = 1 ]; then need_pkgs=(); fi
+# The operations stack is needed by the host tests themselves (watch/tests/ops_*.rs start a real
+# Alertmanager and Prometheus), so it is installed even with QUICK=1.
+for p in prometheus prometheus-alertmanager; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
+done
+if [ ${#need_pkgs[@]} -gt 0 ]; then
     step "installing Debian packages: ${need_pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
@@ -40,6 +46,10 @@ RUSTDOCFLAGS="-D warnings" cargo doc -p vlp-core --no-deps --quiet
 
 step "host tests (workspace, all features)"
 ctest --workspace --all-features
+
+step "deploy/: systemd-analyze verify, promtool check/test rules, amtool, dashboard"
+# The debug varta-watch built by the host tests above is the binary the units are verified with.
+bash scripts/ops-check.sh "$root/target/debug/varta-watch"
 
 # --all-features turns on vlp-core's `fast-aead`; these runs cover the default backend (the
 # chacha20poly1305 crate) and the client's narrower feature sets.

@@ -9,92 +9,45 @@
 //! cancelled after it was polled): the retry is re-prepared with a new timestamp, so reusing
 //! the IV would put two different plaintexts under one (key, nonce) if the first one got out.
 
-use vlp_core::envelope::{Key, MasterDatagram, SharedDatagram, MASTER_LEN, SHARED_LEN};
-use vlp_core::kdf::derive_agent_key;
-use vlp_core::{Beat, Session, SessionError, Status, FRAME_LEN};
+use vlp_core::sender::{self, Sender};
+use vlp_core::{Beat, Key, Session, Status};
 
 use crate::entropy::{self, SALT_LEN};
 use crate::error::{Error, StackError};
 use crate::transport::{AsyncTransport, Transport};
 
-/// The largest datagram an agent emits (a master-key datagram).
-pub const MAX_DATAGRAM_LEN: usize = MASTER_LEN;
+pub use vlp_core::sender::{Kind, MAX_DATAGRAM_LEN};
 
-/// How an agent's frames go on the wire (VLP §1, §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Security {
-    /// 32-byte plain frames.
-    Plain,
-    /// 60-byte datagrams sealed with a key shared by every agent.
-    Shared,
-    /// 64-byte datagrams sealed with the agent key derived from a master key and the pid.
-    Master,
-}
+/// How an agent's frames go on the wire (VLP §1, §3): `vlp-core`'s key class.
+pub use vlp_core::sender::KeyClass as Security;
 
-impl Security {
-    /// The datagram length of this mode.
-    #[must_use]
-    pub const fn datagram_len(self) -> usize {
-        match self {
-            Security::Plain => FRAME_LEN,
-            Security::Shared => SHARED_LEN,
-            Security::Master => MASTER_LEN,
-        }
-    }
-}
-
-/// A datagram on the caller's stack: the sealed (or plain) bytes, at most
-/// [`MAX_DATAGRAM_LEN`]. An enum of the three fixed-size forms, so building one copies
-/// nothing beyond what the seal returns.
+/// A beat ready to send: the datagram bytes and what [`Agent::commit`] needs.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Datagram {
-    /// A 32-byte plain frame.
-    Plain([u8; FRAME_LEN]),
-    /// A 60-byte shared-key datagram.
-    Shared(SharedDatagram),
-    /// A 64-byte master-key datagram.
-    Master(MasterDatagram),
-}
-
-impl Datagram {
-    /// The bytes to send.
-    #[must_use]
-    pub fn as_bytes(&self) -> &[u8] {
-        match self {
-            Datagram::Plain(b) => b,
-            Datagram::Shared(d) => &d.0,
-            Datagram::Master(d) => &d.0,
-        }
-    }
-}
-
-impl core::fmt::Debug for Datagram {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Datagram")
-            .field("len", &self.as_bytes().len())
-            .finish()
-    }
-}
-
-/// A beat ready to send: the datagram and what [`Agent::commit`] needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Prepared {
-    beat: Beat,
-    datagram: Datagram,
+    prepared: sender::Prepared,
+    buf: [u8; MAX_DATAGRAM_LEN],
 }
 
 impl Prepared {
     /// The bytes to hand to the stack.
     #[must_use]
     pub fn as_bytes(&self) -> &[u8] {
-        self.datagram.as_bytes()
+        self.prepared.datagram(&self.buf)
     }
 
     /// The `vlp-core` beat (frame and IV).
     #[must_use]
     pub const fn beat(&self) -> &Beat {
-        &self.beat
+        self.prepared.beat()
+    }
+}
+
+impl core::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("beat", self.beat())
+            .field("len", &self.prepared.len())
+            .finish()
     }
 }
 
@@ -103,13 +56,13 @@ impl Prepared {
 struct BurnOnDrop<'a> {
     agent: &'a mut Agent,
     /// `None` once settled.
-    beat: Option<Beat>,
+    prepared: Option<sender::Prepared>,
 }
 
 impl BurnOnDrop<'_> {
     fn settle(mut self, sent: Result<(), StackError>) -> Result<(), Error> {
-        match self.beat.take() {
-            Some(beat) => self.agent.settle(&beat, sent),
+        match self.prepared.take() {
+            Some(p) => self.agent.settle(&p, sent),
             None => Ok(()),
         }
     }
@@ -117,36 +70,12 @@ impl BurnOnDrop<'_> {
 
 impl Drop for BurnOnDrop<'_> {
     fn drop(&mut self) {
-        if let Some(beat) = self.beat.take() {
+        if let Some(p) = self.prepared.take() {
             // Cancelled mid-send: a stale commit (impossible while we hold `&mut Agent`) would
             // only mean the IV is already consumed.
-            let _ = self.agent.session.commit(&beat);
+            let _ = self.agent.sender.commit(&p);
         }
     }
-}
-
-/// What to send: a regular beat, a terminal frame, or a goodbye.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Kind {
-    /// A regular beat with this status and payload.
-    Beat(Status, u32),
-    /// A terminal frame (Critical, terminal nonce): the device is dying; the payload says why.
-    Terminal(u32),
-    /// An announced clean exit (a terminal frame carrying `GOODBYE_PAYLOAD`).
-    Goodbye,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum KeyState {
-    /// Plain agent: `key` unused.
-    None,
-    /// `key` is the shared key.
-    Shared,
-    /// `key` is still the master key; [`Agent::start`] derives the agent key.
-    MasterUnderived,
-    /// `key` is the agent key derived from the master key and the pid.
-    MasterDerived,
 }
 
 /// A heartbeat agent: one VLP session and its key. Lives in a `static` (its constructors are
@@ -155,9 +84,7 @@ enum KeyState {
 /// Secure agents must be [`Agent::start`]ed with a fresh session salt at every boot before
 /// they beat (see [`crate::entropy`]); plain agents may beat at once.
 pub struct Agent {
-    session: Session,
-    key: Key,
-    key_state: KeyState,
+    sender: Sender,
     started: bool,
     /// The salt the running secure session started with (all zeros: none; `check_salt`
     /// refuses an all-zero salt, so it is never a real one).
@@ -170,7 +97,7 @@ pub struct Agent {
 impl core::fmt::Debug for Agent {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Agent")
-            .field("pid", &self.session.pid())
+            .field("pid", &self.sender.pid())
             .field("security", &self.security())
             .field("started", &self.started)
             .finish_non_exhaustive()
@@ -178,45 +105,43 @@ impl core::fmt::Debug for Agent {
 }
 
 impl Agent {
-    /// A plain-frame agent with identity `pid` (≥ 2, VLP §2 rule 6). Ready at once.
-    #[must_use]
-    pub const fn plain(pid: u32) -> Agent {
+    const fn with(sender: Sender, started: bool) -> Agent {
         Agent {
-            session: Session::plain(pid),
-            key: Key::from_bytes([0; 32]),
-            key_state: KeyState::None,
-            started: true,
+            sender,
+            started,
             salt: [0; SALT_LEN],
             start_refusal: None,
         }
+    }
+
+    /// A plain-frame agent with identity `pid` (≥ 2, VLP §2 rule 6). Ready at once.
+    #[must_use]
+    pub const fn plain(pid: u32) -> Agent {
+        Agent::with(Sender::plain(pid), true)
     }
 
     /// A shared-key agent (60-byte datagrams). Call [`Agent::start`] before beating.
     #[must_use]
     pub const fn shared(pid: u32, key: Key) -> Agent {
-        Agent {
-            session: Session::plain(pid),
-            key,
-            key_state: KeyState::Shared,
-            started: false,
-            salt: [0; SALT_LEN],
-            start_refusal: None,
-        }
+        Agent::with(Sender::shared(pid, key), false)
+    }
+
+    /// An agent holding only its own key (64-byte datagrams): `key` was derived from the
+    /// observer's master key for `agent_id` by the host that provisioned the device
+    /// (`vlp_core::kdf::derive_agent_key`, or `varta-watch key derive`), so the device never
+    /// holds the master and cannot speak for another agent. Every frame carries `agent_id`
+    /// in its pid field (VLP §5). Call [`Agent::start`] before beating.
+    #[must_use]
+    pub const fn agent_key(agent_id: u32, key: Key) -> Agent {
+        Agent::with(Sender::agent_key(agent_id, key), false)
     }
 
     /// A master-key agent (64-byte datagrams). [`Agent::start`] derives the agent key once
     /// (HKDF, VLP §4) and overwrites the master key with it, so the master key does not stay
-    /// in RAM.
+    /// in RAM. Prefer [`Agent::agent_key`], which never puts the master on the device.
     #[must_use]
     pub const fn master(pid: u32, master_key: Key) -> Agent {
-        Agent {
-            session: Session::plain(pid),
-            key: master_key,
-            key_state: KeyState::MasterUnderived,
-            started: false,
-            salt: [0; SALT_LEN],
-            start_refusal: None,
-        }
+        Agent::with(Sender::master(pid, master_key), false)
     }
 
     /// [`Agent::try_start`] for callers that check [`Agent::is_started`] or the first send
@@ -248,28 +173,18 @@ impl Agent {
     /// [`Error::Entropy`] for an all-`0x00` / all-`0xFF` salt, [`Error::SaltReused`] for the
     /// running session's salt; the agent is then unchanged.
     pub fn try_start(&mut self, salt: [u8; SALT_LEN]) -> Result<(), Error> {
-        if self.key_state != KeyState::None {
+        if self.sender.key_class() != Security::Plain {
             entropy::check_salt(salt)?;
             if salt == self.salt {
                 return Err(Error::SaltReused);
             }
             self.salt = salt;
         }
-        let pid = self.session.pid();
-        if self.key_state == KeyState::MasterUnderived {
-            self.key = derive_agent_key(&self.key, pid);
-            self.key_state = KeyState::MasterDerived;
-        }
-        let salt = if self.key_state == KeyState::None {
-            None
-        } else {
-            Some(salt)
-        };
-        self.session.restart(pid, salt);
+        self.sender.start(salt);
         self.started = true;
         self.start_refusal = None;
         #[cfg(feature = "defmt")]
-        defmt::debug!("varta: agent {=u32} started", pid);
+        defmt::debug!("varta: agent {=u32} started", self.sender.pid());
         Ok(())
     }
 
@@ -304,17 +219,13 @@ impl Agent {
     /// The agent's identity.
     #[must_use]
     pub const fn pid(&self) -> u32 {
-        self.session.pid()
+        self.sender.pid()
     }
 
     /// The frame format.
     #[must_use]
     pub const fn security(&self) -> Security {
-        match self.key_state {
-            KeyState::None => Security::Plain,
-            KeyState::Shared => Security::Shared,
-            KeyState::MasterUnderived | KeyState::MasterDerived => Security::Master,
-        }
+        self.sender.key_class()
     }
 
     /// Whether the agent may beat (plain, or secure and started).
@@ -326,7 +237,7 @@ impl Agent {
     /// The session (nonce, IV sequence), read-only.
     #[must_use]
     pub const fn session(&self) -> &Session {
-        &self.session
+        self.sender.session()
     }
 
     /// Prepares `kind` at sender time `now` (any monotonic tick; VLP timestamps are opaque to
@@ -340,62 +251,23 @@ impl Agent {
     /// [`Error::NotStarted`] (or the refusal of [`Agent::start`]); [`Error::Session`] for a
     /// Stall status, a reserved pid or IV exhaustion.
     pub fn prepare(&self, kind: Kind, now: u64) -> Result<Prepared, Error> {
-        let beat = self.next_beat(kind, now)?;
-        let datagram = match self.key_state {
-            KeyState::None => Datagram::Plain(beat.emit()),
-            KeyState::Shared => Datagram::Shared(beat.seal_shared(&self.key)?),
-            KeyState::MasterDerived => Datagram::Master(beat.seal_master(&self.key)?),
-            // `started` is only set by `start`, which derives the key first.
-            KeyState::MasterUnderived => return Err(Error::NotStarted),
-        };
-        Ok(Prepared { beat, datagram })
-    }
-
-    /// The session's next beat of `kind`, unsealed.
-    fn next_beat(&self, kind: Kind, now: u64) -> Result<Beat, Error> {
-        if !self.started {
-            return Err(self.start_refusal.unwrap_or(Error::NotStarted));
-        }
-        Ok(match kind {
-            Kind::Beat(status, payload) => self.session.beat(status, payload, now),
-            Kind::Terminal(payload) => self.session.terminal(payload, now),
-            Kind::Goodbye => self.session.goodbye(now),
-        }?)
+        let mut buf = [0u8; MAX_DATAGRAM_LEN];
+        let prepared = self.prepare_into(kind, now, &mut buf)?;
+        Ok(Prepared { prepared, buf })
     }
 
     /// [`Agent::prepare`] for the send paths: seals straight into `buf` (no datagram value to
-    /// move around) and returns the beat to commit and the datagram's length in `buf`.
+    /// move around).
     fn prepare_into(
         &self,
         kind: Kind,
         now: u64,
         buf: &mut [u8; MAX_DATAGRAM_LEN],
-    ) -> Result<(Beat, usize), Error> {
-        let beat = self.next_beat(kind, now)?;
-        let iv = || beat.iv().ok_or(Error::Session(SessionError::NotSecure));
-        let len = match self.key_state {
-            KeyState::None => {
-                let out: &mut [u8; FRAME_LEN] = (&mut buf[..FRAME_LEN])
-                    .try_into()
-                    .expect("MAX_DATAGRAM_LEN >= FRAME_LEN");
-                beat.frame().emit_into(out);
-                FRAME_LEN
-            }
-            KeyState::Shared => {
-                let out: &mut [u8; SHARED_LEN] = (&mut buf[..SHARED_LEN])
-                    .try_into()
-                    .expect("MAX_DATAGRAM_LEN >= SHARED_LEN");
-                SharedDatagram::seal_into(&self.key, &iv()?, beat.frame(), out);
-                SHARED_LEN
-            }
-            KeyState::MasterDerived => {
-                MasterDatagram::seal_into(&self.key, &iv()?, beat.frame(), buf);
-                MASTER_LEN
-            }
-            // `started` is only set by `start`, which derives the key first.
-            KeyState::MasterUnderived => return Err(Error::NotStarted),
-        };
-        Ok((beat, len))
+    ) -> Result<sender::Prepared, Error> {
+        if !self.started {
+            return Err(self.start_refusal.unwrap_or(Error::NotStarted));
+        }
+        Ok(self.sender.prepare(kind, now, buf)?)
     }
 
     /// Records that `prepared` was accepted by the transport.
@@ -404,7 +276,9 @@ impl Agent {
     /// [`Error::Session`] with [`vlp_core::SessionError::StaleBeat`] if another beat was committed
     /// since `prepared` was made; nothing changes then.
     pub fn commit(&mut self, prepared: &Prepared) -> Result<(), Error> {
-        self.session.commit(&prepared.beat).map_err(Error::Session)
+        self.sender
+            .commit(&prepared.prepared)
+            .map_err(Error::Session)
     }
 
     /// Consumes the current nonce and IV without sending anything. Used before a last-gasp
@@ -414,8 +288,10 @@ impl Agent {
     /// # Errors
     /// As [`Agent::prepare`].
     pub fn burn(&mut self, now: u64) -> Result<(), Error> {
-        let p = self.prepare(Kind::Beat(Status::Ok, 0), now)?;
-        self.commit(&p)
+        if !self.started {
+            return Err(self.start_refusal.unwrap_or(Error::NotStarted));
+        }
+        Ok(self.sender.burn(now)?)
     }
 
     /// Prepares `kind`, hands it to `transport` without blocking, and commits it if taken.
@@ -433,16 +309,20 @@ impl Agent {
         now: u64,
     ) -> Result<(), Error> {
         let mut buf = [0u8; MAX_DATAGRAM_LEN];
-        let (beat, len) = self.prepare_into(kind, now, &mut buf)?;
-        let sent = transport.try_send(&buf[..len]);
-        self.settle(&beat, sent)
+        let prepared = self.prepare_into(kind, now, &mut buf)?;
+        let sent = transport.try_send(prepared.datagram(&buf));
+        self.settle(&prepared, sent)
     }
 
     /// Commits `beat` after the transport's answer `sent`, unless the stack certainly refused
     /// it; returns the send's outcome.
-    fn settle(&mut self, beat: &Beat, sent: Result<(), StackError>) -> Result<(), Error> {
+    fn settle(
+        &mut self,
+        prepared: &sender::Prepared,
+        sent: Result<(), StackError>,
+    ) -> Result<(), Error> {
         match sent {
-            Ok(()) => self.session.commit(beat).map_err(Error::Session),
+            Ok(()) => self.sender.commit(prepared).map_err(Error::Session),
             Err(e) => {
                 #[cfg(feature = "defmt")]
                 defmt::debug!("varta: send refused: {}", e);
@@ -450,7 +330,7 @@ impl Agent {
                     // The datagram may be on the wire: its IV must never seal other bytes.
                     // The beat is the session's current one (prepared under `&mut self`), so
                     // this commit cannot be stale.
-                    let _ = self.session.commit(beat);
+                    let _ = self.sender.commit(prepared);
                 }
                 Err(Error::Send(e))
             }
@@ -487,12 +367,12 @@ impl Agent {
         now: u64,
     ) -> Result<(), Error> {
         let mut buf = [0u8; MAX_DATAGRAM_LEN];
-        let (beat, len) = self.prepare_into(kind, now, &mut buf)?;
+        let prepared = self.prepare_into(kind, now, &mut buf)?;
         let guard = BurnOnDrop {
             agent: self,
-            beat: Some(beat),
+            prepared: Some(prepared),
         };
-        let sent = transport.send(&buf[..len]).await;
+        let sent = transport.send(prepared.datagram(&buf)).await;
         guard.settle(sent)
     }
 
@@ -514,6 +394,6 @@ impl Agent {
     /// Never enable `testing` in firmware: it can rewind the IV sequence.
     #[cfg(feature = "testing")]
     pub fn session_mut(&mut self) -> &mut Session {
-        &mut self.session
+        self.sender.session_mut()
     }
 }

@@ -30,7 +30,7 @@
 //! # Memory
 //!
 //! An [`Agent`] is at most 256 bytes (asserted at compile time), a [`GlobalAgent`] adds a few
-//! bytes of flags. Datagrams are built on the caller's stack (a 64-byte [`Datagram`]).
+//! bytes of flags. Datagrams are built on the caller's stack (a 64-byte buffer).
 //!
 //! # Panic contract
 //!
@@ -57,7 +57,7 @@ pub mod global;
 pub mod tasks;
 pub mod transport;
 
-pub use agent::{Agent, Datagram, Kind, Prepared, Security, MAX_DATAGRAM_LEN};
+pub use agent::{Agent, Kind, Prepared, Security, MAX_DATAGRAM_LEN};
 pub use error::{Error, StackError};
 pub use global::{panic_beat, panic_payload, GlobalAgent, LastGasp, SendHook};
 pub use tasks::{Health, SharedTaskMonitor, TaskError, TaskMonitor, TaskSpec};

@@ -344,3 +344,33 @@ fn agent_fits_the_ram_budget() {
     );
     assert!(size <= varta_client_nostd::AGENT_RAM_BUDGET);
 }
+
+/// `Agent::agent_key`: a device holding only its own key sends its fixed agent id; the
+/// observer's master-derived key for that id opens every datagram, another id's does not.
+#[test]
+fn agent_key_agent_is_opened_with_the_master_derived_key_for_its_id_only() {
+    let master = Key::from_bytes(MASTER);
+    let mut agent = Agent::agent_key(77, derive_agent_key(&master, 77));
+    assert_eq!(agent.security(), Security::Master);
+    assert_eq!(
+        agent.try_beat(&mut FakeStack::default(), Status::Ok, 0, 1),
+        Err(Error::NotStarted)
+    );
+    agent.start(SALT);
+    let mut stack = FakeStack::default();
+    for t in 1..=3 {
+        agent.try_beat(&mut stack, Status::Ok, 5, t).unwrap();
+    }
+    agent.try_send(&mut stack, Kind::Goodbye, 4).unwrap();
+    for (i, d) in stack.sent.iter().enumerate() {
+        let (iv, f) = open_master(d);
+        assert_eq!((f.pid(), iv.counter), (77, i as u32 + 1));
+        let dg = MasterDatagram::from_bytes(d).unwrap();
+        assert!(dg.open(&derive_agent_key(&master, 78)).is_err());
+    }
+    // Same bytes as a master-key agent of the same id: the observer cannot tell them apart.
+    let mut by_master = started(Agent::master(77, master.clone()));
+    let mut again = FakeStack::default();
+    by_master.try_beat(&mut again, Status::Ok, 5, 1).unwrap();
+    assert_eq!(again.sent[0], stack.sent[0]);
+}

@@ -92,7 +92,7 @@ fn uds_rig(thread: bool) -> UdsRig {
         _drain: drain,
         obs,
         bare,
-        varta,
+        varta: varta.into(),
     }
 }
 
@@ -116,9 +116,13 @@ fn udp_rig() -> UdpRig {
     UdpRig {
         _drain: drain,
         bare,
-        plain: Varta::connect_udp(addr).unwrap(),
-        shared: Varta::connect_secure_udp(addr, Key::from_bytes([7; 32])).unwrap(),
-        master: Varta::connect_secure_udp_with_master(addr, Key::from_bytes([8; 32])).unwrap(),
+        plain: Varta::connect_udp(addr).unwrap().into(),
+        shared: Varta::connect_secure_udp(addr, Key::from_bytes([7; 32]))
+            .unwrap()
+            .into(),
+        master: Varta::connect_secure_udp_with_master(addr, Key::from_bytes([8; 32]))
+            .unwrap()
+            .into(),
     }
 }
 

@@ -120,13 +120,13 @@ enum Sealing {
 
 fn connect(args: &Args, sealing: &Sealing) -> std::io::Result<Varta> {
     match (&args.socket, &args.udp, sealing) {
-        (Some(path), _, _) => Varta::connect(path),
-        (None, Some(addr), Sealing::Plain) => Varta::connect_udp(addr.as_str()),
+        (Some(path), _, _) => Varta::connect(path).map(Varta::from),
+        (None, Some(addr), Sealing::Plain) => Varta::connect_udp(addr.as_str()).map(Varta::from),
         (None, Some(addr), Sealing::Shared(k)) => {
-            Varta::connect_secure_udp(addr.as_str(), k.clone())
+            Varta::connect_secure_udp(addr.as_str(), k.clone()).map(Varta::from)
         }
         (None, Some(addr), Sealing::Master(k)) => {
-            Varta::connect_secure_udp_with_master(addr.as_str(), k.clone())
+            Varta::connect_secure_udp_with_master(addr.as_str(), k.clone()).map(Varta::from)
         }
         // clap's required group makes this unreachable; answer it anyway rather than panic.
         (None, None, _) => Err(std::io::Error::new(

@@ -18,14 +18,14 @@
 //!
 //! # Architecture
 //!
-//! Three layers, each with one job:
+//! Two layers, each with one job:
 //!
-//! * **The session** ([`vlp_core::Session`], shared with the firmware client): decides what
-//!   the next frame is: pid, nonce 1, 2, 3…, timestamp, and for secure transports the AEAD
-//!   IV. It *prepares* a beat without changing state and is told to *commit* only after the
-//!   kernel took the datagram, so a dropped beat consumes neither its nonce nor its IV.
-//! * **The envelope**: plain 32-byte frame, or sealed with ChaCha20-Poly1305 into a 60-byte
-//!   (shared key) or 64-byte (master key, per-agent derived key) datagram (VLP v0.2 §3).
+//! * **The sender** ([`vlp_core::sender::Sender`], shared with the firmware client and the
+//!   load tools): owns the key class (plain 32-byte frames; 60-byte shared-key or 64-byte
+//!   agent-key datagrams sealed with ChaCha20-Poly1305, VLP v0.2 §3) and the session (pid,
+//!   nonce 1, 2, 3…, timestamp, AEAD IV). It *prepares* the next datagram into a stack buffer
+//!   without changing state and is told to *commit* only after the kernel took it, so a
+//!   dropped beat consumes neither its nonce nor its IV.
 //! * **The transport** ([`BeatTransport`]): a connected non-blocking datagram socket (Unix or
 //!   UDP), or your own. It reads no clock and keeps no protocol state.
 //!
@@ -42,8 +42,8 @@
 //! * **Fork safety.** A forked child notices the fork on its next beat, opens its own
 //!   socket, restarts the nonce sequence at 1 and, on secure transports, draws a fresh IV salt
 //!   from OS entropy (`getrandom(2)`), so no (key, IV) pair is ever used twice across the
-//!   fork ([`Varta::fork_recoveries`] counts these). The master-key agent key is re-derived
-//!   for the child's pid. Detection costs one memory load per beat: a `MADV_WIPEONFORK` page
+//!   fork ([`Varta::fork_recoveries`] counts these). A master-key client derives the agent key
+//!   for the child's pid; an agent-key client keeps its agent id. Detection costs one memory load per beat: a `MADV_WIPEONFORK` page
 //!   that the kernel zeroes in every child, however it was made (`fork()`, a raw `clone(2)`);
 //!   a wiped page restarts the session even when `getpid()` matches the old pid (pid reuse by
 //!   a grandchild). Where the kernel lacks it (before Linux 4.14) a changed `getpid()` is the
@@ -78,7 +78,7 @@
 //!
 //! * `udp`: [`Varta::connect_udp`].
 //! * `secure-udp` (implies `udp`): [`Varta::connect_secure_udp`],
-//!   [`Varta::connect_secure_udp_with_master`].
+//!   [`Varta::connect_secure_udp_with_agent_key`], [`Varta::connect_secure_udp_with_master`].
 //! * `panic-handler`: [`install_panic_handler`] and its UDP forms.
 #![warn(missing_docs)]
 
@@ -95,10 +95,8 @@ use std::io;
 use std::net::ToSocketAddrs;
 use std::path::Path;
 
-use vlp_core::envelope::{MasterDatagram, SharedDatagram, MASTER_LEN, SHARED_LEN};
-use vlp_core::kdf::derive_agent_key;
-use vlp_core::session::Beat;
-use vlp_core::{Session, SessionError};
+use vlp_core::sender::{Kind, Sender, MAX_DATAGRAM_LEN};
+use vlp_core::SessionError;
 
 pub use outcome::{classify_send_error, BeatError, BeatOutcome, DropReason};
 #[cfg(all(feature = "panic-handler", feature = "udp"))]
@@ -106,7 +104,12 @@ pub use panic::install_panic_handler_udp;
 #[cfg(feature = "panic-handler")]
 pub use panic::{install_panic_handler, install_panic_handler_with};
 #[cfg(all(feature = "panic-handler", feature = "secure-udp"))]
-pub use panic::{install_panic_handler_secure_udp, install_panic_handler_secure_udp_with_master};
+pub use panic::{
+    install_panic_handler_secure_udp, install_panic_handler_secure_udp_with_agent_key,
+    install_panic_handler_secure_udp_with_master,
+};
+#[cfg(feature = "secure-udp")]
+pub use transport::SecureUdpTransport;
 #[cfg(feature = "udp")]
 pub use transport::UdpTransport;
 pub use transport::{BeatTransport, Transport, UdsTransport};
@@ -116,39 +119,26 @@ pub use vlp_core::{DecodeError, Frame, Key, Status, FRAME_LEN, GOODBYE_PAYLOAD, 
 /// Payload of the terminal frame sent by the panic hook.
 pub const PANIC_PAYLOAD: u32 = 0;
 
-/// How frames are wrapped before they reach the transport.
-enum Envelope {
-    /// The 32-byte frame as is.
-    Plain,
-    /// 60-byte shared-key datagram.
-    Shared(Key),
-    /// 64-byte master-key datagram; `agent` is derived from `master` for the current pid.
-    Master { master: Key, agent: Key },
-}
-
-impl Envelope {
-    const fn name(&self) -> &'static str {
-        match self {
-            Envelope::Plain => "plain",
-            Envelope::Shared(_) => "shared-key",
-            Envelope::Master { .. } => "master-key",
-        }
-    }
-}
-
-/// A heartbeat client: one session, one envelope, one transport.
+/// A heartbeat client: one [`Sender`] (key class and session, from `vlp-core`) and one
+/// transport.
 ///
-/// Built with [`Varta::connect`] (Unix socket), [`Varta::connect_udp`],
-/// [`Varta::connect_secure_udp`], [`Varta::connect_secure_udp_with_master`], or
-/// [`Varta::with_transport`] for your own [`BeatTransport`]. `T` defaults to [`Transport`],
-/// so `Varta` names a client of any built-in kind.
+/// Built with [`Varta::connect`] (Unix socket, a `Varta<UdsTransport>`),
+/// [`Varta::connect_udp`] (`Varta<UdpTransport>`), [`Varta::connect_secure_udp`],
+/// [`Varta::connect_secure_udp_with_agent_key`], [`Varta::connect_secure_udp_with_master`]
+/// (`Varta<SecureUdpTransport>`), or [`Varta::with_transport`] for your own
+/// [`BeatTransport`]. `T` defaults to [`Transport`], the built-in transports as one type:
+/// `Varta::from` turns any built-in client into a plain `Varta`.
 pub struct Varta<T: BeatTransport = Transport> {
     transport: T,
-    session: Session,
-    envelope: Envelope,
+    sender: Sender,
+    /// The master key, for clients built with one: a forked child derives its own agent key.
+    master: Option<Key>,
+    /// Whether frames carry this process's pid (and follow it into a forked child), or a
+    /// fixed agent id bound to an agent key.
+    follows_pid: bool,
     /// The clock's origin ([`clock::monotonic_ns`]): timestamps are nanoseconds since it.
     epoch: u64,
-    /// The pid the session speaks for; a different `getpid()` means we are a forked child.
+    /// The process the client belongs to; a different `getpid()` means we are a forked child.
     pid: u32,
     /// The wipe-on-fork marker: one load per beat tells whether to look at `getpid()`.
     fork_watch: fork::Watch,
@@ -160,9 +150,9 @@ pub struct Varta<T: BeatTransport = Transport> {
 impl<T: BeatTransport> std::fmt::Debug for Varta<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Varta")
-            .field("pid", &self.pid)
-            .field("envelope", &self.envelope.name())
-            .field("next_nonce", &self.session.next_nonce())
+            .field("pid", &self.sender.pid())
+            .field("envelope", &self.sender.key_class().name())
+            .field("next_nonce", &self.sender.session().next_nonce())
             .field("reconnect_after", &self.reconnect_after)
             .field("consecutive_drops", &self.consecutive_drops)
             .field("fork_recoveries", &self.fork_recoveries)
@@ -174,59 +164,103 @@ impl<T: BeatTransport> std::fmt::Debug for Varta<T> {
 /// connection can cure, so an agent follows an observer that restarted.
 pub const DEFAULT_RECONNECT_AFTER: u32 = 1;
 
-impl Varta {
+impl Varta<UdsTransport> {
     /// Connects to the observer's Unix datagram socket at `path`.
     ///
     /// # Errors
     /// Creating or connecting the socket failed, e.g. `NotFound` / `ConnectionRefused` when no
     /// observer is bound at `path`.
-    pub fn connect(path: impl AsRef<Path>) -> io::Result<Varta> {
-        Ok(Varta::with_transport(Transport::Uds(
-            UdsTransport::connect(path)?,
-        )))
+    pub fn connect(path: impl AsRef<Path>) -> io::Result<Varta<UdsTransport>> {
+        Ok(Varta::with_transport(UdsTransport::connect(path)?))
     }
+}
 
+#[cfg(feature = "udp")]
+impl Varta<UdpTransport> {
     /// Connects to the observer's UDP address (plain 32-byte frames, unauthenticated).
     ///
     /// # Errors
     /// The address did not resolve, or creating or connecting the socket failed.
-    #[cfg(feature = "udp")]
-    pub fn connect_udp(addr: impl ToSocketAddrs) -> io::Result<Varta> {
-        Ok(Varta::with_transport(Transport::Udp(
-            UdpTransport::connect(addr)?,
-        )))
+    pub fn connect_udp(addr: impl ToSocketAddrs) -> io::Result<Varta<UdpTransport>> {
+        Ok(Varta::with_transport(UdpTransport::connect(addr)?))
     }
+}
 
+#[cfg(feature = "secure-udp")]
+impl Varta<SecureUdpTransport> {
     /// Connects to the observer's UDP address, sealing every frame with the shared `key` into
     /// a 60-byte datagram (VLP v0.2 §3).
     ///
     /// # Errors
     /// As [`Varta::connect_udp`], or reading OS entropy for the IV salt failed.
-    #[cfg(feature = "secure-udp")]
-    pub fn connect_secure_udp(addr: impl ToSocketAddrs, key: Key) -> io::Result<Varta> {
-        Varta::with_transport_shared_key(Transport::Udp(UdpTransport::connect(addr)?), key)
+    pub fn connect_secure_udp(
+        addr: impl ToSocketAddrs,
+        key: Key,
+    ) -> io::Result<Varta<SecureUdpTransport>> {
+        Varta::with_transport_shared_key(SecureUdpTransport::connect(addr)?, key)
     }
 
-    /// Connects to the observer's UDP address, sealing every frame with the key derived from
-    /// `master_key` for this pid into a 64-byte datagram (VLP v0.2 §3, §4).
+    /// Connects to the observer's UDP address, sealing every frame into a 64-byte datagram
+    /// with this agent's own `key`, derived from the observer's master key for `agent_id`
+    /// (`varta-watch key derive --agent-id N`, or [`vlp_core::kdf::derive_agent_key`] on the
+    /// provisioning host). The process never holds the master key, so it cannot speak for
+    /// another agent. Frames carry `agent_id` in the pid field (VLP v0.2 §5), in this process
+    /// and in its forked children alike.
     ///
     /// # Errors
     /// As [`Varta::connect_secure_udp`].
-    #[cfg(feature = "secure-udp")]
+    pub fn connect_secure_udp_with_agent_key(
+        addr: impl ToSocketAddrs,
+        agent_id: u32,
+        key: Key,
+    ) -> io::Result<Varta<SecureUdpTransport>> {
+        Varta::with_transport_agent_key(SecureUdpTransport::connect(addr)?, agent_id, key)
+    }
+
+    /// Connects to the observer's UDP address, sealing every frame with the key derived from
+    /// `master_key` for this pid into a 64-byte datagram (VLP v0.2 §3, §4). Prefer
+    /// [`Varta::connect_secure_udp_with_agent_key`]: a process holding the master key can
+    /// speak for every agent.
+    ///
+    /// # Errors
+    /// As [`Varta::connect_secure_udp`].
     pub fn connect_secure_udp_with_master(
         addr: impl ToSocketAddrs,
         master_key: Key,
-    ) -> io::Result<Varta> {
-        Varta::with_transport_master_key(Transport::Udp(UdpTransport::connect(addr)?), master_key)
+    ) -> io::Result<Varta<SecureUdpTransport>> {
+        Varta::with_transport_master_key(SecureUdpTransport::connect(addr)?, master_key)
+    }
+}
+
+/// Any built-in client as a `Varta` (over [`Transport`]), e.g. to keep clients of several
+/// kinds in one collection.
+impl From<Varta<UdsTransport>> for Varta {
+    fn from(v: Varta<UdsTransport>) -> Varta {
+        v.map_transport(Transport::Uds)
+    }
+}
+
+#[cfg(feature = "udp")]
+impl From<Varta<UdpTransport>> for Varta {
+    fn from(v: Varta<UdpTransport>) -> Varta {
+        v.map_transport(Transport::Udp)
+    }
+}
+
+#[cfg(feature = "secure-udp")]
+impl From<Varta<SecureUdpTransport>> for Varta {
+    fn from(v: Varta<SecureUdpTransport>) -> Varta {
+        v.map_transport(|t| Transport::Udp(t.into_inner()))
     }
 }
 
 fn session_error(e: SessionError) -> BeatError {
     match e {
         // A frame rule (Stall status, pid 0/1): the caller's input is invalid.
-        SessionError::Frame(_) | SessionError::NotSecure | SessionError::StaleBeat => {
-            BeatError::INVALID_INPUT
-        }
+        SessionError::Frame(_)
+        | SessionError::NotSecure
+        | SessionError::StaleBeat
+        | SessionError::KeyBoundToPid => BeatError::INVALID_INPUT,
         // 2^64 datagrams under one salt: unreachable in practice, but never reuse an IV.
         SessionError::IvExhausted => BeatError {
             errno: None,
@@ -236,19 +270,15 @@ fn session_error(e: SessionError) -> BeatError {
 }
 
 impl<T: BeatTransport> Varta<T> {
-    fn build(transport: T, envelope: Envelope, salt: Option<[u8; 16]>) -> Varta<T> {
+    fn build(transport: T, sender: Sender, master: Option<Key>, follows_pid: bool) -> Varta<T> {
         let fork_watch = fork::Watch::new();
-        let pid = std::process::id();
-        let session = match salt {
-            Some(s) => Session::secure(pid, s),
-            None => Session::plain(pid),
-        };
         Varta {
             transport,
-            session,
-            envelope,
+            follows_pid,
+            sender,
+            master,
             epoch: clock::monotonic_ns(),
-            pid,
+            pid: std::process::id(),
             fork_watch,
             reconnect_after: DEFAULT_RECONNECT_AFTER,
             consecutive_drops: 0,
@@ -256,10 +286,37 @@ impl<T: BeatTransport> Varta<T> {
         }
     }
 
+    /// A started secure client: `sender` with a fresh salt from OS entropy.
+    fn build_secure(
+        transport: T,
+        mut sender: Sender,
+        master: Option<Key>,
+        follows_pid: bool,
+    ) -> io::Result<Varta<T>> {
+        sender.start(entropy::salt()?);
+        Ok(Varta::build(transport, sender, master, follows_pid))
+    }
+
+    /// The same client over another transport (same session, same keys).
+    fn map_transport<U: BeatTransport>(self, f: impl FnOnce(T) -> U) -> Varta<U> {
+        Varta {
+            transport: f(self.transport),
+            sender: self.sender,
+            master: self.master,
+            follows_pid: self.follows_pid,
+            epoch: self.epoch,
+            pid: self.pid,
+            fork_watch: self.fork_watch,
+            reconnect_after: self.reconnect_after,
+            consecutive_drops: self.consecutive_drops,
+            fork_recoveries: self.fork_recoveries,
+        }
+    }
+
     /// A client sending plain 32-byte frames over your own transport.
     #[must_use]
     pub fn with_transport(transport: T) -> Varta<T> {
-        Varta::build(transport, Envelope::Plain, None)
+        Varta::build(transport, Sender::plain(std::process::id()), None, true)
     }
 
     /// A client sealing 60-byte shared-key datagrams over your own transport.
@@ -267,8 +324,21 @@ impl<T: BeatTransport> Varta<T> {
     /// # Errors
     /// Reading OS entropy for the IV salt failed.
     pub fn with_transport_shared_key(transport: T, key: Key) -> io::Result<Varta<T>> {
-        let salt = entropy::salt()?;
-        Ok(Varta::build(transport, Envelope::Shared(key), Some(salt)))
+        Varta::build_secure(
+            transport,
+            Sender::shared(std::process::id(), key),
+            None,
+            true,
+        )
+    }
+
+    /// A client sealing 64-byte datagrams with `agent_id`'s own key over your own transport
+    /// (see [`Varta::connect_secure_udp_with_agent_key`]).
+    ///
+    /// # Errors
+    /// Reading OS entropy for the IV salt failed.
+    pub fn with_transport_agent_key(transport: T, agent_id: u32, key: Key) -> io::Result<Varta<T>> {
+        Varta::build_secure(transport, Sender::agent_key(agent_id, key), None, false)
     }
 
     /// A client sealing 64-byte master-key datagrams over your own transport.
@@ -276,13 +346,8 @@ impl<T: BeatTransport> Varta<T> {
     /// # Errors
     /// Reading OS entropy for the IV salt failed.
     pub fn with_transport_master_key(transport: T, master_key: Key) -> io::Result<Varta<T>> {
-        let salt = entropy::salt()?;
-        let agent = derive_agent_key(&master_key, std::process::id());
-        let envelope = Envelope::Master {
-            master: master_key,
-            agent,
-        };
-        Ok(Varta::build(transport, envelope, Some(salt)))
+        let sender = Sender::master(std::process::id(), master_key.clone());
+        Varta::build_secure(transport, sender, Some(master_key), true)
     }
 
     /// Sends one heartbeat with `status` and an opaque `payload`, without blocking or
@@ -300,27 +365,13 @@ impl<T: BeatTransport> Varta<T> {
         if status == Status::Stall {
             return BeatOutcome::Failed(BeatError::INVALID_INPUT);
         }
-        if let Err(e) = self.check_fork() {
-            return BeatOutcome::Failed(e);
-        }
-        let now = self.now();
-        match self.session.beat(status, payload, now) {
-            Ok(beat) => self.deliver(&beat),
-            Err(e) => BeatOutcome::Failed(session_error(e)),
-        }
+        self.deliver(Kind::Beat(status, payload))
     }
 
     /// Sends a terminal frame (Critical, nonce [`NONCE_TERMINAL`]): this agent is dying.
     /// The panic hook uses it with [`PANIC_PAYLOAD`].
     pub fn terminal(&mut self, payload: u32) -> BeatOutcome {
-        if let Err(e) = self.check_fork() {
-            return BeatOutcome::Failed(e);
-        }
-        let now = self.now();
-        match self.session.terminal(payload, now) {
-            Ok(beat) => self.deliver(&beat),
-            Err(e) => BeatOutcome::Failed(session_error(e)),
-        }
+        self.deliver(Kind::Terminal(payload))
     }
 
     /// Announces a clean exit: a terminal frame carrying [`GOODBYE_PAYLOAD`] (see the crate
@@ -328,14 +379,7 @@ impl<T: BeatTransport> Varta<T> {
     /// purpose; if it comes back [`BeatOutcome::Dropped`] it may be retried. Beats sent after
     /// a goodbye make the observer see the agent again.
     pub fn goodbye(&mut self) -> BeatOutcome {
-        if let Err(e) = self.check_fork() {
-            return BeatOutcome::Failed(e);
-        }
-        let now = self.now();
-        match self.session.goodbye(now) {
-            Ok(beat) => self.deliver(&beat),
-            Err(e) => BeatOutcome::Failed(session_error(e)),
-        }
+        self.deliver(Kind::Goodbye)
     }
 
     /// Replaces the transport's connection (e.g. after the observer restarted and bound its
@@ -373,7 +417,7 @@ impl<T: BeatTransport> Varta<T> {
     /// with the monotonic clock used here; kept for API compatibility and custom clocks).
     #[must_use]
     pub const fn clock_regressions(&self) -> u64 {
-        self.session.clock_regressions()
+        self.sender.session().clock_regressions()
     }
 
     /// How many times this client noticed it was running in a forked child and started a
@@ -383,16 +427,22 @@ impl<T: BeatTransport> Varta<T> {
         self.fork_recoveries
     }
 
-    /// The pid frames carry.
+    /// The pid frames carry: this process's pid, or the agent id of an agent-key client.
     #[must_use]
     pub const fn pid(&self) -> u32 {
-        self.pid
+        self.sender.pid()
     }
 
     /// The nonce the next regular beat will carry.
     #[must_use]
     pub const fn next_nonce(&self) -> u64 {
-        self.session.next_nonce()
+        self.sender.session().next_nonce()
+    }
+
+    /// The sending state (key class, session), read-only.
+    #[must_use]
+    pub const fn sender(&self) -> &Sender {
+        &self.sender
     }
 
     /// The transport.
@@ -434,17 +484,23 @@ impl<T: BeatTransport> Varta<T> {
     /// We are a forked child: new pid, new session, new salt, new socket.
     #[cold]
     fn recover_from_fork(&mut self, pid: u32) -> Result<(), BeatError> {
-        let salt = if self.session.is_secure() {
+        let salt = if self.sender.key_class() == vlp_core::KeyClass::Plain {
+            None
+        } else {
             // Without fresh entropy the child must not send at all: continuing the parent's
             // IV stream would reuse AEAD nonces. Nothing changes; the next beat tries again.
             Some(entropy::salt().map_err(|e| BeatError::from_io(&e))?)
-        } else {
-            None
         };
-        if let Envelope::Master { master, agent } = &mut self.envelope {
-            *agent = derive_agent_key(master, pid);
+        let id = if self.follows_pid {
+            pid
+        } else {
+            self.sender.pid()
+        };
+        if let Some(master) = &self.master {
+            // The child speaks for its own pid: `restart` derives its agent key anew.
+            self.sender = Sender::master(id, master.clone());
         }
-        self.session.restart(pid, salt);
+        self.sender.restart(id, salt).map_err(session_error)?;
         self.pid = pid;
         self.fork_watch.rearm();
         self.epoch = clock::monotonic_ns();
@@ -456,14 +512,19 @@ impl<T: BeatTransport> Varta<T> {
         Ok(())
     }
 
-    /// Wraps the beat, sends it, commits on success, reconnects and retries when configured.
-    fn deliver(&mut self, beat: &Beat) -> BeatOutcome {
-        let mut buf = [0u8; MASTER_LEN];
-        let len = match self.encode(beat, &mut buf) {
-            Ok(len) => len,
-            Err(e) => return BeatOutcome::Failed(e),
+    /// Prepares the next datagram of `kind`, sends it, commits on success, reconnects and
+    /// retries when configured.
+    fn deliver(&mut self, kind: Kind) -> BeatOutcome {
+        if let Err(e) = self.check_fork() {
+            return BeatOutcome::Failed(e);
+        }
+        let now = self.now();
+        let mut buf = [0u8; MAX_DATAGRAM_LEN];
+        let prepared = match self.sender.prepare(kind, now, &mut buf) {
+            Ok(p) => p,
+            Err(e) => return BeatOutcome::Failed(session_error(e)),
         };
-        let datagram = &buf[..len];
+        let datagram = prepared.datagram(&buf);
         let mut outcome = self.send(datagram);
         if let BeatOutcome::Dropped(reason) = outcome {
             self.consecutive_drops = self.consecutive_drops.saturating_add(1);
@@ -479,9 +540,9 @@ impl<T: BeatTransport> Varta<T> {
         }
         if outcome == BeatOutcome::Sent {
             self.consecutive_drops = 0;
-            // `beat` was prepared from the current state a moment ago; commit cannot find it
-            // stale. Should it ever, the state is unchanged and the next beat re-prepares.
-            let committed = self.session.commit(beat);
+            // Prepared from the current state a moment ago; commit cannot find it stale.
+            // Should it ever, the state is unchanged and the next beat re-prepares.
+            let committed = self.sender.commit(&prepared);
             debug_assert!(committed.is_ok(), "fresh beat refused: {committed:?}");
         }
         outcome
@@ -493,37 +554,13 @@ impl<T: BeatTransport> Varta<T> {
             Err(e) => classify_send_error(&e),
         }
     }
-
-    fn encode(&self, beat: &Beat, buf: &mut [u8; MASTER_LEN]) -> Result<usize, BeatError> {
-        match &self.envelope {
-            Envelope::Plain => {
-                let out: &mut [u8; FRAME_LEN] = (&mut buf[..FRAME_LEN])
-                    .try_into()
-                    .map_err(|_| BeatError::INVALID_INPUT)?;
-                beat.frame().emit_into(out);
-                Ok(FRAME_LEN)
-            }
-            Envelope::Shared(key) => {
-                let iv = beat.iv().ok_or(BeatError::INVALID_INPUT)?;
-                let out: &mut [u8; SHARED_LEN] = (&mut buf[..SHARED_LEN])
-                    .try_into()
-                    .map_err(|_| BeatError::INVALID_INPUT)?;
-                SharedDatagram::seal_into(key, &iv, beat.frame(), out);
-                Ok(SHARED_LEN)
-            }
-            Envelope::Master { agent, .. } => {
-                let iv = beat.iv().ok_or(BeatError::INVALID_INPUT)?;
-                MasterDatagram::seal_into(agent, &iv, beat.frame(), buf);
-                Ok(MASTER_LEN)
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU64, Ordering};
+    use vlp_core::envelope::SharedDatagram;
 
     /// Keeps every datagram and counts reconnects.
     #[derive(Default)]

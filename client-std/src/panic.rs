@@ -65,6 +65,23 @@ pub fn install_panic_handler_secure_udp_with_master(
     Ok(())
 }
 
+/// [`install_panic_handler`] over secure UDP with this agent's own key (64-byte datagrams
+/// carrying `agent_id`; see [`Varta::connect_secure_udp_with_agent_key`]).
+///
+/// # Errors
+/// As [`Varta::connect_secure_udp_with_agent_key`].
+#[cfg(feature = "secure-udp")]
+pub fn install_panic_handler_secure_udp_with_agent_key(
+    addr: impl ToSocketAddrs,
+    agent_id: u32,
+    key: Key,
+) -> io::Result<()> {
+    install_panic_handler_with(Varta::connect_secure_udp_with_agent_key(
+        addr, agent_id, key,
+    )?);
+    Ok(())
+}
+
 /// Installs the panic hook with a client you built (any transport, any envelope). The client
 /// should be dedicated to the hook (see the module docs).
 pub fn install_panic_handler_with<T>(client: Varta<T>)

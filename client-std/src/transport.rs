@@ -192,6 +192,49 @@ impl BeatTransport for UdpTransport {
     }
 }
 
+/// A connected, non-blocking UDP socket carrying sealed datagrams: the transport of
+/// [`crate::Varta::connect_secure_udp`] and its agent-key and master-key forms. The sealing is
+/// the client's ([`vlp_core::sender::Sender`]); this type names the transport as the
+/// published 0.2 API does (`Varta::<SecureUdpTransport>::connect_secure_udp`).
+#[cfg(feature = "secure-udp")]
+#[derive(Debug)]
+pub struct SecureUdpTransport(UdpTransport);
+
+#[cfg(feature = "secure-udp")]
+impl SecureUdpTransport {
+    /// Resolves `addr` and connects to it, as [`UdpTransport::connect`].
+    ///
+    /// # Errors
+    /// As [`UdpTransport::connect`].
+    pub fn connect(addr: impl ToSocketAddrs) -> io::Result<SecureUdpTransport> {
+        UdpTransport::connect(addr).map(SecureUdpTransport)
+    }
+
+    /// The UDP transport underneath.
+    #[must_use]
+    pub const fn udp(&self) -> &UdpTransport {
+        &self.0
+    }
+
+    /// The UDP transport underneath, by value.
+    #[must_use]
+    pub fn into_inner(self) -> UdpTransport {
+        self.0
+    }
+}
+
+#[cfg(feature = "secure-udp")]
+impl BeatTransport for SecureUdpTransport {
+    #[inline]
+    fn send(&mut self, datagram: &[u8]) -> io::Result<()> {
+        self.0.send(datagram)
+    }
+
+    fn reconnect(&mut self) -> io::Result<()> {
+        self.0.reconnect()
+    }
+}
+
 /// The built-in transports, as one type, so that `Varta` (without a type argument) names a
 /// client whichever `connect*` made it.
 #[derive(Debug)]

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use common::{temp_dir, UdpObserver, UdsObserver};
 use varta_client::vlp_core::envelope::{MasterDatagram, SharedDatagram};
 use varta_client::vlp_core::kdf::derive_agent_key;
-use varta_client::{BeatOutcome, Frame, Key, Status, Varta};
+use varta_client::{BeatOutcome, Frame, Key, SecureUdpTransport, Status, UdsTransport, Varta};
 
 fn recv_from(obs: &UdpObserver) -> (Vec<u8>, SocketAddr) {
     let mut buf = [0u8; 128];
@@ -157,11 +157,11 @@ fn forked_child_starts_a_fresh_session() {
 /// `pthread_atfork` handlers); the kernel still wipes the marker page, so both clients notice
 /// and the secure one never reuses the parent's IV stream.
 fn raw_clone_child(
-    shared: &mut Varta,
+    shared: &mut Varta<SecureUdpTransport>,
     key: &Key,
     obs: &UdpObserver,
     parent_random: [u8; 8],
-    plain: &mut Varta,
+    plain: &mut Varta<UdsTransport>,
     uds_obs: &UdsObserver,
 ) {
     let before = shared.fork_recoveries();

@@ -29,15 +29,17 @@ fn child(spec: &str) {
         std::thread::sleep(Duration::from_millis(700));
     }));
     let (kind, target) = spec.split_once(':').unwrap();
-    let mut v = match kind {
+    let mut v: Varta = match kind {
         "uds" => {
             varta_client::install_panic_handler(target).unwrap();
-            Varta::connect(target).unwrap()
+            Varta::connect(target).unwrap().into()
         }
         "shared" => {
             varta_client::install_panic_handler_secure_udp(target, Key::from_bytes(SHARED))
                 .unwrap();
-            Varta::connect_secure_udp(target, Key::from_bytes(SHARED)).unwrap()
+            Varta::connect_secure_udp(target, Key::from_bytes(SHARED))
+                .unwrap()
+                .into()
         }
         "master" => {
             varta_client::install_panic_handler_secure_udp_with_master(
@@ -45,7 +47,9 @@ fn child(spec: &str) {
                 Key::from_bytes(MASTER),
             )
             .unwrap();
-            Varta::connect_secure_udp_with_master(target, Key::from_bytes(MASTER)).unwrap()
+            Varta::connect_secure_udp_with_master(target, Key::from_bytes(MASTER))
+                .unwrap()
+                .into()
         }
         _ => unreachable!("unknown child spec {spec}"),
     };

@@ -6,7 +6,7 @@ use common::{closed_udp_port, UdpObserver};
 use varta_client::vlp_core::envelope::{MasterDatagram, OpenError, SharedDatagram};
 use varta_client::vlp_core::kdf::derive_agent_key;
 use varta_client::vlp_core::keyfile::read_key_file;
-use varta_client::{BeatOutcome, DropReason, Frame, Key, Status, Transport, Varta};
+use varta_client::{BeatOutcome, DropReason, Frame, Key, Status, Varta};
 
 #[test]
 fn plain_udp_frames() {
@@ -146,10 +146,7 @@ fn unreachable_udp_port_is_no_observer() {
     assert!(outcomes
         .iter()
         .all(|o| o.is_sent() || *o == BeatOutcome::Dropped(DropReason::NoObserver)));
-    let Transport::Udp(t) = v.transport() else {
-        panic!("a UDP transport")
-    };
-    assert_eq!(t.peer().ip().to_string(), "127.0.0.1");
+    assert_eq!(v.transport().peer().ip().to_string(), "127.0.0.1");
 }
 
 #[test]
@@ -184,4 +181,51 @@ fn ipv6_observer() {
         .open(&key)
         .unwrap();
     assert_eq!((f.nonce(), f.payload()), (1, 6));
+}
+
+/// An agent given only its own key (derived from the master for its agent id) seals 64-byte
+/// datagrams carrying that id in every process, parent and forked child alike: the observer,
+/// holding the master, opens them with the key it derives for the id, and never with the
+/// key of another id.
+#[test]
+fn agent_key_datagrams_carry_the_agent_id_and_open_with_the_master_derived_key() {
+    let master = Key::from_bytes([0x5e; 32]);
+    let agent_id = 70_001;
+    let obs = UdpObserver::bind();
+    let mut v = Varta::connect_secure_udp_with_agent_key(
+        obs.addr(),
+        agent_id,
+        derive_agent_key(&master, agent_id),
+    )
+    .unwrap();
+    assert_eq!(v.pid(), agent_id);
+    for n in 1..=3u64 {
+        assert_eq!(v.beat(Status::Ok, 7), BeatOutcome::Sent);
+        let bytes = obs.recv();
+        assert_eq!(bytes.len(), 64);
+        let d = MasterDatagram::from_bytes(&bytes).unwrap();
+        assert_eq!(d.pid(), agent_id, "the agent id is the clear-text pid");
+        let (iv, f) = d
+            .open(&derive_agent_key(&master, agent_id))
+            .expect("opens with the key the observer derives from the master");
+        assert_eq!((f.pid(), f.nonce(), iv.counter), (agent_id, n, n as u32));
+        assert_eq!(
+            d.open(&derive_agent_key(&master, agent_id + 1)),
+            Err(OpenError::BadTag),
+            "another id's key never opens it"
+        );
+        assert_eq!(
+            d.open(&derive_agent_key(&master, std::process::id())),
+            Err(OpenError::BadTag)
+        );
+    }
+    // Re-labelling the datagram with another id (the clear pid is AAD) does not open either.
+    assert_eq!(v.goodbye(), BeatOutcome::Sent);
+    let mut forged = obs.recv();
+    forged[..4].copy_from_slice(&(agent_id + 1).to_le_bytes());
+    let d = MasterDatagram::from_bytes(&forged).unwrap();
+    assert_eq!(
+        d.open(&derive_agent_key(&master, agent_id + 1)),
+        Err(OpenError::BadTag)
+    );
 }

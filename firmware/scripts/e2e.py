@@ -4,8 +4,9 @@
 For each case: a fresh 32-byte master key in a mode-0600 key file; `varta-watch` on
 127.0.0.1 (ephemeral UDP port, `--master-key-file`, `--format json`, `--prom-addr`), waited
 for until its stderr says it is listening (so it is bound before QEMU boots); the firmware on
-QEMU's mps2-an386 with user-mode networking, told the port, pid, master key and a fresh
-per-boot salt over semihosting. Where allowed (root), the watch runs with --rt-priority 50 and
+QEMU's mps2-an386 with user-mode networking, told the port, its agent id (pid), its own agent
+key (derived here from the master key, HKDF-SHA256 as VLP v0.2 section 4: the device never
+holds the master) and a fresh per-boot salt over semihosting. Where allowed (root), the watch runs with --rt-priority 50 and
 the thread stamping its lines under SCHED_FIFO 40 (other builds load this machine). Assertions come from the watch's JSON event lines (stamped on
 arrival by a reader thread), its Prometheus endpoint, the firmware's summary line, QEMU's exit
 status and, when the script may open a packet socket (root), the datagrams seen on `lo`.
@@ -27,6 +28,8 @@ Env:   E2E_NO_CAPTURE=1  do not open the packet socket (as without root): the st
 Exits 0 when every case passed.
 """
 import argparse
+import hashlib
+import hmac
 import ctypes
 import json
 import os
@@ -224,8 +227,17 @@ class Sniffer:
             self.sock.close()
 
 
-def boot(elf, port, key_hex, mode, extra):
+def derive_agent_key(master_hex, agent_id):
+    """VLP v0.2 section 4: HKDF-SHA256, empty salt, IKM = master key,
+    info = "varta-agent-v1\\0" || agent_id (u32 LE), 32 bytes (one HMAC block)."""
+    prk = hmac.new(b"\0" * 32, bytes.fromhex(master_hex), hashlib.sha256).digest()
+    info = b"varta-agent-v1\0" + agent_id.to_bytes(4, "little")
+    return hmac.new(prk, info + b"\x01", hashlib.sha256).digest()
+
+
+def boot(elf, port, master_hex, mode, extra):
     salt = os.urandom(16).hex()
+    key_hex = derive_agent_key(master_hex, PID).hex()
     args = ["heartbeat", f"port={port}", f"pid={PID}", f"key={key_hex}", f"salt={salt}",
             f"mode={mode}", f"after={AFTER}", f"interval_ms={INTERVAL_MS}"] + extra
     semihosting = "enable=on,target=native," + ",".join(f"arg={a}" for a in args)

@@ -1,7 +1,8 @@
 //! What the `heartbeat` firmware does, chosen at boot by semihosting arguments, and the
 //! decisions of its main loop, kept free of I/O so the host tests them.
 //!
-//! The firmware beats master-key VLP datagrams through `varta-client-nostd`; a
+//! The firmware beats 64-byte VLP datagrams under its own agent key (derived from the
+//! observer's master key by the host that provisions it) through `varta-client-nostd`; a
 //! [`TaskMonitor`](varta_client_nostd::TaskMonitor) of [`TASKS`] tasks decides each beat's
 //! status and payload. The [`Mode`] injects one fault after `after` beats:
 //!
@@ -66,7 +67,9 @@ pub struct HeartbeatArgs {
     pub mode: Mode,
     /// `after=N` (default 5): beats before the fault.
     pub after: u32,
-    /// `key=HEX` (required): the 32-byte master key.
+    /// `key=HEX` (required): this device's own 32-byte agent key, derived from the observer's
+    /// master key for its agent id (`pid=`) on the host (VLP v0.2 §4); the device never
+    /// holds the master key.
     pub key: [u8; 32],
     /// `salt=HEX` (required): 16 bytes of fresh entropy for this boot (QEMU's board has no
     /// TRNG; a real board draws it from its RNG).

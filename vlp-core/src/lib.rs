@@ -13,9 +13,12 @@
 //! * [`envelope`]: ChaCha20-Poly1305 sealing of a frame into the 60-byte (shared key) or
 //!   64-byte (master key) datagram, in place, and opening with the tag checked first.
 //! * [`kdf`]: HKDF-SHA256 derivation of per-agent keys and IV prefixes.
+//! * [`batch`]: the datagrams of one receive batch opened together, in SIMD lanes where the
+//!   CPU has them (SSE2, AVX2), with the same results as the single open.
 //! * [`replay`]: the receiver's sliding window over AEAD counters.
-//! * [`session`]: the sender's nonce / timestamp / IV state machine with commit-on-success,
-//!   shared by every client.
+//! * [`session`]: the sender's nonce / timestamp / IV state machine with commit-on-success.
+//! * [`sender`]: a session and its key class (plain, shared key, agent key, master key)
+//!   writing the next datagram into the caller's buffer; every client sends through it.
 //!
 //! # Panic contract
 //!
@@ -26,7 +29,8 @@
 //!
 //! # Features
 //!
-//! * `std`: `std::error::Error` impls and `keyfile` (reading key files with the §5 checks).
+//! * `std`: `std::error::Error` impls, `keyfile` (reading key files and accepted-key lists
+//!   with the §5 checks) and `crypto` (`Key::from_file`, the published 0.2 client API's path).
 //! * `defmt`: `defmt::Format` on the public types.
 //! * `fast-aead`: the envelope's own ChaCha20-Poly1305 for 32-byte frames.
 //! * `testing`: hooks that jump or rewind the sender's nonce and IV sequences, for tests and
@@ -37,16 +41,21 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod batch;
 pub mod crc;
+#[cfg(feature = "std")]
+pub mod crypto;
 pub mod envelope;
 pub mod kdf;
 #[cfg(feature = "std")]
 pub mod keyfile;
 pub mod replay;
+pub mod sender;
 pub mod session;
 pub mod wire;
 
 pub use envelope::{Iv, Key, KeyError, MasterDatagram, OpenError, SharedDatagram};
 pub use replay::{ReplayError, ReplayWindow};
+pub use sender::{KeyClass, Kind, Prepared, Sender, MAX_DATAGRAM_LEN};
 pub use session::{Beat, Session, SessionError};
 pub use wire::{DecodeError, Frame, Status, FRAME_LEN, GOODBYE_PAYLOAD, NONCE_TERMINAL};

@@ -44,6 +44,9 @@ pub enum SessionError {
     /// The beat being committed is not the session's current one (it was prepared before
     /// another commit or a restart).
     StaleBeat,
+    /// An agent-key sender was asked to speak for another pid: its key is only valid for
+    /// the agent id it was derived for (VLP v0.2 §4, §5).
+    KeyBoundToPid,
 }
 
 impl fmt::Display for SessionError {
@@ -53,6 +56,9 @@ impl fmt::Display for SessionError {
             SessionError::NotSecure => f.write_str("plain session has no AEAD IV sequence"),
             SessionError::IvExhausted => f.write_str("every IV of this session salt is used"),
             SessionError::StaleBeat => f.write_str("beat is not the session's current one"),
+            SessionError::KeyBoundToPid => {
+                f.write_str("an agent key is bound to its agent id; the pid cannot change")
+            }
         }
     }
 }

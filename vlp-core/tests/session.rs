@@ -188,6 +188,7 @@ fn invalid_fields_are_errors() {
         SessionError::NotSecure,
         SessionError::IvExhausted,
         SessionError::StaleBeat,
+        SessionError::KeyBoundToPid,
     ] {
         assert!(!e.to_string().is_empty());
     }

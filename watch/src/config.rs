@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 use vlp_core::Key;
 
-use crate::recovery::CommandTemplate;
+use crate::recovery::RecoveryConfig;
 
 /// `varta-watch`: the Varta observer.
 #[derive(Debug, Parser)]
@@ -32,22 +32,14 @@ pub struct Cli {
 pub enum Command {
     /// Run the observer (the default).
     Run(Box<RunArgs>),
-    /// Start an observer and a few agents (one hangs, one crashes) and show what happens.
-    Demo(crate::demo::DemoArgs),
-    /// A heartbeat agent (used by the demo, tests and benchmarks).
-    Agent(crate::agent::AgentArgs),
-    /// Benchmarks: ingest throughput and stall precision; prints figures.
-    Bench(crate::bench::BenchArgs),
+    /// Audit trail tools: `audit verify FILE…` checks the recovery audit chain.
+    Audit(crate::recovery::verify::AuditArgs),
+    /// Key provisioning: `key derive` writes an agent's own key from the master key.
+    Key(crate::keytool::KeyArgs),
     /// Every agent's state from a running observer (stalled first).
     Status(crate::control::client::StatusArgs),
     /// Silence agents for maintenance: add, list, expire.
     Silence(crate::control::client::SilenceArgs),
-    /// The demo's recovery command (internal).
-    #[command(hide = true)]
-    DemoRecover(crate::demo::RecoverArgs),
-    /// Load generator of the ingest benchmark (internal).
-    #[command(hide = true)]
-    BenchGen(crate::bench::GenArgs),
 }
 
 /// Output format of event lines on stdout.
@@ -133,9 +125,57 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub metrics_max_agents: Option<usize>,
     /// Run this program when an agent stalls or crashes: "prog arg {pid} ..." (no shell;
-    /// `{pid}` is replaced by the agent's pid).
-    #[arg(long, value_name = "CMD")]
+    /// placeholders {pid} {listener} {agent} {status} {reason}). Alias: --recovery-cmd.
+    #[arg(long = "recovery-exec", alias = "recovery-cmd", value_name = "CMD")]
+    #[serde(rename = "recovery-exec", alias = "recovery-cmd")]
     pub recovery_cmd: Option<String>,
+    /// Read the recovery command from this file (regular, not a symlink, ours, 0600 or stricter).
+    #[arg(long, value_name = "FILE", conflicts_with = "recovery_cmd")]
+    pub recovery_exec_file: Option<PathBuf>,
+    /// Environment variable for the recovery program (repeatable); its environment is
+    /// otherwise cleared to PATH=/usr/bin:/bin.
+    #[arg(long, value_name = "KEY=VALUE")]
+    #[serde(default)]
+    pub recovery_env: Vec<String>,
+    /// The recovery program inherits the observer's whole environment.
+    #[arg(long)]
+    #[serde(default)]
+    pub recovery_inherit_env: bool,
+    /// Capture the recovery program's stdout and stderr (bounded) into its event line.
+    #[arg(long)]
+    #[serde(default)]
+    pub recovery_capture_stdio: bool,
+    /// Bytes of captured output kept per run [default: 4096, max 1048576].
+    #[arg(long, value_name = "N")]
+    pub recovery_capture_bytes: Option<usize>,
+    /// Also recover agents authenticated by their own per-agent (master-derived) key.
+    #[arg(long)]
+    #[serde(default)]
+    pub recovery_allow_agent_keys: bool,
+    /// Also recover shared-key secure UDP agents (any holder of the shared key can claim any pid).
+    #[arg(long)]
+    #[serde(default)]
+    pub secure_udp_i_accept_recovery_on_unauthenticated_transport: bool,
+    /// Also recover plaintext UDP agents (anyone who reaches the port can claim any pid).
+    #[arg(long)]
+    #[serde(default)]
+    pub plaintext_udp_i_accept_recovery_on_unauthenticated_transport: bool,
+    /// Append a chained, tamper-evident record of every recovery decision to this file.
+    #[arg(long, value_name = "FILE")]
+    pub recovery_audit_file: Option<PathBuf>,
+    /// Chain audit records with HMAC-SHA256 under this key (64 hex) instead of SHA-256.
+    #[arg(long, value_name = "FILE")]
+    pub recovery_audit_key_file: Option<PathBuf>,
+    /// fdatasync the audit file every N records [default: 1; 0 is refused].
+    #[arg(long, value_name = "N")]
+    pub recovery_audit_sync_every: Option<u32>,
+    /// Rotate the audit file at this size, keeping 5 generations [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub recovery_audit_max_bytes: Option<u64>,
+    /// At shutdown, recovery children get SIGTERM, then SIGKILL after this long
+    /// [default: 5000, min 100].
+    #[arg(long, value_name = "MS")]
+    pub shutdown_grace_ms: Option<u64>,
     /// At most one recovery run per agent per this long [default: 10000].
     #[arg(long, value_name = "MS")]
     pub recovery_debounce_ms: Option<u64>,
@@ -143,7 +183,8 @@ pub struct RunArgs {
     /// as outcome `timeout` [default: 30000].
     #[arg(long, value_name = "MS")]
     pub recovery_timeout_ms: Option<u64>,
-    /// Also run recovery for UDP agents, whose pid is claimed rather than kernel-attested.
+    /// Also run recovery for UDP agents, whose pid is claimed rather than kernel-attested
+    /// (both --*-i-accept-recovery-on-unauthenticated-transport flags).
     #[arg(long)]
     #[serde(default)]
     pub recovery_allow_unattested: bool,
@@ -180,14 +221,10 @@ pub struct Config {
     pub prom_addr: Option<SocketAddr>,
     /// Per-agent series cap.
     pub metrics_max_agents: usize,
-    /// Recovery program.
-    pub recovery: Option<CommandTemplate>,
-    /// Recovery debounce, ns.
-    pub recovery_debounce_ns: u64,
-    /// Recovery child deadline, ns.
-    pub recovery_timeout_ns: u64,
-    /// Recovery for UDP agents.
-    pub recovery_allow_unattested: bool,
+    /// Recovery program, policy, child settings and audit trail.
+    pub recovery: Option<RecoveryConfig>,
+    /// How long recovery children get between SIGTERM and SIGKILL at shutdown.
+    pub shutdown_grace: std::time::Duration,
     /// SCHED_FIFO priority of the loop.
     pub rt_priority: Option<u8>,
 }
@@ -277,8 +314,23 @@ impl RunArgs {
                 metrics_max_agents,
                 recovery_cmd,
                 recovery_debounce_ms,
-                recovery_timeout_ms
+                recovery_timeout_ms,
+                recovery_exec_file,
+                recovery_capture_bytes,
+                recovery_audit_file,
+                recovery_audit_key_file,
+                recovery_audit_sync_every,
+                recovery_audit_max_bytes,
+                shutdown_grace_ms
             );
+            self.recovery_env.append(&mut file.recovery_env);
+            self.recovery_inherit_env |= file.recovery_inherit_env;
+            self.recovery_capture_stdio |= file.recovery_capture_stdio;
+            self.recovery_allow_agent_keys |= file.recovery_allow_agent_keys;
+            self.secure_udp_i_accept_recovery_on_unauthenticated_transport |=
+                file.secure_udp_i_accept_recovery_on_unauthenticated_transport;
+            self.plaintext_udp_i_accept_recovery_on_unauthenticated_transport |=
+                file.plaintext_udp_i_accept_recovery_on_unauthenticated_transport;
             self.no_socket |= file.no_socket;
             self.allow_plaintext_udp |= file.allow_plaintext_udp;
             self.recovery_allow_unattested |= file.recovery_allow_unattested;
@@ -368,19 +420,8 @@ impl RunArgs {
             Some(self.socket.clone().unwrap_or_else(default_socket))
         };
 
-        let recovery = match &self.recovery_cmd {
-            None => None,
-            Some(s) => Some(
-                CommandTemplate::parse(s)
-                    .map_err(|e| ConfigError(format!("--recovery-cmd {s:?}: {e}")))?,
-            ),
-        };
-        let recovery_timeout_ms = self.recovery_timeout_ms.unwrap_or(30_000);
-        if recovery_timeout_ms == 0 || recovery_timeout_ms > 86_400_000 {
-            return err(format!(
-                "--recovery-timeout-ms {recovery_timeout_ms}: must be between 1 and 86400000"
-            ));
-        }
+        let (recovery, shutdown_grace) =
+            crate::recovery::settings::resolve(&self).map_err(ConfigError)?;
         if let Some(p) = self.rt_priority {
             if !(1..=99).contains(&p) {
                 return err(format!("--rt-priority {p}: must be between 1 and 99"));
@@ -411,9 +452,7 @@ impl RunArgs {
             prom_addr: self.prom_addr,
             metrics_max_agents: self.metrics_max_agents.unwrap_or(10_000),
             recovery,
-            recovery_debounce_ns: self.recovery_debounce_ms.unwrap_or(10_000) * 1_000_000,
-            recovery_timeout_ns: recovery_timeout_ms * 1_000_000,
-            recovery_allow_unattested: self.recovery_allow_unattested,
+            shutdown_grace,
             rt_priority: self.rt_priority,
         })
     }

@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::listener::{RecvBatch, UdpListener, UnixListener};
 use crate::metrics::{AgentRow, MetricsLink, Snapshot};
 use crate::output::{ExportFile, Outputs, Row};
-use crate::recovery::{Decision, Recovery, OUTCOMES};
+use crate::recovery::{Reason, Recovery, Request, Transport};
 use crate::tracker::{
     AgentId, Event, Listener, Nanos, Origin, ReasonClass, Tracker, TrackerConfig, UdpMode,
 };
@@ -76,6 +76,9 @@ pub struct Daemon {
     batch: RecvBatch,
     outputs: Outputs,
     recovery: Option<Recovery>,
+    shutdown_grace: std::time::Duration,
+    /// What each UDP listener accepts, to tell recovery how an agent was authenticated.
+    udp_modes: Vec<UdpMode>,
     metrics: Option<MetricsLink>,
     metrics_max_agents: usize,
     sig_rx: UnixStream,
@@ -198,16 +201,20 @@ impl Daemon {
             capacity: cfg.capacity,
             evict_after: cfg.evict_after_ns,
             allowed_uids: cfg.allowed_uids.clone(),
-            udp: udp_modes,
+            udp: udp_modes.clone(),
         });
-        let recovery = cfg.recovery.map(|t| {
-            Recovery::new(
-                t,
-                cfg.recovery_debounce_ns,
-                cfg.recovery_timeout_ns,
-                cfg.recovery_allow_unattested,
-            )
-        });
+        let recovery = match cfg.recovery {
+            Some(r) => {
+                let audit_path = r.audit.as_ref().map(|a| a.path.display().to_string());
+                Some(Recovery::new(r).map_err(|e| {
+                    SetupError(format!(
+                        "--recovery-audit-file {}: {e}",
+                        audit_path.unwrap_or_default()
+                    ))
+                })?)
+            }
+            None => None,
+        };
 
         let mut where_ = Vec::new();
         if let Some(u) = &unix {
@@ -243,6 +250,8 @@ impl Daemon {
             batch: RecvBatch::new(),
             outputs: Outputs::new(cfg.format, export),
             recovery,
+            shutdown_grace: cfg.shutdown_grace,
+            udp_modes,
             metrics,
             metrics_max_agents: cfg.metrics_max_agents,
             sig_rx,
@@ -264,23 +273,29 @@ impl Daemon {
             let now = self.now();
             self.outputs.emit(&row, now);
             let trigger = match ev {
-                Event::Stalled { at, agent, .. } => Some((at, agent)),
+                Event::Stalled { at, agent, .. } => Some((at, agent, Reason::Stall, "stall")),
                 Event::Died {
                     at,
                     agent,
                     clean: false,
                     ..
-                } => Some((at, agent)),
+                } => Some((at, agent, Reason::Crash, "critical")),
                 _ => None,
             };
-            if let (Some((at, agent)), Some(rec)) = (trigger, self.recovery.as_mut()) {
-                let decision = rec.trigger(at, agent);
-                let detail = match decision {
-                    Decision::Started { child } => format!("started child {child}"),
-                    Decision::Skipped(why) => format!("not run: {why}"),
-                    Decision::SpawnError(e) => format!("cannot start: {e}"),
-                };
-                self.emit_recovery(at, agent, detail);
+            if let Some((at, agent, reason, status)) = trigger {
+                let transport = Transport::of(agent.listener, &self.udp_modes);
+                if let Some(rec) = self.recovery.as_mut() {
+                    let decision = rec.trigger(
+                        at,
+                        &Request {
+                            agent,
+                            transport,
+                            reason,
+                            status,
+                        },
+                    );
+                    self.emit_recovery(at, agent, decision.to_string());
+                }
             }
         }
     }
@@ -391,14 +406,8 @@ impl Daemon {
         if self.udp.is_some() {
             datagrams.push(("udp0", c.udp_datagrams));
         }
-        let recovery = match &self.recovery {
-            Some(r) => OUTCOMES
-                .iter()
-                .copied()
-                .zip(r.outcomes().iter().copied())
-                .collect(),
-            None => OUTCOMES.iter().map(|o| (*o, 0)).collect(),
-        };
+        let (recovery, recovery_refused, recovery_audit_dropped, recovery_duration) =
+            crate::recovery::metrics(self.recovery.as_ref());
         let decode_errors = st
             .rejections()
             .filter(|(r, _)| r.class() == ReasonClass::Decode)
@@ -428,6 +437,9 @@ impl Daemon {
                 .collect(),
             events_dropped: st.events_dropped,
             recovery,
+            recovery_refused,
+            recovery_audit_dropped,
+            recovery_duration,
             busy_turns: c.busy_turns,
             recv_errors: c.recv_errors,
             kernel_drops: self
@@ -448,21 +460,10 @@ impl Daemon {
         if rec.running() == 0 {
             return;
         }
-        let done = rec.reap();
-        let now = self.now();
+        let now = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let done = rec.reap(now);
         for f in done {
-            let how = match f.code {
-                Some(c) => format!("exited {c}"),
-                None => "killed by a signal".into(),
-            };
-            let outcome = if f.timed_out {
-                "timeout"
-            } else if f.success {
-                "succeeded"
-            } else {
-                "failed"
-            };
-            self.emit_recovery(now, f.agent, format!("child {} {how} ({outcome})", f.child));
+            self.emit_recovery(now, f.agent, f.to_string());
         }
     }
 
@@ -480,6 +481,18 @@ impl Daemon {
                 agent,
                 format!("child {child} still running at its deadline: killed"),
             );
+        }
+    }
+
+    /// Terminates and reaps every recovery child (SIGTERM, grace, SIGKILL to their groups).
+    fn stop_recovery(&mut self) {
+        let start = self.start;
+        let Some(rec) = self.recovery.as_mut() else {
+            return;
+        };
+        let clock = move || u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        for f in rec.shutdown(&clock, self.shutdown_grace) {
+            self.emit_recovery(clock(), f.agent, f.to_string());
         }
     }
 
@@ -517,6 +530,12 @@ impl Daemon {
                 fds.push(pfd(m.fd()));
                 fds.len() - 1
             });
+            // Recovery children's capture pipes: drained whenever readable, so a chatty child
+            // never blocks on a full pipe.
+            let captures_at = fds.len();
+            if let Some(rec) = self.recovery.as_ref() {
+                fds.extend(rec.capture_fds().map(|fd| pfd(fd.as_raw_fd())));
+            }
             let recovery_deadline = self.recovery.as_ref().and_then(Recovery::next_deadline);
             let deadline = match (self.tracker.poll_timeout(), recovery_deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -564,6 +583,11 @@ impl Daemon {
                 while matches!((&self.sig_rx).read(&mut buf), Ok(n) if n > 0) {}
                 self.reap();
             }
+            if fds[captures_at..].iter().any(|p| p.revents != 0) {
+                if let Some(rec) = self.recovery.as_mut() {
+                    rec.drain_captures();
+                }
+            }
             if ready(metrics_at) {
                 let wanted = self.metrics.as_ref().is_some_and(MetricsLink::take_request);
                 if wanted {
@@ -574,6 +598,7 @@ impl Daemon {
                 }
             }
         }
+        self.stop_recovery();
         self.outputs.flush();
         let st = self.tracker.stats();
         eprintln!(

@@ -11,23 +11,25 @@
 //! * [`output`]: event lines on stdout (text or JSON) and the TSV export file;
 //! * [`metrics`]: the Prometheus endpoint, served by a second thread from snapshots the loop
 //!   publishes on request;
-//! * [`recovery`]: the operator's recovery program, run without a shell, debounced per agent;
-//! * [`config`]: flags and the TOML configuration file;
-//! * [`agent`], [`demo`], [`bench`](mod@bench): a small agent, the newcomer's demo and the benchmarks,
-//!   all in this one binary.
+//! * [`recovery`]: the operator's recovery program, run without a shell, debounced per agent,
+//!   admitted by policy, with a tamper-evident audit trail (`varta-watch audit verify`);
+//! * [`keytool`]: `varta-watch key derive`, per-agent key provisioning;
+//! * [`config`]: flags and the TOML configuration file.
+//!
+//! The demo, the benchmarks and the agent simulator live in the `varta-tools` crate (the
+//! `varta` command), which uses this library.
 //!
 //! # Panic contract
 //!
 //! Nothing a peer sends can panic the daemon: every datagram goes through the tracker's
 //! decode pipeline, whose rejections are counted by reason.
 
-pub mod agent;
-pub mod bench;
+pub mod alerting;
 pub mod config;
 pub mod control;
 pub mod daemon;
-pub mod demo;
 pub mod http_assets;
+pub mod keytool;
 pub mod listener;
 pub mod metrics;
 pub mod output;

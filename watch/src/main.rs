@@ -37,11 +37,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         None => run(cli.run),
         Some(Command::Run(args)) => run(*args),
-        Some(Command::Demo(a)) => varta_watch::demo::run(&a),
-        Some(Command::DemoRecover(a)) => varta_watch::demo::recover(&a),
-        Some(Command::Agent(a)) => varta_watch::agent::run(&a),
-        Some(Command::Bench(a)) => varta_watch::bench::run(&a),
-        Some(Command::BenchGen(a)) => varta_watch::bench::generator(&a),
+        Some(Command::Audit(a)) => Ok(varta_watch::recovery::verify::run(&a)),
+        Some(Command::Key(a)) => varta_watch::keytool::run(&a).map_err(|e| e.to_string()),
         Some(Command::Status(a)) => {
             varta_watch::control::client::status(&a).map_err(|e| e.to_string())
         }

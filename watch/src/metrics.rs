@@ -80,6 +80,12 @@ pub struct Snapshot {
     pub events: Vec<(&'static str, u64)>,
     /// Recovery outcomes by label.
     pub recovery: Vec<(&'static str, u64)>,
+    /// Recovery refusals by reason (`varta_recovery_refused_total{reason}`).
+    pub recovery_refused: Vec<(&'static str, u64)>,
+    /// Recovery decisions that could not be written to the audit file.
+    pub recovery_audit_dropped: u64,
+    /// Run time of finished recovery children, ns, summed, and their number.
+    pub recovery_duration: (u64, u64),
     /// Loop turns that hit the per-turn datagram bound (flood indicator).
     pub busy_turns: u64,
     /// Output write errors.
@@ -160,11 +166,21 @@ impl Snapshot {
             "Recovery command outcomes",
             fam(&self.recovery, "outcome"),
         );
+        reg.register(
+            "varta_recovery_refused",
+            "Recovery runs refused, by reason",
+            fam(&self.recovery_refused, "reason"),
+        );
         let counter = |v: u64| {
             let c = Counter::<u64>::default();
             c.inc_by(v);
             c
         };
+        reg.register(
+            "varta_recovery_audit_dropped",
+            "Recovery decisions that could not be written to the audit file (unaudited)",
+            counter(self.recovery_audit_dropped),
+        );
         reg.register(
             "varta_frames_accepted",
             "Frames accepted from all listeners (regular beats and terminal frames)",
@@ -221,6 +237,16 @@ impl Snapshot {
             g
         };
         let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        reg.register(
+            "varta_recovery_duration_ns_sum",
+            "Total run time of finished recovery children, ns",
+            gauge(as_i64(self.recovery_duration.0)),
+        );
+        reg.register(
+            "varta_recovery_duration_count",
+            "Finished recovery children",
+            counter(self.recovery_duration.1),
+        );
         reg.register(
             "varta_agents_tracked",
             "Agents in the tracker",

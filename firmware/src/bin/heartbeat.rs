@@ -1,8 +1,9 @@
-//! The Varta firmware: secure (master-key) VLP heartbeats from `varta-client-nostd` over the
-//! LAN9118 and smoltcp to 10.0.2.2:`port` (the host's 127.0.0.1:`port` under QEMU's user
-//! network), where `varta-watch` listens.
+//! The Varta firmware: secure VLP heartbeats from `varta-client-nostd` over the LAN9118 and
+//! smoltcp to 10.0.2.2:`port` (the host's 127.0.0.1:`port` under QEMU's user network), where
+//! `varta-watch` listens with the master key.
 //!
-//! * The agent ([`Agent::master`], started with this boot's salt) lives in the [`GlobalAgent`]
+//! * The agent ([`Agent::agent_key`]: its fixed agent id and its own key, provisioned by the
+//!   host, never the master; started with this boot's salt) lives in the [`GlobalAgent`]
 //!   static [`AGENT`]; the main loop beats through it.
 //! * The network (NIC, smoltcp interface and the UDP socket) lives in the static [`NET`], so
 //!   that the last-gasp hook, a plain `fn`, can reach it: it pushes the terminal frame into the
@@ -169,7 +170,7 @@ fn main() -> ! {
     let board = Board::bring_up().unwrap_or_else(|e| fail(format_args!("heartbeat: {e}")));
     let pid = args.run.pid.unwrap_or_else(|| board.device_id());
 
-    let mut agent = Agent::master(pid, Key::from_bytes(args.key));
+    let mut agent = Agent::agent_key(pid, Key::from_bytes(args.key));
     agent.start(args.salt);
     if AGENT.install(agent).is_err() {
         fail(format_args!("heartbeat: agent busy at boot"));
@@ -211,7 +212,7 @@ fn main() -> ! {
         }))
     });
     hprintln!(
-        "heartbeat: pid {} -> {}, master-key datagrams every {} ms, mode {} after {}",
+        "heartbeat: agent {} -> {}, agent-key datagrams every {} ms, mode {} after {}",
         pid,
         remote,
         args.run.interval_ms,

@@ -64,7 +64,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::{wildcard_match, AgentFacts};
-use crate::recovery::CommandTemplate;
+use crate::recovery::command::{CommandError, CommandTemplate};
 
 /// Most `[[class]]` sections (the default class comes on top).
 pub const MAX_CLASSES: usize = 64;
@@ -367,13 +367,13 @@ pub enum ClassError {
         /// The class.
         class: String,
         /// Why.
-        why: &'static str,
+        why: CommandError,
     },
     /// Too many labels.
     #[error("[[class]] {0:?}: at most {MAX_LABELS} labels")]
     TooManyLabels(String),
     /// A label name Prometheus would refuse, or one the observer sets itself.
-    #[error("[[class]] {class:?}: label {label:?} must match [a-zA-Z_][a-zA-Z0-9_]* and not be pid, listener, name or class")]
+    #[error("[[class]] {class:?}: label {label:?} must match [a-zA-Z_][a-zA-Z0-9_]* and not be one the observer sets (pid, listener, name, class, alertname, agent, severity)")]
     BadLabel {
         /// The class.
         class: String,
@@ -433,7 +433,10 @@ fn label_ok(l: &str) -> bool {
     cs.next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !matches!(l, "pid" | "listener" | "name" | "class")
+        && !matches!(
+            l,
+            "pid" | "listener" | "name" | "class" | "alertname" | "agent" | "severity"
+        )
 }
 
 impl ClassSet {
@@ -585,6 +588,16 @@ impl ClassSet {
 mod tests {
     use super::*;
 
+    fn vars(pid: u32) -> crate::recovery::command::Vars<'static> {
+        crate::recovery::command::Vars {
+            pid,
+            listener: "unix",
+            agent: "unix:1",
+            status: "ok",
+            reason: "stall",
+        }
+    }
+
     fn defaults() -> Defaults {
         Defaults {
             threshold_ns: 1_000_000_000,
@@ -661,7 +674,7 @@ severity = "info"
         assert_eq!(p.severity, Severity::Warning);
         assert_eq!(p.labels.get("team").map(String::as_str), Some("storage"));
         assert_eq!(
-            p.recovery.as_ref().unwrap().render(1),
+            p.recovery.as_ref().unwrap().render(&vars(1)),
             vec!["systemctl", "restart", "backup.service"]
         );
 
@@ -673,7 +686,10 @@ severity = "info"
         assert_eq!(p.name, "root-daemons");
         // Inherited from the default class.
         assert_eq!(p.threshold_ns, 1_000_000_000);
-        assert_eq!(p.recovery.as_ref().unwrap().render(9), vec!["restart", "9"]);
+        assert_eq!(
+            p.recovery.as_ref().unwrap().render(&vars(9)),
+            vec!["restart", "9"]
+        );
         assert_eq!(p.recovery_debounce_ns, 10_000_000_000);
 
         // uid must be known to match a uid matcher.
@@ -754,7 +770,7 @@ severity = "info"
             err("[[class]]\nname = \"a\"\nrecovery-cmd = \"x 'y\"\n"),
             ClassError::BadRecoveryCmd {
                 class: "a".into(),
-                why: "unclosed quote"
+                why: CommandError::UnclosedQuote
             }
         );
         assert_eq!(

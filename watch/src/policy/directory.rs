@@ -229,6 +229,28 @@ impl Directory {
         })
     }
 
+    /// What the alerting book needs of the agent: the tracker's view (status, payload) plus
+    /// the policy's name, severity and class labels.
+    #[must_use]
+    pub fn alert_facts(&self, view: &AgentView) -> crate::alerting::AgentFacts {
+        let class = self.policy(view.id);
+        crate::alerting::AgentFacts {
+            name: self
+                .agents
+                .get(&view.id)
+                .and_then(|e| e.facts.as_ref())
+                .and_then(|f| f.name.clone()),
+            severity: Some(class.severity.to_string()),
+            class_labels: class
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .chain(std::iter::once(("class".to_string(), class.name.clone())))
+                .collect(),
+            ..crate::alerting::AgentFacts::from_view(view)
+        }
+    }
+
     /// The silences (for the control link's commands and the state file).
     pub fn silences_mut(&mut self) -> &mut SilenceSet {
         &mut self.silences
@@ -454,6 +476,49 @@ mod tests {
             dir.reaction(&stall(1), 1000).unwrap().recover,
             "expired silence"
         );
+    }
+
+    #[test]
+    fn alert_facts_carry_name_severity_and_class_labels() {
+        let names = UdpNames::new(vec![NameRule {
+            name: "pump-{pid}".into(),
+            pid: None,
+            listener: Some("udp0".into()),
+            key: None,
+            source: None,
+        }])
+        .unwrap();
+        let set = classes(
+            "[[class]]\nname = \"pumps\"\nmatch = { listener = \"udp0\" }\nseverity = \"warning\"\nlabels = { team = \"water\" }\n",
+        );
+        let mut dir = Directory::new(set, names, SilenceSet::new(), None, 2);
+        let id = AgentId {
+            listener: Listener::Udp(0),
+            pid: 3,
+        };
+        dir.on_event(&new_agent(id), true);
+        let view = AgentView {
+            id,
+            status: Status::Degraded,
+            state: crate::tracker::AgentState::Alive,
+            beats: 1,
+            stalls: 0,
+            last_beat: 1,
+            nonce: 1,
+            payload: 5,
+            secure: true,
+        };
+        let f = dir.alert_facts(&view);
+        assert_eq!(f.name.as_deref(), Some("pump-3"));
+        assert_eq!(f.severity.as_deref(), Some("warning"));
+        assert_eq!(
+            f.class_labels,
+            vec![
+                ("team".to_string(), "water".to_string()),
+                ("class".to_string(), "pumps".to_string())
+            ]
+        );
+        assert_eq!((f.status, f.payload), (Some(Status::Degraded), Some(5)));
     }
 
     #[test]

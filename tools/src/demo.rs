@@ -1,34 +1,46 @@
-//! `varta-watch demo`: an observer and three real agent processes, for a first look.
+//! `varta demo`: an observer and three real agent processes, for a first look.
 //!
 //! * `steady` beats every 200 ms for ten seconds, then says goodbye (no stall for a clean exit);
 //! * `hangs` is frozen with SIGSTOP after two seconds: a stall one threshold later; the
-//!   observer's recovery command (this binary's `demo-recover`) sends it SIGCONT, and its next
-//!   beat is reported as recovered;
+//!   observer's recovery command (this binary's hidden `demo-recover`, a real process) sends it
+//!   SIGCONT, and its next beat is reported as recovered;
 //! * `crashes` sends a terminal frame after five seconds and exits: reported at once as a
 //!   crash; recovery finds it gone and starts a replacement agent, which appears as a new agent
 //!   and later says goodbye.
 //!
-//! Agents and observer are this same executable (`varta-watch agent`, `varta-watch run`), so
-//! the demo needs nothing else on the machine.
+//! The observer (`varta observe`: the `varta-watch` daemon linked into this binary) and the
+//! agents (`varta agent`, sending through `varta-client`) are all this same executable, so
+//! `cargo run --release -p varta-tools -- demo` needs nothing else built or installed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
-/// Flags of `varta-watch demo`.
+use crate::sys;
+
+/// Event format of the demo's observer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of `varta demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Stall threshold of the demo observer.
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     pub threshold_ms: u64,
     /// Event format of the observer.
-    #[arg(long, value_enum, default_value_t = crate::config::Format::Text)]
-    pub format: crate::config::Format,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
-/// Flags of the hidden `varta-watch demo-recover` (the demo's recovery command).
+/// Flags of the hidden `varta demo-recover` (the demo's recovery command).
 #[derive(Debug, Args)]
 pub struct RecoverArgs {
     /// The agent the observer asks us to recover.
@@ -52,14 +64,6 @@ fn spawn_agent(exe: &Path, socket: &Path, extra: &[&str]) -> std::io::Result<Chi
         .spawn()
 }
 
-fn signal(pid: u32, sig: libc::c_int) -> bool {
-    let Ok(p) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill has no memory preconditions; a stale pid only yields ESRCH.
-    unsafe { libc::kill(p, sig) == 0 }
-}
-
 /// Runs the demo; returns the exit status.
 ///
 /// # Errors
@@ -80,11 +84,11 @@ pub fn run(a: &DemoArgs) -> Result<i32, String> {
         socket.display()
     );
     let format = match a.format {
-        crate::config::Format::Text => "text",
-        crate::config::Format::Json => "json",
+        Format::Text => "text",
+        Format::Json => "json",
     };
     let mut observer = Command::new(&exe)
-        .arg("run")
+        .arg("observe")
         .arg("--socket")
         .arg(&socket)
         .args(["--threshold-ms", &a.threshold_ms.to_string()])
@@ -95,8 +99,9 @@ pub fn run(a: &DemoArgs) -> Result<i32, String> {
         .map_err(|e| format!("cannot start observer: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(5);
     while !socket.exists() {
-        if Instant::now() > deadline {
+        if Instant::now() > deadline || matches!(observer.try_wait(), Ok(Some(_))) {
             let _ = observer.kill();
+            let _ = observer.wait();
             return Err("observer did not create its socket".into());
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -130,7 +135,7 @@ pub fn run(a: &DemoArgs) -> Result<i32, String> {
 
     std::thread::sleep(Duration::from_millis(2000));
     let hang_pid = agents[1].1.id();
-    if signal(hang_pid, libc::SIGSTOP) {
+    if sys::signal(hang_pid, sys::STOP) {
         say(
             t0,
             &format!("froze agent hangs (pid {hang_pid}) with SIGSTOP"),
@@ -149,15 +154,18 @@ pub fn run(a: &DemoArgs) -> Result<i32, String> {
         std::thread::sleep(Duration::from_millis(50));
     }
     for (_, c) in &mut agents {
-        let _ = signal(c.id(), libc::SIGCONT);
+        let _ = sys::signal(c.id(), sys::CONT);
         let _ = c.kill();
         let _ = c.wait();
     }
     std::thread::sleep(Duration::from_millis(200));
-    let _ = signal(observer.id(), libc::SIGTERM);
+    let _ = sys::signal(observer.id(), sys::TERM);
     let _ = observer.wait();
     let _ = std::fs::remove_dir_all(&dir);
-    say(t0, "done. Run `varta-watch --help` for the real thing.");
+    say(
+        t0,
+        "done. Run `cargo run --release -p varta-watch -- --help` for the real thing.",
+    );
     Ok(0)
 }
 
@@ -167,14 +175,8 @@ pub fn run(a: &DemoArgs) -> Result<i32, String> {
 /// A one-line message if a replacement cannot be started.
 pub fn recover(a: &RecoverArgs) -> Result<i32, String> {
     // A crashed agent may still be a zombie, waiting for its parent: that counts as gone.
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", a.pid)).unwrap_or_default();
-    let state = stat
-        .rsplit(')')
-        .next()
-        .and_then(|r| r.split_whitespace().next());
-    let alive = !matches!(state, None | Some("Z" | "X"));
-    if alive {
-        signal(a.pid, libc::SIGCONT);
+    if sys::alive(a.pid) {
+        sys::signal(a.pid, sys::CONT);
         eprintln!("demo-recover: agent {} is alive; sent SIGCONT", a.pid);
         return Ok(0);
     }

@@ -1,4 +1,4 @@
-//! The README's first command, `varta-watch demo`, shows a newcomer every kind of event within
+//! The README's first command, `cargo run --release -p varta-tools -- demo`, shows a newcomer every kind of event within
 //! its ten seconds: agents appearing, a stall, its recovery, a crash, and clean goodbyes.
 
 use std::process::Command;
@@ -7,10 +7,10 @@ use serde_json::Value;
 
 #[test]
 fn demo_shows_beats_stall_recovery_crash_and_goodbye() {
-    let out = Command::new(env!("CARGO_BIN_EXE_varta-watch"))
+    let out = Command::new(env!("CARGO_BIN_EXE_varta"))
         .args(["demo", "--format", "json"])
         .output()
-        .expect("varta-watch demo runs");
+        .expect("varta demo runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "demo failed: {stderr}");
     let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)

@@ -1,0 +1,114 @@
+//! In-process figures: the AEAD open cost per datagram, and the observer core's whole cost
+//! per secure datagram (open included) as the ingest benchmark feeds it. Best of 5 rounds (one
+//! small round with `--quick`): the figure is the cost of the work, not of whoever else ran.
+
+use std::time::Instant;
+
+use varta_watch::tracker::{Origin, Tracker, TrackerConfig, UdpMode};
+use vlp_core::envelope::{MASTER_LEN, SHARED_LEN};
+use vlp_core::kdf::derive_agent_key;
+use vlp_core::{Key, MasterDatagram, SharedDatagram};
+
+use crate::seal::{Identity, MAX_DATAGRAM};
+
+/// `per_agent` beats of each of `agents` identities, round-robin, sealed by `make`.
+fn sealed(agents: u32, per_agent: u32, make: impl Fn(u32) -> Identity) -> Vec<[u8; MAX_DATAGRAM]> {
+    let mut ids: Vec<Identity> = (0..agents).map(|i| make(100_000 + i)).collect();
+    let mut out = Vec::with_capacity((agents * per_agent) as usize);
+    for k in 0..per_agent {
+        for id in &mut ids {
+            let mut b = [0u8; MAX_DATAGRAM];
+            if id.next_beat(0, u64::from(k) + 1, &mut b).is_ok() {
+                out.push(b);
+            }
+        }
+    }
+    out
+}
+
+/// AEAD open ns per datagram: (shared key, master key with the agent key at hand).
+#[must_use]
+pub fn open_cost(quick: bool) -> (f64, f64) {
+    let (n, rounds) = if quick { (500, 1) } else { (20_000, 5) };
+    let key = Key::from_bytes([7; 32]);
+    let shared = sealed(1, n, |pid| Identity::shared(pid, key.clone(), [1; 16]));
+    let master = sealed(1, n, |pid| Identity::master(pid, &key, [1; 16]));
+    let agent_key = derive_agent_key(&key, 100_000);
+    let mut shared_ns = f64::MAX;
+    let mut master_ns = f64::MAX;
+    let mut ok = 0usize;
+    for _ in 0..rounds {
+        let t = Instant::now();
+        for d in &shared {
+            ok += usize::from(
+                SharedDatagram::from_bytes(&d[..SHARED_LEN]).is_ok_and(|d| d.open(&key).is_ok()),
+            );
+        }
+        shared_ns = shared_ns.min(t.elapsed().as_nanos() as f64 / shared.len() as f64);
+        let t = Instant::now();
+        for d in &master {
+            ok += usize::from(
+                MasterDatagram::from_bytes(&d[..MASTER_LEN])
+                    .is_ok_and(|d| d.open(&agent_key).is_ok()),
+            );
+        }
+        master_ns = master_ns.min(t.elapsed().as_nanos() as f64 / master.len() as f64);
+    }
+    std::hint::black_box(ok);
+    (shared_ns, master_ns)
+}
+
+/// The tracker's ns per secure datagram (open included), 1,000 agents round-robin, each on its
+/// own stream; every run on a fresh tracker, so the master-key runs include one key
+/// derivation per agent. Returns (shared key, master key).
+///
+/// # Errors
+/// A datagram was refused: the figure would not be the cost of ingest.
+pub fn tracker_cost(quick: bool) -> Result<(f64, f64), String> {
+    let (per_agent, rounds) = if quick { (2, 1) } else { (40, 5) };
+    let key = Key::from_bytes([7; 32]);
+    let shared = sealed(1_000, per_agent, |pid| {
+        Identity::shared(pid, key.clone(), [3; 16])
+    });
+    let master = sealed(1_000, per_agent, |pid| Identity::master(pid, &key, [3; 16]));
+    let origin = Origin::Udp { listener: 0 };
+    let run = |mode: UdpMode, data: &[[u8; MAX_DATAGRAM]], len: usize| {
+        let mut t = Tracker::new(TrackerConfig {
+            threshold: 3_600_000_000_000,
+            capacity: 65_536,
+            evict_after: u64::MAX,
+            allowed_uids: Vec::new(),
+            udp: vec![mode],
+        });
+        let start = Instant::now();
+        for (now, d) in (1..).zip(data) {
+            let _ = std::hint::black_box(t.handle_datagram(now, &origin, &d[..len]));
+            while t.poll_event().is_some() {}
+        }
+        let ns = start.elapsed().as_nanos() as f64 / data.len() as f64;
+        if t.stats().accepted == data.len() as u64 {
+            Ok(ns)
+        } else {
+            Err(format!(
+                "tracker accepted {} of {} datagrams",
+                t.stats().accepted,
+                data.len()
+            ))
+        }
+    };
+    let mut shared_ns = f64::MAX;
+    let mut master_ns = f64::MAX;
+    for _ in 0..rounds {
+        let mode = UdpMode::Secure {
+            keys: vec![key.clone()],
+            master: None,
+        };
+        shared_ns = shared_ns.min(run(mode, &shared, SHARED_LEN)?);
+        let mode = UdpMode::Secure {
+            keys: Vec::new(),
+            master: Some(key.clone()),
+        };
+        master_ns = master_ns.min(run(mode, &master, MASTER_LEN)?);
+    }
+    Ok((shared_ns, master_ns))
+}

@@ -1,0 +1,228 @@
+//! Many agents through real sockets.
+//!
+//! * [`unix_agents`]: N real agent processes (`varta agent`, sending through `varta-client`)
+//!   beating at 10 Hz over the Unix socket; the observer's CPU share (user + system time of
+//!   the whole process, `/proc/PID/stat`) and wake-ups per second (voluntary context switches
+//!   of its loop thread, `/proc/PID/status`) over a measurement window.
+//! * [`master_agents`]: N distinct master-key identities (the generator seals for each, with
+//!   the key derived for its pid) sent flat out over UDP: beats/s accepted, the loop thread's
+//!   CPU per beat, and the observer's resident memory before and after.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::gen::{GenMode, GenRun, KEY_HEX};
+use super::observer::{free_udp_port, Observer, ObserverExe};
+use super::BenchArgs;
+use crate::sys;
+
+/// What the Unix-socket fleet measured.
+pub struct UnixFleet {
+    /// Agents started.
+    pub agents: usize,
+    /// Measurement window, s.
+    pub secs: f64,
+    /// Observer CPU time / wall time, percent of one core.
+    pub cpu_pct: f64,
+    /// Voluntary context switches of the loop thread per second.
+    pub wakeups: f64,
+    /// Involuntary ones per second.
+    pub preempted: f64,
+    /// Frames accepted per second.
+    pub frames: f64,
+}
+
+struct Agents(Vec<Child>);
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+        }
+        for c in &mut self.0 {
+            let _ = c.wait();
+        }
+    }
+}
+
+fn loop_status(pid: u32, key: &str) -> Option<u64> {
+    sys::status_field(&format!("/proc/{pid}/task/{pid}"), key)
+}
+
+/// Runs `n` agent processes at 10 Hz against an observer's Unix socket for `window`.
+///
+/// # Errors
+/// The observer or an agent could not start, or `/proc` could not be read.
+pub fn unix_agents(
+    exe: &Path,
+    obs_exe: &ObserverExe,
+    a: &BenchArgs,
+    dir: &Path,
+    n: usize,
+    window: Duration,
+) -> Result<UnixFleet, String> {
+    let sock = dir.join("fleet.sock");
+    let args: Vec<String> = vec![
+        "--socket".into(),
+        sock.display().to_string(),
+        "--threshold-ms".into(),
+        a.threshold_ms.to_string(),
+        "--tracker-capacity".into(),
+        (n + 1024).to_string(),
+    ];
+    let obs = Observer::start(obs_exe, a.observer_cpu, &args, false)?;
+    // Started over one beat interval, so their phases spread as independent processes' do.
+    let mut agents = Agents(Vec::with_capacity(n));
+    let spacing = Duration::from_micros(100_000 / n.max(1) as u64);
+    // Long enough to outlive the warm-up and the window; killed at the end anyway.
+    let beats = 10 * (window.as_secs() + 30);
+    for _ in 0..n {
+        let child = Command::new(exe)
+            .arg("agent")
+            .arg("--socket")
+            .arg(&sock)
+            .args(["--interval-ms", "100", "--count", &beats.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("agent: {e}"))?;
+        sys::pin(child.id(), a.load_cpu);
+        agents.0.push(child);
+        std::thread::sleep(spacing);
+    }
+    // Warm up: every agent known.
+    let t0 = Instant::now();
+    while obs.scrape("varta_agents_tracked").unwrap_or(0.0) < n as f64
+        && t0.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pid = obs.pid();
+    let read = || -> Option<(u64, u64, u64, f64, Instant)> {
+        Some((
+            sys::process_cpu_ns(pid)?,
+            loop_status(pid, "voluntary_ctxt_switches")?,
+            loop_status(pid, "nonvoluntary_ctxt_switches")?,
+            obs.scrape("varta_frames_accepted_total")?,
+            Instant::now(),
+        ))
+    };
+    let (c0, v0, i0, f0, t0) = read().ok_or("cannot read the observer's /proc entries")?;
+    std::thread::sleep(window);
+    let (c1, v1, i1, f1, t1) = read().ok_or("cannot read the observer's /proc entries")?;
+    drop(agents);
+    obs.stop();
+    let secs = t1.duration_since(t0).as_secs_f64();
+    Ok(UnixFleet {
+        agents: n,
+        secs,
+        cpu_pct: 100.0 * c1.saturating_sub(c0) as f64 / 1e9 / secs,
+        wakeups: v1.saturating_sub(v0) as f64 / secs,
+        preempted: i1.saturating_sub(i0) as f64 / secs,
+        frames: (f1 - f0) / secs,
+    })
+}
+
+/// What the master-key fleet measured.
+pub struct MasterFleet {
+    /// Distinct identities.
+    pub agents: u32,
+    /// Agents the observer tracked at the end.
+    pub tracked: f64,
+    /// Datagrams sent per second.
+    pub sent: f64,
+    /// Beats accepted per second, from the generator's first send until the observer's queue
+    /// was empty.
+    pub beats: f64,
+    /// Loop-thread CPU ns per accepted beat.
+    pub cpu_per_beat: f64,
+    /// Observer RSS before the load, bytes.
+    pub rss_before: u64,
+    /// Observer RSS after it, bytes.
+    pub rss_after: u64,
+    /// Datagrams the kernel dropped on the observer's full queue.
+    pub dropped: f64,
+}
+
+/// Sends `n` distinct master-key identities' beats flat out for the phase time.
+///
+/// # Errors
+/// The observer or the generator could not run.
+pub fn master_agents(
+    exe: &Path,
+    obs_exe: &ObserverExe,
+    a: &BenchArgs,
+    dir: &Path,
+    n: u32,
+) -> Result<MasterFleet, String> {
+    let port = free_udp_port()?;
+    let kf = dir.join("master.key");
+    sys::write_key(&kf, KEY_HEX).map_err(|e| format!("{}: {e}", kf.display()))?;
+    let mut args: Vec<String> = vec![
+        "--no-socket".into(),
+        "--udp-port".into(),
+        port.to_string(),
+        "--master-key-file".into(),
+        kf.display().to_string(),
+        "--threshold-ms".into(),
+        "3600000".into(),
+        "--tracker-capacity".into(),
+        (n as usize + 1024).to_string(),
+    ];
+    if a.rt {
+        args.extend(["--rt-priority".into(), "50".into()]);
+    }
+    let obs = Observer::start(obs_exe, a.observer_cpu, &args, false)?;
+    let proc_path = format!("/proc/{}", obs.pid());
+    let rss_before = sys::status_field(&proc_path, "VmRSS").unwrap_or(0) * 1024;
+    // Every identity beats at least a few times within the phase.
+    let ms = a.phase_ms().max(1000);
+    let count = if a.quick {
+        n as usize * 4
+    } else {
+        (n as usize * 8).max(400 * ms as usize)
+    };
+    let cpu0 = obs.loop_cpu_ns();
+    let sent = GenRun {
+        exe,
+        target: vec!["--udp".into(), format!("127.0.0.1:{port}")],
+        mode: GenMode::Master,
+        ms,
+        pids: n,
+        count: Some(count),
+        cpu: a.load_cpu,
+        rt: a.rt,
+    }
+    .run();
+    // The observer may still be draining its queue: wait until its loop sleeps, and count
+    // that tail in the rate.
+    let tail = Instant::now();
+    let task = format!("{proc_path}/task/{}", obs.pid());
+    std::thread::sleep(Duration::from_millis(5));
+    while sys::state(&task) != Some('S') && tail.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let tail = tail.elapsed().as_secs_f64();
+    let cpu1 = obs.loop_cpu_ns();
+    let accepted = obs.scrape("varta_frames_accepted_total").unwrap_or(0.0);
+    let tracked = obs.scrape("varta_agents_tracked").unwrap_or(0.0);
+    let dropped = obs.scrape("varta_receive_queue_drops_total").unwrap_or(0.0);
+    let rss_after = sys::status_field(&proc_path, "VmRSS").unwrap_or(0) * 1024;
+    obs.stop();
+    let (sent, secs) = sent?;
+    let cpu = match (cpu0, cpu1) {
+        (Some(c0), Some(c1)) => c1.saturating_sub(c0) as f64,
+        _ => f64::NAN,
+    };
+    Ok(MasterFleet {
+        agents: n,
+        tracked,
+        sent: sent as f64 / secs,
+        beats: accepted / (secs + tail),
+        cpu_per_beat: cpu / accepted.max(1.0),
+        rss_before,
+        rss_after,
+        dropped,
+    })
+}

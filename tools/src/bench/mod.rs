@@ -1,0 +1,434 @@
+//! `varta bench`: the observer's benchmarks. They print figures; nothing here asserts a timing.
+//!
+//! One run (`varta bench`, i.e. `all`) measures, and prints side by side at the end:
+//!
+//! * **ingest**, bare `recvmmsg` receiver vs observer, over the Unix socket, plain UDP,
+//!   shared-key and master-key secure UDP: generator-bound (the generator races both for a
+//!   fixed time: frames/s and CPU ns per datagram) and receiver-bound (a queue filled, then
+//!   drained: datagrams per CPU-second), see [`ingest`];
+//! * the AEAD open cost and the tracker's whole cost per secure datagram, in process
+//!   ([`core`]);
+//! * **stall lateness** (min / median / p99) with N live agents ([`stall`]);
+//! * **1,000 agent processes** at 10 Hz over the Unix socket: the observer's CPU share and
+//!   wake-ups per second ([`fleet::unix_agents`]);
+//! * **100,000 distinct master-key agents** through a real UDP socket: beats/s, CPU per beat,
+//!   memory ([`fleet::master_agents`]).
+//!
+//! `--quick` shrinks every phase so the whole command runs in seconds (for tests; its figures
+//! are not the machine's). The load runs on `--load-cpu`, the observer and the bare receiver on
+//! `--observer-cpu`; `--rt` puts receivers under SCHED_FIFO 50 and the generator under 40.
+//! `--observer-exe PATH` measures another build's `varta-watch` instead of the observer linked
+//! into this binary (before/after comparisons in one session).
+
+pub mod core;
+pub mod fleet;
+pub mod gen;
+pub mod ingest;
+pub mod observer;
+pub mod stall;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use self::gen::GenMode;
+use self::observer::ObserverExe;
+
+/// Which benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Which {
+    /// Everything below, then a side-by-side summary.
+    All,
+    /// Ingest (generator-bound and receiver-bound), AEAD and tracker cost.
+    Ingest,
+    /// Stall precision only.
+    Stall,
+    /// AEAD open and tracker cost per datagram only (in process).
+    Open,
+    /// Agent processes over the Unix socket: observer CPU share and wake-ups.
+    Agents,
+    /// Distinct master-key agents over UDP: beats/s, CPU per beat, memory.
+    MasterAgents,
+}
+
+/// Ingest transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    /// Plain frames over the Unix socket.
+    Unix,
+    /// Plain frames over UDP.
+    UdpPlain,
+    /// Shared-key datagrams over UDP.
+    UdpShared,
+    /// Master-key datagrams over UDP.
+    UdpMaster,
+}
+
+impl Transport {
+    const ALL: [Transport; 4] = [
+        Transport::Unix,
+        Transport::UdpPlain,
+        Transport::UdpShared,
+        Transport::UdpMaster,
+    ];
+
+    /// The report's name.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Transport::Unix => "unix",
+            Transport::UdpPlain => "udp-plain",
+            Transport::UdpShared => "udp-shared",
+            Transport::UdpMaster => "udp-master",
+        }
+    }
+
+    /// The generator's datagrams.
+    #[must_use]
+    pub const fn mode(self) -> GenMode {
+        match self {
+            Transport::Unix | Transport::UdpPlain => GenMode::Plain,
+            Transport::UdpShared => GenMode::Shared,
+            Transport::UdpMaster => GenMode::Master,
+        }
+    }
+}
+
+/// Flags of `varta bench`.
+#[derive(Debug, Args)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent command-line switches"
+)]
+pub struct BenchArgs {
+    /// Which benchmark.
+    #[arg(value_enum, default_value_t = Which::All)]
+    pub which: Which,
+    /// Shrink every phase so the run takes seconds (exercises the command; figures are rough).
+    #[arg(long)]
+    pub quick: bool,
+    /// Seconds of load per generator-bound ingest phase.
+    #[arg(long, default_value_t = 2)]
+    pub seconds: u64,
+    /// Rounds per transport (medians are reported) [default: 3; --quick: 1].
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Datagrams queued per receiver-bound (drain) round [default: 300000; --quick: 20000].
+    #[arg(long, value_name = "N")]
+    pub drain: Option<usize>,
+    /// CPU for the observer and the bare receiver.
+    #[arg(long, default_value_t = 0)]
+    pub observer_cpu: usize,
+    /// CPU for the load.
+    #[arg(long, default_value_t = 1)]
+    pub load_cpu: usize,
+    /// Stall samples [default: 60; --quick: 5].
+    #[arg(long)]
+    pub samples: Option<usize>,
+    /// Live agents during the stall benchmark [default: 1000; --quick: 100].
+    #[arg(long)]
+    pub agents: Option<u32>,
+    /// Stall threshold of the stall and agent-process benchmarks.
+    #[arg(long, default_value_t = 200)]
+    pub threshold_ms: u64,
+    /// Agent processes over the Unix socket [default: 1000; --quick: 50].
+    #[arg(long, value_name = "N")]
+    pub processes: Option<usize>,
+    /// Seconds the agent-process benchmark measures [default: 5; --quick: 1].
+    #[arg(long, value_name = "S")]
+    pub processes_seconds: Option<u64>,
+    /// Distinct master-key agents [default: 100000; --quick: 2000].
+    #[arg(long, value_name = "N")]
+    pub master_agents: Option<u32>,
+    /// During the stall benchmark, flood the observer's UDP port flat out from a niced process
+    /// on the load CPU: `plain` (one agent beating flat out) or `garbage` (bad-CRC frames).
+    #[arg(long, value_enum)]
+    pub flood: Option<GenMode>,
+    /// Also run the stall benchmark with the observer under `--rt-priority 50` (and the
+    /// instrument's threads SCHED_FIFO too). For ingest: bare receiver and observer under
+    /// SCHED_FIFO 50, the generator under 40.
+    #[arg(long)]
+    pub rt: bool,
+    /// Ingest transports to run (repeatable) [default: all].
+    #[arg(long = "transport", value_enum)]
+    pub transports: Vec<Transport>,
+    /// A `varta-watch` binary to measure instead of the observer linked into this one.
+    #[arg(long, value_name = "PATH")]
+    pub observer_exe: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    fn pick<T>(&self, given: Option<T>, normal: T, quick: T) -> T {
+        given.unwrap_or(if self.quick { quick } else { normal })
+    }
+
+    /// Milliseconds per generator-bound phase.
+    #[must_use]
+    pub fn phase_ms(&self) -> u64 {
+        if self.quick {
+            300
+        } else {
+            self.seconds.max(1) * 1000
+        }
+    }
+
+    fn rounds(&self) -> usize {
+        self.pick(self.rounds, 3, 1).max(1)
+    }
+
+    /// Stall samples.
+    #[must_use]
+    pub fn samples(&self) -> usize {
+        self.pick(self.samples, 60, 5).max(1)
+    }
+
+    /// Live agents in the stall benchmark.
+    #[must_use]
+    pub fn stall_agents(&self) -> u32 {
+        self.pick(self.agents, 1000, 100).max(2)
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Lines of the closing side-by-side summary, filled as phases finish.
+#[derive(Default)]
+struct Summary(Vec<String>);
+
+impl Summary {
+    fn add(&mut self, line: String) {
+        println!("{line}");
+        self.0.push(line);
+    }
+}
+
+fn run_ingest(exe: &Path, obs: &ObserverExe, a: &BenchArgs, dir: &Path, sum: &mut Summary) {
+    let chosen = |t: &Transport| a.transports.is_empty() || a.transports.contains(t);
+    println!(
+        "ingest, generator-bound: the generator sends flat out for {} ms to each receiver; frames/s, median of {} rounds",
+        a.phase_ms(),
+        a.rounds()
+    );
+    sum.add(format!(
+        "  {:<28} {:>12} {:>12} {:>7}   {:>11} {:>11} {:>9}",
+        "ingest generator-bound",
+        "bare /s",
+        "observer /s",
+        "ratio",
+        "cpu ns bare",
+        "cpu ns obs",
+        "cpu ratio"
+    ));
+    for t in Transport::ALL.iter().copied().filter(chosen) {
+        let mut rows = Vec::new();
+        for _ in 0..a.rounds() {
+            match ingest::race(exe, obs, a, t, dir) {
+                Ok(r) => rows.push(r),
+                Err(e) => println!("  {} round failed: {e}", t.name()),
+            }
+        }
+        if rows.is_empty() {
+            continue;
+        }
+        let med = |f: &dyn Fn(&ingest::RaceRow) -> f64| median(rows.iter().map(f).collect());
+        println!(
+            "    ({}: generator sent {:.0}/s to the bare receiver, {:.0}/s to the observer)",
+            t.name(),
+            med(&|r| r.bare_sent),
+            med(&|r| r.obs_sent)
+        );
+        // Ratios are medians of per-round ratios: each pairs two phases run back to back.
+        sum.add(format!(
+            "  {:<28} {:>12.0} {:>12.0} {:>6.1}%   {:>11.0} {:>11.0} {:>8.1}%",
+            format!("  {}", t.name()),
+            med(&|r| r.bare),
+            med(&|r| r.observer),
+            med(&|r| 100.0 * r.observer / r.bare.max(1.0)),
+            med(&|r| r.bare_cpu),
+            med(&|r| r.obs_cpu),
+            med(&|r| 100.0 * r.bare_cpu / r.obs_cpu)
+        ));
+    }
+    let n = a.pick(a.drain, 300_000, 20_000);
+    println!(
+        "ingest, receiver-bound: {n} datagrams queued, then drained with no sender running; datagrams per CPU-second of the receiving thread"
+    );
+    sum.add(format!(
+        "  {:<28} {:>12} {:>12} {:>7}   {:>11} {:>11}",
+        "ingest receiver-bound", "bare /cpu-s", "observer", "ratio", "cpu ns bare", "cpu ns obs"
+    ));
+    for t in Transport::ALL.iter().copied().filter(chosen) {
+        if t == Transport::Unix {
+            // The Unix socket queues max_dgram_qlen datagrams, not a buffer's worth.
+            println!("    unix: no receiver-bound mode (the socket queues only max_dgram_qlen datagrams)");
+            continue;
+        }
+        let mut rows = Vec::new();
+        for _ in 0..a.rounds() {
+            match ingest::drain(exe, obs, a, t, dir, n) {
+                Ok(r) => rows.push(r),
+                Err(e) => println!("  {} round failed: {e}", t.name()),
+            }
+        }
+        if rows.is_empty() {
+            continue;
+        }
+        let rate = |k: u64, ns: u64| k as f64 * 1e9 / ns.max(1) as f64;
+        let med = |f: &dyn Fn(&ingest::DrainRow) -> f64| median(rows.iter().map(f).collect());
+        println!(
+            "    ({}: bare drained {:.0}, observer accepted {:.0} datagrams)",
+            t.name(),
+            med(&|r| r.bare_n as f64),
+            med(&|r| r.obs_n as f64)
+        );
+        sum.add(format!(
+            "  {:<28} {:>12.0} {:>12.0} {:>6.1}%   {:>11.0} {:>11.0}",
+            format!("  {}", t.name()),
+            med(&|r| rate(r.bare_n, r.bare_cpu)),
+            med(&|r| rate(r.obs_n, r.obs_cpu)),
+            med(&|r| 100.0 * rate(r.obs_n, r.obs_cpu) / rate(r.bare_n, r.bare_cpu)),
+            med(&|r| r.bare_cpu as f64 / r.bare_n.max(1) as f64),
+            med(&|r| r.obs_cpu as f64 / r.obs_n.max(1) as f64)
+        ));
+    }
+}
+
+fn run_costs(a: &BenchArgs, sum: &mut Summary) -> Result<(), String> {
+    let (s, m) = core::open_cost(a.quick);
+    sum.add(format!(
+        "  AEAD open per datagram (in process): shared-key {s:.0} ns, master-key {m:.0} ns (agent key at hand)"
+    ));
+    let (s, m) = core::tracker_cost(a.quick)?;
+    sum.add(format!(
+        "  tracker per secure datagram (in process, open included, 1,000 agents round-robin): shared-key {s:.0} ns, master-key {m:.0} ns"
+    ));
+    Ok(())
+}
+
+fn run_stall(
+    exe: &Path,
+    obs: &ObserverExe,
+    a: &BenchArgs,
+    rt: bool,
+    sum: &mut Summary,
+) -> Result<(), String> {
+    let f = stall::run(exe, obs, a, rt)?;
+    let hi = f.lateness_ms.last().copied().unwrap_or(f64::NAN);
+    if let Some(mode) = a.flood {
+        println!(
+            "    under a flat-out {} flood the observer received {:.0} datagrams",
+            mode.name(),
+            f.received
+        );
+    }
+    sum.add(format!(
+        "  stall lateness{} (threshold {} ms, {} agents at 10 Hz over UDP, {} samples): min {:.3} ms, median {:.3} ms, p99 {:.3} ms, max {hi:.3} ms; {} false stalls, {:.0} kernel drops",
+        if rt { " SCHED_FIFO" } else { "" },
+        a.threshold_ms,
+        a.stall_agents(),
+        f.lateness_ms.len(),
+        f.lateness_ms[0],
+        f.pct(0.5),
+        f.pct(0.99),
+        f.false_stalls,
+        f.dropped,
+    ));
+    Ok(())
+}
+
+fn run_unix_agents(
+    exe: &Path,
+    obs: &ObserverExe,
+    a: &BenchArgs,
+    dir: &Path,
+    sum: &mut Summary,
+) -> Result<(), String> {
+    let n = a.pick(a.processes, 1000, 50);
+    let secs = a.pick(a.processes_seconds, 5, 1).max(1);
+    let f = fleet::unix_agents(exe, obs, a, dir, n, Duration::from_secs(secs))?;
+    sum.add(format!(
+        "  {} agent processes at 10 Hz over the Unix socket ({:.1} s): observer CPU {:.2}% of a core, {:.0} wake-ups/s ({:.0} preempted/s), {:.0} frames/s accepted",
+        f.agents, f.secs, f.cpu_pct, f.wakeups, f.preempted, f.frames
+    ));
+    Ok(())
+}
+
+fn run_master_agents(
+    exe: &Path,
+    obs: &ObserverExe,
+    a: &BenchArgs,
+    dir: &Path,
+    sum: &mut Summary,
+) -> Result<(), String> {
+    let n = a.pick(a.master_agents, 100_000, 2_000);
+    let f = fleet::master_agents(exe, obs, a, dir, n)?;
+    let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
+    sum.add(format!(
+        "  {} distinct master-key agents over UDP: {:.0} beats/s accepted (sent {:.0}/s, {:.0} kernel drops), {:.0} CPU ns per beat, {:.0} tracked, RSS {:.1} -> {:.1} MiB ({:.0} bytes per agent)",
+        f.agents,
+        f.beats,
+        f.sent,
+        f.dropped,
+        f.cpu_per_beat,
+        f.tracked,
+        mib(f.rss_before),
+        mib(f.rss_after),
+        f.rss_after.saturating_sub(f.rss_before) as f64 / f.tracked.max(1.0),
+    ));
+    Ok(())
+}
+
+/// Runs the selected benchmarks and prints figures.
+///
+/// # Errors
+/// A one-line message if a phase cannot run.
+pub fn run(a: &BenchArgs) -> Result<i32, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let obs = ObserverExe::new(&exe, a.observer_exe.as_deref());
+    let dir = std::env::temp_dir().join(format!("varta-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    println!(
+        "varta bench{}: observer on CPU {}, load on CPU {}; net.unix.max_dgram_qlen = {}; observer: {}",
+        if a.quick { " --quick (short phases: rough figures)" } else { "" },
+        a.observer_cpu,
+        a.load_cpu,
+        std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
+            .unwrap_or_default()
+            .trim(),
+        obs.describe()
+    );
+    let mut sum = Summary::default();
+    let all = a.which == Which::All;
+    let result = (|| -> Result<(), String> {
+        if all || a.which == Which::Ingest {
+            run_ingest(&exe, &obs, a, &dir, &mut sum);
+        }
+        if all || matches!(a.which, Which::Ingest | Which::Open) {
+            run_costs(a, &mut sum)?;
+        }
+        if all || a.which == Which::Stall {
+            run_stall(&exe, &obs, a, false, &mut sum)?;
+            if a.rt {
+                run_stall(&exe, &obs, a, true, &mut sum)?;
+            }
+        }
+        if all || a.which == Which::Agents {
+            run_unix_agents(&exe, &obs, a, &dir, &mut sum)?;
+        }
+        if all || a.which == Which::MasterAgents {
+            run_master_agents(&exe, &obs, a, &dir, &mut sum)?;
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    println!("summary (this run, side by side):");
+    for l in &sum.0 {
+        println!("{l}");
+    }
+    Ok(0)
+}

@@ -1,0 +1,358 @@
+//! The audit file: appends chained records ([`super::audit`]), syncs, rotates, and survives a
+//! full disk.
+//!
+//! Opened with `O_NOFOLLOW | O_CLOEXEC | O_APPEND`, mode 0600; a file that is not regular, is
+//! owned by another user or gives group/others access is refused at start. On start the tail
+//! of the existing file (or, if it is empty, of the newest rotated generation) is read so the
+//! chain continues where it stopped; an incomplete last line (a crash mid-write) is cut off.
+//! Each record is written with one `write(2)` and `fdatasync`ed every
+//! `--recovery-audit-sync-every` records. A write that fails (full disk, I/O error) is undone
+//! (`ftruncate` to the size before it), the record is counted as dropped and the alarm is
+//! raised once per failure run; the next record tries again, so the trail resumes, still
+//! chained, when space returns.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use super::audit::{self, Chain, Hash, Record, GENESIS};
+
+/// Generations kept by rotation: `PATH.1` (newest) … `PATH.5`.
+pub const GENERATIONS: u32 = 5;
+/// How much of the end of a file is read to find its last record.
+const TAIL: u64 = 2 * audit::MAX_LINE as u64;
+
+/// Settings of the audit file.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// `--recovery-audit-file`.
+    pub path: PathBuf,
+    /// `--recovery-audit-key-file`, read: HMAC links instead of SHA-256.
+    pub chain: Chain,
+    /// `--recovery-audit-sync-every` (at least 1).
+    pub sync_every: u32,
+    /// `--recovery-audit-max-bytes`.
+    pub max_bytes: u64,
+}
+
+/// Why the audit file cannot be used at start.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditOpenError {
+    /// Open, stat or read failed.
+    #[error("{op}: {source}")]
+    Io {
+        /// The operation.
+        op: &'static str,
+        /// The error.
+        source: io::Error,
+    },
+    /// A symbolic link.
+    #[error("is a symbolic link (refused)")]
+    Symlink,
+    /// Not a regular file.
+    #[error("is not a regular file")]
+    NotRegular,
+    /// Owned by another user.
+    #[error("is owned by uid {owner}, not by us (uid {expected})")]
+    WrongOwner {
+        /// Its owner.
+        owner: u32,
+        /// Our euid.
+        expected: u32,
+    },
+    /// Group or others have access.
+    #[error("mode {0:04o} gives group/others access; chmod 600 it")]
+    TooOpen(u32),
+}
+
+/// The audit writer.
+#[derive(Debug)]
+pub struct AuditLog {
+    cfg: AuditConfig,
+    file: Option<File>,
+    size: u64,
+    seq: u64,
+    last: Hash,
+    unsynced: u32,
+    failing: bool,
+    dropped: u64,
+    errors: u64,
+}
+
+fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> AuditOpenError {
+    move |source| AuditOpenError::Io { op, source }
+}
+
+/// Opens `path` for appending with the file rules of the module docs.
+fn open_checked(path: &Path) -> Result<File, AuditOpenError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                AuditOpenError::Symlink
+            } else {
+                AuditOpenError::Io {
+                    op: "open",
+                    source: e,
+                }
+            }
+        })?;
+    let meta = file.metadata().map_err(io_err("stat"))?;
+    if !meta.file_type().is_file() {
+        return Err(AuditOpenError::NotRegular);
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(AuditOpenError::WrongOwner {
+            owner: meta.uid(),
+            expected: me,
+        });
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(AuditOpenError::TooOpen(meta.mode() & 0o7777));
+    }
+    Ok(file)
+}
+
+/// Reads the last `TAIL` bytes of `file`.
+fn read_tail(file: &mut File, size: u64) -> io::Result<Vec<u8>> {
+    let from = size.saturating_sub(TAIL);
+    file.seek(SeekFrom::Start(from))?;
+    let mut buf = Vec::new();
+    file.take(TAIL).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// `PATH.n`.
+#[must_use]
+pub fn generation(path: &Path, n: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+impl AuditLog {
+    /// Opens (creating) the audit file and finds where the chain stopped.
+    ///
+    /// # Errors
+    /// [`AuditOpenError`] naming the failed rule.
+    pub fn open(cfg: AuditConfig) -> Result<AuditLog, AuditOpenError> {
+        let mut file = open_checked(&cfg.path)?;
+        let mut size = file.metadata().map_err(io_err("stat"))?.len();
+        let tail = read_tail(&mut file, size).map_err(io_err("read"))?;
+        if !tail.is_empty() && tail.last() != Some(&b'\n') {
+            // A record cut by a crash mid-write: drop the fragment so the file stays a list
+            // of whole records (the chain continues from the last complete one).
+            let keep = tail
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(size - tail.len() as u64, |i| {
+                    size - tail.len() as u64 + i as u64 + 1
+                });
+            eprintln!(
+                "varta-watch: audit file {}: dropping an incomplete last line ({} bytes)",
+                cfg.path.display(),
+                size - keep
+            );
+            file.set_len(keep).map_err(io_err("truncate"))?;
+            size = keep;
+        }
+        let mut found = audit::last_record(&cfg.chain, &tail);
+        if found.is_none() && size == 0 {
+            // Rotated just before the restart: continue from the newest generation.
+            if let Ok(mut g) = File::options()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(generation(&cfg.path, 1))
+            {
+                let gsize = g.metadata().map_err(io_err("stat"))?.len();
+                let t = read_tail(&mut g, gsize).map_err(io_err("read"))?;
+                found = audit::last_record(&cfg.chain, &t);
+            }
+        }
+        if found.is_none() && size > 0 {
+            eprintln!(
+                "varta-watch: audit file {}: last line is not an audit record; the chain restarts (verify will report it)",
+                cfg.path.display()
+            );
+        }
+        let (seq, last) = found.unwrap_or((0, GENESIS));
+        Ok(AuditLog {
+            cfg,
+            file: Some(file),
+            size,
+            seq,
+            last,
+            unsynced: 0,
+            failing: false,
+            dropped: 0,
+            errors: 0,
+        })
+    }
+
+    /// The last record written: `(seq, hash)` (`(0, zeros)` before the first), to anchor the
+    /// chain elsewhere (the state file).
+    #[must_use]
+    pub fn last(&self) -> (u64, Hash) {
+        (self.seq, self.last)
+    }
+
+    /// Records that could not be written (`varta_recovery_audit_dropped_total`).
+    #[must_use]
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Write, sync, rotate and reopen failures.
+    #[must_use]
+    pub fn errors(&self) -> u64 {
+        self.errors
+    }
+
+    /// Whether the last attempt failed (the alarm is up).
+    #[must_use]
+    pub fn failing(&self) -> bool {
+        self.failing
+    }
+
+    fn alarm(&mut self, what: &str, e: &io::Error) {
+        self.errors += 1;
+        if !self.failing {
+            eprintln!(
+                "varta-watch: ALARM: audit file {}: {what}: {e}; recovery decisions are counted as unaudited until it works again",
+                self.cfg.path.display()
+            );
+        }
+        self.failing = true;
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        if let Some(f) = self.file.as_ref() {
+            rustix::fs::fdatasync(f)?;
+        }
+        self.file = None;
+        for n in (1..GENERATIONS).rev() {
+            let from = generation(&self.cfg.path, n);
+            if from.exists() {
+                std::fs::rename(&from, generation(&self.cfg.path, n + 1))?;
+            }
+        }
+        std::fs::rename(&self.cfg.path, generation(&self.cfg.path, 1))?;
+        self.reopen()
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        let f = open_checked(&self.cfg.path).map_err(|e| match e {
+            AuditOpenError::Io { source, .. } => source,
+            other => io::Error::other(other.to_string()),
+        })?;
+        self.size = f.metadata()?.len();
+        self.file = Some(f);
+        Ok(())
+    }
+
+    /// Appends one record (`seq` and link are filled in); `mono_ns` is observer time.
+    /// Returns whether it was written; a failure is counted and alarmed, never fatal.
+    pub fn append(
+        &mut self,
+        mono_ns: u64,
+        agent: &str,
+        child: Option<u32>,
+        outcome: &str,
+        detail: &str,
+    ) -> bool {
+        let wall_ns = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let agent = audit::sanitize(agent);
+        let outcome = audit::sanitize(outcome);
+        let detail = audit::sanitize(detail);
+        let line = Record {
+            seq: self.seq + 1,
+            wall_ns,
+            mono_ns,
+            agent: &agent,
+            child,
+            outcome: &outcome,
+            detail: &detail,
+            prev: self.last,
+        }
+        .emit();
+        let was_failing = self.failing;
+        self.failing = false;
+        match self.write_line(&line) {
+            Ok(()) => {
+                if was_failing && !self.failing {
+                    eprintln!(
+                        "varta-watch: audit file {}: writing again (seq {}); {} record(s) were dropped",
+                        self.cfg.path.display(),
+                        self.seq + 1,
+                        self.dropped
+                    );
+                }
+                self.seq += 1;
+                self.last = self.cfg.chain.link(line.as_bytes());
+                true
+            }
+            Err((what, e)) => {
+                self.dropped += 1;
+                self.failing = was_failing;
+                self.alarm(what, &e);
+                false
+            }
+        }
+    }
+
+    fn write_line(&mut self, line: &str) -> Result<(), (&'static str, io::Error)> {
+        let len = line.len() as u64 + 1;
+        if self.file.is_none() {
+            self.reopen().map_err(|e| ("reopen", e))?;
+        }
+        if self.size > 0 && self.size + len > self.cfg.max_bytes {
+            self.rotate().map_err(|e| ("rotate", e))?;
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err(("reopen", io::Error::other("no file")));
+        };
+        let mut buf = Vec::with_capacity(line.len() + 1);
+        buf.extend_from_slice(line.as_bytes());
+        buf.push(b'\n');
+        if let Err(e) = file.write_all(&buf) {
+            // Undo a partial write so the file holds whole records only.
+            let _ = file.set_len(self.size);
+            return Err(("write", e));
+        }
+        self.size += len;
+        self.unsynced += 1;
+        if self.unsynced >= self.cfg.sync_every {
+            self.unsynced = 0;
+            if let Err(e) = rustix::fs::fdatasync(&*file) {
+                // The record is in the file (the chain goes on through it) but may not be
+                // durable: an alarm, not a dropped record.
+                self.alarm("fdatasync", &io::Error::from(e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Syncs what is unsynced (at shutdown).
+    pub fn sync(&mut self) {
+        if self.unsynced == 0 {
+            return;
+        }
+        if let Some(f) = self.file.as_ref() {
+            if let Err(e) = rustix::fs::fdatasync(f) {
+                self.alarm("fdatasync", &io::Error::from(e));
+            } else {
+                self.unsynced = 0;
+            }
+        }
+    }
+}
