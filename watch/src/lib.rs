@@ -14,6 +14,11 @@
 //! * [`recovery`]: the operator's recovery program, run without a shell, debounced per agent,
 //!   admitted by policy, with a tamper-evident audit trail (`varta-watch audit verify`);
 //! * [`keytool`]: `varta-watch key derive`, per-agent key provisioning;
+//! * [`policy`]: who each agent is (from `/proc` or configuration), its class (own threshold,
+//!   recovery, severity, labels) and maintenance silences, decided once per agent session;
+//! * [`control`]: the owner-only control socket (`varta-watch status`, `varta-watch silence`)
+//!   served from snapshots the loop publishes on request;
+//! * [`http_assets`]: the status page and the `/api/agents` and `/api/events` JSON;
 //! * [`config`]: flags and the TOML configuration file.
 //!
 //! The demo, the benchmarks and the agent simulator live in the `varta-tools` crate (the
