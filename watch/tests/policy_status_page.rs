@@ -233,6 +233,25 @@ fn the_page_shows_the_frozen_agent_first_as_stalled() {
     assert!(silences.contains("<td class=\"num\">1h59m"), "{silences}");
     assert!(silences.contains("<td>kernel upgrade</td>"), "{silences}");
 
+    // Filters from the address: only the stalled agent, then only the healthy ones.
+    let dom = chromium(&["--dump-dom"], &format!("{}#state=stalled", page.url()));
+    let rows = agent_rows(&dom);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        attr(&rows[0], "data-pid"),
+        Some(frozen.to_string().as_str())
+    );
+    let dom = chromium(
+        &["--dump-dom"],
+        &format!("{}#class=browser-test&state=ok", page.url()),
+    );
+    let rows = agent_rows(&dom);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|r| attr(r, "data-state") == Some("ok")));
+    let dom = chromium(&["--dump-dom"], &format!("{}#class=other", page.url()));
+    assert!(agent_rows(&dom).is_empty());
+    assert!(dom.contains("<div id=\"empty\">No agents.</div>"), "{dom}");
+
     let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/status-page.png");
     let _ = std::fs::remove_file(&shot);
     chromium(

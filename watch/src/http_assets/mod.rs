@@ -3,7 +3,8 @@
 //! * `/` → [`STATUS_HTML`]: one self-contained page (HTML, CSS and JS inline, no external
 //!   assets) that polls `/api/agents` every second, shows every agent with its state
 //!   (stalled and crashed first), its last beat age ticking live between polls, filters by
-//!   class and state, and the silences in force with their expiry. When the API answers 401
+//!   class and state (kept in the address, `/#class=NAME&state=stalled`, so a view can be
+//!   bookmarked), and the silences in force with their expiry. When the API answers 401
 //!   it asks once for the bearer token and keeps it in `sessionStorage`.
 //! * `/api/agents` → [`agents_json`] of the latest [`StatusSnapshot`]:
 //!   `{"agents": [{"pid", "name", "listener", "class", "state", "silenced",
