@@ -185,6 +185,49 @@ fn status_and_silences_through_the_real_cli() {
 }
 
 #[test]
+fn status_watch_keeps_redrawing() {
+    let obs = Observer::start(300, "");
+    let agent = Agent::spawn(&obs.socket);
+    let pid = agent.pid();
+    obs.wait_for("the agent", |s| s.agents.iter().any(|a| a.pid == pid));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_varta-watch"))
+        .args(["status", "--watch", "--interval-ms", "100", "--socket"])
+        .arg(&obs.socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        // Read until three full screens (clear, header) have been drawn, or EOF.
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut out, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&all);
+            if text.matches("\x1b[H\x1b[2JAGENT").count() >= 3 {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !reader.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = reader.join().unwrap();
+    assert!(
+        text.matches("\x1b[H\x1b[2JAGENT").count() >= 3,
+        "fewer than three redraws in 10 s: {text:?}"
+    );
+    assert!(text.contains(&format!("unix:{pid} ")), "{text:?}");
+}
+
+#[test]
 fn a_missing_observer_is_one_clear_line() {
     let dir = policy_support::TempDir::new("nobody");
     let sock = dir.0.join("varta.sock");
