@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo run -p varta-client --example beat -- \
-//!     (--socket PATH | --udp ADDR) [--key-file F | --master-key-file F]
+//!     (--socket PATH | --udp ADDR)
+//!     [--key-file F | --master-key-file F | --agent-key-file F --agent-id N]
 //!     [--interval-ms N] [--count N] [--status S] [--payload N]
 //!     [--hang-after N] [--crash-after N] [--goodbye]
 //!     [--reconnect-after N] [--wait-for-observer] [--quiet]
@@ -15,6 +16,8 @@
 //! | `--udp ADDR` | UDP address of the observer (`host:port`) |
 //! | `--key-file F` | with `--udp`: seal with the shared key in F (60-byte datagrams) |
 //! | `--master-key-file F` | with `--udp`: seal with the key derived from the master key in F (64-byte datagrams) |
+//! | `--agent-key-file F` | with `--udp` and `--agent-id N`: seal with this agent's own key in F (derived from the master for N); frames carry N as their pid |
+//! | `--agent-id N` | the agent id the `--agent-key-file` key was derived for |
 //! | `--interval-ms N` | pause between beats, default 1000 |
 //! | `--count N` | beats to send, then exit; 0 (default) = forever |
 //! | `--status S` | `ok` (default), `degraded`, `critical`, or `stall` (refused by the library: tests that) |
@@ -27,7 +30,7 @@
 //! | `--quiet` | no per-beat lines |
 //!
 //! Output, one line each on stdout (flushed per line):
-//! `pid=<pid>` first; per beat `beat n=<i> nonce=<nonce> outcome=<sent|dropped:<reason>|failed:<error>>`
+//! `pid=<pid>` first (the agent id with `--agent-key-file`); per beat `beat n=<i> nonce=<nonce> outcome=<sent|dropped:<reason>|failed:<error>>`
 //! (`<reason>` is `kernel_queue_full`, `no_observer`, `peer_gone` or `storage_full`);
 //! `goodbye outcome=...` for `--goodbye`; `hanging` for `--hang-after`; last
 //! `done sent=<n> dropped=<n> failed=<n>`.
@@ -45,7 +48,7 @@ use varta_client::{BeatOutcome, Key, Status, Varta};
 #[derive(Parser, Debug)]
 #[command(name = "beat", about = "A command-line Varta agent")]
 #[command(group(ArgGroup::new("observer").required(true).args(["socket", "udp"])))]
-#[command(group(ArgGroup::new("key").args(["key_file", "master_key_file"])))]
+#[command(group(ArgGroup::new("key").args(["key_file", "master_key_file", "agent_key_file"])))]
 struct Args {
     /// Unix datagram socket of the observer.
     #[arg(long, value_name = "PATH")]
@@ -59,6 +62,17 @@ struct Args {
     /// Seal with the per-agent key derived from the master key in this file (requires --udp).
     #[arg(long, value_name = "F", conflicts_with = "socket")]
     master_key_file: Option<PathBuf>,
+    /// Seal with this agent's own key in this file (requires --udp and --agent-id).
+    #[arg(
+        long,
+        value_name = "F",
+        conflicts_with = "socket",
+        requires = "agent_id"
+    )]
+    agent_key_file: Option<PathBuf>,
+    /// The agent id the --agent-key-file key was derived for; frames carry it as their pid.
+    #[arg(long, value_name = "N", requires = "agent_key_file")]
+    agent_id: Option<u32>,
     /// Pause between beats, in milliseconds.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     interval_ms: u64,
@@ -116,6 +130,7 @@ enum Sealing {
     Plain,
     Shared(Key),
     Master(Key),
+    Agent(u32, Key),
 }
 
 fn connect(args: &Args, sealing: &Sealing) -> std::io::Result<Varta> {
@@ -127,6 +142,9 @@ fn connect(args: &Args, sealing: &Sealing) -> std::io::Result<Varta> {
         }
         (None, Some(addr), Sealing::Master(k)) => {
             Varta::connect_secure_udp_with_master(addr.as_str(), k.clone()).map(Varta::from)
+        }
+        (None, Some(addr), Sealing::Agent(id, k)) => {
+            Varta::connect_secure_udp_with_agent_key(addr.as_str(), *id, k.clone()).map(Varta::from)
         }
         // clap's required group makes this unreachable; answer it anyway rather than panic.
         (None, None, _) => Err(std::io::Error::new(
@@ -147,6 +165,13 @@ fn install_crash_handler(args: &Args, sealing: &Sealing) -> std::io::Result<()> 
         }
         (None, Some(addr), Sealing::Master(k)) => {
             varta_client::install_panic_handler_secure_udp_with_master(addr.as_str(), k.clone())
+        }
+        (None, Some(addr), Sealing::Agent(id, k)) => {
+            varta_client::install_panic_handler_secure_udp_with_agent_key(
+                addr.as_str(),
+                *id,
+                k.clone(),
+            )
         }
         (None, None, _) => Ok(()),
     }
@@ -169,19 +194,31 @@ fn outcome_text(o: BeatOutcome) -> String {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let sealing = match (&args.key_file, &args.master_key_file) {
-        (Some(f), _) => match load_key(f) {
+    let sealing = match (&args.key_file, &args.master_key_file, &args.agent_key_file) {
+        (Some(f), _, _) => match load_key(f) {
             Ok(k) => Sealing::Shared(k),
             Err(code) => return code,
         },
-        (None, Some(f)) => match load_key(f) {
+        (None, Some(f), _) => match load_key(f) {
             Ok(k) => Sealing::Master(k),
             Err(code) => return code,
         },
-        (None, None) => Sealing::Plain,
+        (None, None, Some(f)) => match (load_key(f), args.agent_id) {
+            (Ok(k), Some(id)) => Sealing::Agent(id, k),
+            (Err(code), _) => return code,
+            // clap's `requires` makes this unreachable; answer it anyway rather than panic.
+            (Ok(_), None) => {
+                eprintln!("beat: --agent-key-file needs --agent-id");
+                return ExitCode::from(2);
+            }
+        },
+        (None, None, None) => Sealing::Plain,
     };
     let interval = Duration::from_millis(args.interval_ms);
-    println!("pid={}", std::process::id());
+    match &sealing {
+        Sealing::Agent(id, _) => println!("pid={id}"),
+        _ => println!("pid={}", std::process::id()),
+    }
 
     let mut varta = loop {
         match connect(&args, &sealing) {

@@ -43,8 +43,9 @@
 //!   socket, restarts the nonce sequence at 1 and, on secure transports, draws a fresh IV salt
 //!   from OS entropy (`getrandom(2)`), so no (key, IV) pair is ever used twice across the
 //!   fork ([`Varta::fork_recoveries`] counts these). A master-key client derives the agent key
-//!   for the child's pid; an agent-key client keeps its agent id. Detection costs one memory load per beat: a `MADV_WIPEONFORK` page
-//!   that the kernel zeroes in every child, however it was made (`fork()`, a raw `clone(2)`);
+//!   for the child's pid; an agent-key client keeps its agent id. Detection costs one memory
+//!   load per beat: a `MADV_WIPEONFORK` page that the kernel zeroes in every child, however
+//!   it was made (`fork()`, a raw `clone(2)`);
 //!   a wiped page restarts the session even when `getpid()` matches the old pid (pid reuse by
 //!   a grandchild). Where the kernel lacks it (before Linux 4.14) a changed `getpid()` is the
 //!   fallback.
@@ -632,5 +633,33 @@ mod tests {
         assert_eq!(v.beat(Status::Ok, 0), BeatOutcome::Sent);
         assert_eq!(v.fork_recoveries(), 1);
         assert_eq!(v.pid(), std::process::id());
+    }
+
+    #[test]
+    fn a_forked_agent_key_client_keeps_its_id_with_a_fresh_salt() {
+        let key = Key::from_bytes([9; 32]);
+        let mut v =
+            Varta::with_transport_agent_key(Recorder::default(), 4242, key.clone()).unwrap();
+        let page = private_page();
+        v.fork_watch = fork::Watch::on(Some(page));
+        assert_eq!(v.beat(Status::Ok, 0), BeatOutcome::Sent);
+        page.store(0, Ordering::Relaxed);
+        assert_eq!(v.beat(Status::Ok, 0), BeatOutcome::Sent);
+        assert_eq!((v.fork_recoveries(), v.pid()), (1, 4242));
+        let open = |bytes: &[u8]| {
+            vlp_core::MasterDatagram::from_bytes(bytes)
+                .unwrap()
+                .open(&key)
+                .unwrap()
+        };
+        let (iv0, f0) = open(&v.transport().sent[0]);
+        let (iv1, f1) = open(&v.transport().sent[1]);
+        assert_eq!(
+            (f0.pid(), f1.pid()),
+            (4242, 4242),
+            "the id does not follow the pid"
+        );
+        assert_eq!((f0.nonce(), f1.nonce()), (1, 1), "a new session");
+        assert_ne!(iv0.random, iv1.random, "new salt, new IV stream");
     }
 }

@@ -176,6 +176,50 @@ fn secure_flags_seal_with_the_right_keys() {
     assert_eq!(d.pid(), pid);
     let agent = derive_agent_key(&Key::from_bytes([0xD2; 32]), pid);
     assert_eq!(d.open(&agent).unwrap().1.pid(), pid);
+
+    // An agent key (the file holds the key derived from master 0xE3.. for id 4242): the
+    // frames carry the id, and the master-derived key for it opens them.
+    let master = Key::from_bytes([0xE3; 32]);
+    let agent_key = dir.join("agent-4242.key");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&agent_key)
+        .unwrap();
+    let hex: String = derive_agent_key(&master, 4242)
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(&agent_key, hex).unwrap();
+    let out = run(&[
+        "--udp",
+        &addr,
+        "--agent-key-file",
+        agent_key.to_str().unwrap(),
+        "--agent-id",
+        "4242",
+        "--count",
+        "1",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out).lines().next(), Some("pid=4242"));
+    let d = MasterDatagram::from_bytes(&obs.recv()).unwrap();
+    assert_eq!(d.pid(), 4242);
+    assert_eq!(
+        d.open(&derive_agent_key(&master, 4242)).unwrap().1.pid(),
+        4242
+    );
+    assert!(d.open(&derive_agent_key(&master, 4243)).is_err());
+    // --agent-id is required with an agent key file.
+    let out = run(&[
+        "--udp",
+        &addr,
+        "--agent-key-file",
+        agent_key.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
 #[test]

@@ -76,6 +76,29 @@ pub struct AgentArgs {
     /// Announce a clean exit (goodbye) after the last beat.
     #[arg(long)]
     pub goodbye: bool,
+    /// At a normal end, append `pid=P sent=N dropped=M` to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+}
+
+/// What happened to the beats sent so far.
+#[derive(Default)]
+struct Tally {
+    sent: u64,
+    dropped: u64,
+}
+
+impl Tally {
+    /// A dropped beat (queue full, observer restarting) costs nothing and the next one
+    /// retries; a failed one means the library refused our input.
+    fn count(&mut self, o: BeatOutcome) -> Result<(), String> {
+        match o {
+            BeatOutcome::Sent => self.sent += 1,
+            BeatOutcome::Dropped(_) => self.dropped += 1,
+            BeatOutcome::Failed(e) => return Err(format!("beat failed: {e}")),
+        }
+        Ok(())
+    }
 }
 
 fn connect(a: &AgentArgs) -> Result<Varta, String> {
@@ -103,15 +126,6 @@ fn connect(a: &AgentArgs) -> Result<Varta, String> {
     }
 }
 
-/// A dropped beat (queue full, observer restarting) costs nothing and the next one retries; a
-/// failed one means the library refused our input.
-fn check(o: BeatOutcome) -> Result<(), String> {
-    match o {
-        BeatOutcome::Sent | BeatOutcome::Dropped(_) => Ok(()),
-        BeatOutcome::Failed(e) => Err(format!("beat failed: {e}")),
-    }
-}
-
 /// Runs the agent; returns the process exit status.
 ///
 /// # Errors
@@ -124,10 +138,11 @@ pub fn run(a: &AgentArgs) -> Result<i32, String> {
         AgentStatus::Critical => Status::Critical,
     };
     let interval = Duration::from_millis(a.interval_ms);
+    let mut tally = Tally::default();
     let mut sent = 0u64;
     while a.count == 0 || sent < a.count {
         if a.crash_after == Some(sent) {
-            check(varta.terminal(CRASH_PAYLOAD))?;
+            tally.count(varta.terminal(CRASH_PAYLOAD))?;
             return Ok(CRASH_EXIT);
         }
         if a.hang_after == Some(sent) {
@@ -139,12 +154,28 @@ pub fn run(a: &AgentArgs) -> Result<i32, String> {
             }
         }
         // The payload counts beats, so a reader of the event stream can follow one agent.
-        check(varta.beat(status, u32::try_from(sent).unwrap_or(u32::MAX)))?;
+        tally.count(varta.beat(status, u32::try_from(sent).unwrap_or(u32::MAX)))?;
         sent += 1;
         std::thread::sleep(interval);
     }
     if a.goodbye {
-        check(varta.goodbye())?;
+        tally.count(varta.goodbye())?;
+    }
+    if let Some(p) = &a.report {
+        use std::io::Write;
+        let line = format!(
+            "pid={} sent={} dropped={}\n",
+            std::process::id(),
+            tally.sent,
+            tally.dropped
+        );
+        // One short O_APPEND write: lines of concurrent agents do not interleave.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .and_then(|mut f| f.write_all(line.as_bytes()))
+            .map_err(|e| format!("--report {}: {e}", p.display()))?;
     }
     Ok(0)
 }

@@ -86,6 +86,12 @@ fn quick_bench_prints_every_figure_side_by_side() {
         "wake-ups/s: {procs}"
     );
     assert!(procs.contains("frames/s accepted"), "{procs}");
+    let agents: f64 = procs.split_whitespace().next().unwrap().parse().unwrap();
+    assert_eq!(
+        number_after(procs, "%,"),
+        agents,
+        "every agent process ran to its end and reported: {procs}"
+    );
     let (_, many) = find("distinct master-key agents over UDP", 0);
     let agents: f64 = many.split_whitespace().next().unwrap().parse().unwrap();
     assert_eq!(
@@ -93,6 +99,7 @@ fn quick_bench_prints_every_figure_side_by_side() {
         agents,
         "every master-key identity tracked: {many}"
     );
+    assert!(many.contains(" 0 kernel drops"), "{many}");
     assert!(
         many.contains("beats/s accepted") && many.contains("RSS"),
         "{many}"

@@ -147,6 +147,50 @@ fn kdf<M: Measurement + 'static>(c: &mut Criterion<M>) {
     c.bench_function("kdf/derive_agent_key", |b| {
         b.iter(|| derive_agent_key(black_box(&k), black_box(12_345)))
     });
+    // The `hkdf` crate, which `kdf` used before it zeroized its intermediates: same bytes.
+    c.bench_function("kdf/derive_agent_key_hkdf_crate", |b| {
+        b.iter(|| {
+            let mut okm = [0u8; 32];
+            hkdf::Hkdf::<sha2::Sha256>::new(None, black_box(k.as_bytes()))
+                .expand_multi_info(
+                    &[
+                        vlp_core::kdf::AGENT_KEY_INFO,
+                        &black_box(12_345u32).to_le_bytes(),
+                    ],
+                    &mut okm,
+                )
+                .unwrap();
+            okm
+        })
+    });
+}
+
+/// What a load generator pays per identity (build and start a master-key sender: two HKDF
+/// derivations), and per beat (prepare a sealed datagram, commit).
+fn sender<M: Measurement + 'static>(c: &mut Criterion<M>) {
+    use vlp_core::sender::{Kind, Sender, MAX_DATAGRAM_LEN};
+    let k = key();
+    let mut g = c.benchmark_group("sender");
+    g.bench_function("master_new_and_start", |b| {
+        b.iter(|| {
+            let mut s = Sender::master(black_box(12_345), k.clone());
+            s.start(black_box([7; 16]));
+            s
+        })
+    });
+    let mut s = Sender::master(12_345, k.clone());
+    s.start([7; 16]);
+    let mut buf = [0u8; MAX_DATAGRAM_LEN];
+    g.bench_function("master_prepare_commit", |b| {
+        b.iter(|| {
+            let p = s
+                .prepare(Kind::Beat(Status::Ok, 0), black_box(1), &mut buf)
+                .unwrap();
+            s.commit(&p).unwrap();
+            black_box(&buf);
+        })
+    });
+    g.finish();
 }
 
 /// CPU time consumed by the calling thread, in nanoseconds.
@@ -195,6 +239,7 @@ fn run<M: Measurement + 'static>(c: &mut Criterion<M>) {
     envelope(c);
     replay(c);
     kdf(c);
+    sender(c);
 }
 
 fn main() {

@@ -46,13 +46,18 @@ fn finish(state: &mut [u32; 8], prior: u64, parts: &[&[u8]], out: &mut [u8; HASH
     let mut block = [0u8; BLOCK];
     let mut fill = 0;
     let mut total = prior;
-    for &b in parts.iter().flat_map(|p| p.iter()) {
-        block[fill] = b;
-        fill += 1;
-        total += 1;
-        if fill == BLOCK {
-            compress(state, &block);
-            fill = 0;
+    for part in parts {
+        let mut rest = *part;
+        while !rest.is_empty() {
+            let n = rest.len().min(BLOCK - fill);
+            block[fill..fill + n].copy_from_slice(&rest[..n]);
+            fill += n;
+            total += n as u64;
+            rest = &rest[n..];
+            if fill == BLOCK {
+                compress(state, &block);
+                fill = 0;
+            }
         }
     }
     block[fill] = 0x80;
@@ -72,15 +77,17 @@ fn finish(state: &mut [u32; 8], prior: u64, parts: &[&[u8]], out: &mut [u8; HASH
 /// HMAC-SHA256 (RFC 2104) of `parts` under a 32-byte key. Every intermediate (the padded key
 /// blocks, both chaining states, the inner digest) is ours and zeroized before returning.
 fn hmac(key: &[u8; HASH], parts: &[&[u8]], out: &mut [u8; HASH]) {
-    let mut pad = [0u8; BLOCK];
+    // The key, zero-padded to a block, XOR ipad; then XOR (ipad ^ opad) turns it into the
+    // outer block.
+    let mut pad = [0x36u8; BLOCK];
     let mut inner = SHA256_IV;
     let mut outer = SHA256_IV;
-    for (p, k) in pad.iter_mut().zip(key.iter().chain(core::iter::repeat(&0))) {
-        *p = k ^ 0x36;
+    for (p, k) in pad.iter_mut().zip(key) {
+        *p ^= k;
     }
     compress(&mut inner, &pad);
-    for (p, k) in pad.iter_mut().zip(key.iter().chain(core::iter::repeat(&0))) {
-        *p = k ^ 0x5c;
+    for p in &mut pad {
+        *p ^= 0x36 ^ 0x5c;
     }
     compress(&mut outer, &pad);
     pad.zeroize();

@@ -12,7 +12,7 @@ use varta_watch::policy::directory::Directory;
 use varta_watch::policy::identity::UdpNames;
 use varta_watch::policy::silence::SilenceSet;
 use varta_watch::policy::AgentFacts;
-use varta_watch::tracker::{AgentId, AgentState, AgentView, Event, Listener};
+use varta_watch::tracker::{AgentId, AgentState, AgentView, Event, KeyClass};
 use vlp_core::Status;
 
 fn classes(n: usize) -> ClassSet {
@@ -60,7 +60,7 @@ fn main() {
         exe: Some("/usr/bin/backupd".into()),
         unit: Some("backup.service".into()),
         name: Some("backup.service".into()),
-        key: Some("attested".into()),
+        key: Some("none".into()),
         source: None,
         class: None,
     };
@@ -107,24 +107,18 @@ fn main() {
         None,
         AGENTS as usize,
     );
-    let id = |pid| AgentId {
-        listener: Listener::Udp(0),
-        pid,
-    };
+    let id = |pid| AgentId::udp(0, KeyClass::Agent, pid);
     per_op(
         "Directory::on_event(NewAgent), 8 classes, 1M agents",
         u64::from(AGENTS),
         || {
             for pid in 0..AGENTS {
-                dir.on_event(
-                    &Event::NewAgent {
-                        at: 1,
-                        agent: id(pid),
-                        status: Status::Ok,
-                        nonce: 1,
-                    },
-                    true,
-                );
+                dir.on_event(&Event::NewAgent {
+                    at: 1,
+                    agent: id(pid),
+                    status: Status::Ok,
+                    nonce: 1,
+                });
             }
         },
     );

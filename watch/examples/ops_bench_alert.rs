@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 use varta_watch::alerting::{AgentFacts, AlertingConfig, Delivery, Now, ALERT_STALLED};
-use varta_watch::tracker::{AgentId, Event, Listener};
+use varta_watch::tracker::{AgentId, Event};
 
 use ops_support::{tmpdir, write_am_config, Alertmanager, Daemon, Prometheus, Webhook};
 
@@ -128,10 +128,7 @@ fn main() {
             ) else {
                 continue;
             };
-            let agent = AgentId {
-                listener: Listener::Unix,
-                pid: u32::try_from(pid).unwrap(),
-            };
+            let agent = AgentId::unix(u32::try_from(pid).unwrap());
             let now = Now {
                 mono: u64::try_from(t0.elapsed().as_nanos()).unwrap(),
                 wall: SystemTime::now(),

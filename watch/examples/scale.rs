@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --release -p varta-watch --example scale            # all sizes
 //! cargo run --release -p varta-watch --example scale -- 1000000 # one size
+//! cargo run --release -p varta-watch --example scale -- state   # state file, 10k and 100k
 //! ```
 //!
 //! Each size runs in a child process of its own so that its RSS (VmRSS of /proc/self/status)
@@ -15,7 +16,7 @@ use std::hint::black_box;
 use std::process::Command;
 use std::time::Instant;
 
-use varta_watch::tracker::{Nanos, Origin, Tracker, TrackerConfig, UdpMode};
+use varta_watch::tracker::{ClockMapping, Nanos, Origin, Tracker, TrackerConfig, UdpMode};
 use vlp_core::kdf::derive_agent_key;
 use vlp_core::{Frame, Iv, Key, MasterDatagram, SharedDatagram, Status};
 
@@ -55,6 +56,7 @@ fn one_size(n: u64) {
         evict_after: Nanos::MAX,
         allowed_uids: vec![0],
         udp: Vec::new(),
+        ..TrackerConfig::default()
     });
     let step = stride(n);
     let frame = |i: u64, round: u64| {
@@ -141,6 +143,7 @@ fn secure(n: u32) {
             keys: vec![Key::from_bytes([9; 32]), shared.clone()],
             master: Some(master.clone()),
         }],
+        ..TrackerConfig::default()
     });
     let origin = Origin::Udp { listener: 0 };
     let agent_keys: Vec<Key> = (0..n).map(|i| derive_agent_key(&master, 2 + i)).collect();
@@ -186,10 +189,91 @@ fn secure(n: u32) {
     );
 }
 
+/// State-file figures: snapshot size and time, restore time, for `n` agents (half on the
+/// Unix socket, half shared-key agents each with a retired stream and a live replay window).
+fn state(n: u32) {
+    let shared = Key::from_bytes([1; 32]);
+    let mut t = Tracker::new(TrackerConfig {
+        threshold: 3_600_000_000_000,
+        capacity: n as usize,
+        evict_after: Nanos::MAX,
+        allowed_uids: vec![0],
+        udp: vec![UdpMode::Secure {
+            keys: vec![shared.clone()],
+            master: None,
+        }],
+        proven_reserve: Some(0),
+        ..TrackerConfig::default()
+    });
+    let udp = Origin::Udp { listener: 0 };
+    let mut now = 1;
+    for i in 0..n {
+        let pid = 2 + i;
+        if i % 2 == 0 {
+            let f = Frame::new(Status::Ok, pid, 1, 1, 0).unwrap().emit();
+            t.handle_datagram(now, &Origin::Unix { pid, uid: 0 }, &f)
+                .unwrap();
+        } else {
+            for (stream, counter, nonce) in [(1u8, 1u32, 5u64), (2, 1, 1), (2, 3, 2)] {
+                let iv = Iv {
+                    random: [stream; 8],
+                    counter,
+                };
+                let f = Frame::new(Status::Ok, pid, nonce, nonce, 0).unwrap();
+                t.handle_datagram(now, &udp, &SharedDatagram::seal(&shared, &iv, &f).0)
+                    .unwrap();
+            }
+        }
+        while t.poll_event().is_some() {}
+        now += 1;
+    }
+    assert_eq!(t.len(), n as usize);
+    let at = ClockMapping {
+        tracker_now: now,
+        clock_now: 1_000_000_000_000 + now,
+    };
+    let mut bytes = Vec::new();
+    let mut snap = f64::MAX;
+    for _ in 0..3 {
+        bytes.clear();
+        let start = Instant::now();
+        t.snapshot(at, &mut bytes);
+        snap = snap.min(start.elapsed().as_secs_f64() * 1e3);
+    }
+    let mut restore = f64::MAX;
+    for _ in 0..3 {
+        let cfg = TrackerConfig {
+            threshold: 3_600_000_000_000,
+            capacity: n as usize,
+            evict_after: Nanos::MAX,
+            allowed_uids: vec![0],
+            udp: vec![UdpMode::Secure {
+                keys: vec![shared.clone()],
+                master: None,
+            }],
+            proven_reserve: Some(0),
+            ..TrackerConfig::default()
+        };
+        let start = Instant::now();
+        let r = Tracker::restore(cfg, black_box(&bytes), at).expect("restores");
+        restore = restore.min(start.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(r.len(), n as usize);
+    }
+    println!(
+        "state, {n:>7} agents: snapshot {:>6.2} MiB ({:.0} B/agent) in {snap:>6.1} ms, restore {restore:>6.1} ms (best of 3)",
+        bytes.len() as f64 / (1024.0 * 1024.0),
+        bytes.len() as f64 / f64::from(n),
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("secure") => secure(10_000),
+        Some("state") => {
+            state(10_000);
+            state(100_000);
+        }
         Some(n) => one_size(n.parse().expect("agent count")),
         None => {
             let exe = std::env::current_exe().expect("current_exe");

@@ -1,9 +1,10 @@
 //! The `varta-watch` executable: parses flags, then runs the observer or a subcommand.
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::Parser;
-use varta_watch::config::{Cli, Command};
+use varta_watch::config::{first_line, Cli, Command, RunArgs};
 
 fn fail(msg: &str) -> ExitCode {
     eprintln!("varta-watch: {msg}");
@@ -25,18 +26,14 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             // One line naming the problem; clap's usage block would bury it.
-            let text = e.render().to_string();
-            let line = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("bad arguments")
-                .trim_start_matches("error: ");
-            return fail(&format!("{line} (see --help)"));
+            return fail(&format!("{} (see --help)", first_line(&e)));
         }
     };
     let result = match cli.command {
-        None => run(cli.run),
-        Some(Command::Run(args)) => run(*args),
+        // The observer's own arguments: everything after the program name, or after `run`
+        // (flags and subcommands do not mix, so `run` is then the first argument).
+        None => run(std::env::args_os().skip(1).collect()),
+        Some(Command::Run(_)) => run(std::env::args_os().skip(2).collect()),
         Some(Command::Audit(a)) => Ok(varta_watch::recovery::verify::run(&a)),
         Some(Command::Key(a)) => varta_watch::keytool::run(&a).map_err(|e| e.to_string()),
         Some(Command::Status(a)) => {
@@ -52,8 +49,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: varta_watch::config::RunArgs) -> Result<i32, String> {
-    let cfg = args.resolve().map_err(|e| e.to_string())?;
+fn run(argv: Vec<OsString>) -> Result<i32, String> {
+    let cfg = RunArgs::load(&argv).map_err(|e| e.to_string())?;
     let mut daemon = varta_watch::daemon::Daemon::new(cfg).map_err(|e| e.to_string())?;
     Ok(daemon.run())
 }

@@ -6,7 +6,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use varta_watch::tracker::{Nanos, Origin, Tracker, TrackerConfig, UdpMode};
+use varta_watch::tracker::{EventKind, Nanos, Origin, Tracker, TrackerConfig, UdpMode};
 use vlp_core::kdf::derive_agent_key;
 use vlp_core::{Frame, Iv, Key, MasterDatagram, SharedDatagram, Status};
 
@@ -99,6 +99,7 @@ fn steady_state_handles_datagrams_without_allocating() {
                 master: Some(master),
             },
         ],
+        ..TrackerConfig::default()
     });
 
     // The script, built before counting: rounds of beats every 10 ms; every 50th round a
@@ -196,12 +197,39 @@ fn steady_state_handles_datagrams_without_allocating() {
     let d = |a: u64, b: u64| a - b;
     // The steady part did exercise every path.
     assert!(d(s.accepted, before.accepted) > 20_000);
-    assert!(d(s.stalls, before.stalls) > 50, "stalls");
-    assert!(d(s.recoveries, before.recoveries) > 50, "recoveries");
-    assert!(d(s.crashes, before.crashes) > 20, "crashes");
-    assert!(d(s.restarts, before.restarts) > 20, "restarts");
-    assert!(d(s.evictions, before.evictions) > 20, "evictions");
-    assert!(d(s.new_agents, before.new_agents) > 20, "re-admissions");
+    assert!(
+        d(s.events(EventKind::Stall), before.events(EventKind::Stall)) > 50,
+        "stalls"
+    );
+    assert!(
+        d(
+            s.events(EventKind::Recovered),
+            before.events(EventKind::Recovered)
+        ) > 50,
+        "recoveries"
+    );
+    assert!(
+        d(s.events(EventKind::Crash), before.events(EventKind::Crash)) > 20,
+        "crashes"
+    );
+    assert!(
+        d(
+            s.events(EventKind::Restart),
+            before.events(EventKind::Restart)
+        ) > 20,
+        "restarts"
+    );
+    assert!(
+        d(
+            s.events(EventKind::Evicted),
+            before.events(EventKind::Evicted)
+        ) > 20,
+        "evictions"
+    );
+    assert!(
+        d(s.events(EventKind::New), before.events(EventKind::New)) > 20,
+        "re-admissions"
+    );
     assert!(d(s.rejected_total(), before.rejected_total()) > 2_000);
     assert!(events > 0);
     eprintln!(

@@ -38,6 +38,7 @@ fn mono_ns() -> u64 {
 struct Observer {
     child: Child,
     lines: Arc<Mutex<Vec<(Instant, String)>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
     prom: Option<SocketAddr>,
     udp: Option<SocketAddr>,
     socket: PathBuf,
@@ -47,12 +48,16 @@ impl Observer {
     /// Starts `varta-watch run --socket DIR/s.sock --format json --prom-addr 127.0.0.1:0 ARGS`.
     fn start(dir: &Path, args: &[&str]) -> Observer {
         let socket = dir.join("s.sock");
-        let mut child = Command::new(BIN)
-            .arg("run")
-            .arg("--socket")
-            .arg(&socket)
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run").arg("--socket").arg(&socket).args(args);
+        Observer::spawn(cmd, socket)
+    }
+
+    /// Starts `cmd` (a `varta-watch run ...` command, or a wrapper that execs one) with
+    /// `--format json --prom-addr 127.0.0.1:0` added; `socket` is the Unix socket it serves.
+    fn spawn(mut cmd: Command, socket: PathBuf) -> Observer {
+        let mut child = cmd
             .args(["--format", "json", "--prom-addr", "127.0.0.1:0"])
-            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -62,7 +67,14 @@ impl Observer {
         let mut first = String::new();
         err.read_line(&mut first).unwrap();
         assert!(first.contains("listening"), "observer failed: {first}");
-        std::thread::spawn(move || for _ in err.lines() {});
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let e2 = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in err.lines() {
+                let Ok(line) = line else { break };
+                e2.lock().unwrap().push(line);
+            }
+        });
         let addr_after = |tag: &str| -> Option<SocketAddr> {
             first
                 .split(tag)
@@ -84,6 +96,7 @@ impl Observer {
         Observer {
             child,
             lines,
+            stderr,
             prom,
             udp,
             socket,
@@ -686,4 +699,462 @@ fn kernel_drops_on_a_full_udp_queue_are_reported() {
     let got = metric_in(&body, "varta_datagrams_received_total{listener=\"udp0\"}");
     assert!(drops > 0.0, "{body}");
     assert!(drops + got <= 200_000.0, "{drops} + {got}");
+}
+
+/// Connections to the metrics port that never finish a request: `idle` send nothing,
+/// `trickle` send one byte of a request line a second from a thread of their own.
+struct SlowClients {
+    idle: Vec<TcpStream>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    trickler: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl SlowClients {
+    fn open(addr: SocketAddr, idle: usize, trickle: usize) -> SlowClients {
+        let idle = (0..idle)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        let mut slow: Vec<TcpStream> = (0..trickle)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = Arc::clone(&stop);
+        let trickler = std::thread::spawn(move || {
+            let line = b"GET /metrics HTTP/1.1\r\nHost: slow\r\n";
+            let mut sent = 0;
+            let mut at = 0;
+            while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+                for c in &mut slow {
+                    if c.write_all(&line[at % line.len()..][..1]).is_ok() {
+                        sent += 1;
+                    }
+                }
+                at += 1;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            sent
+        });
+        SlowClients {
+            idle,
+            stop,
+            trickler: Some(trickler),
+        }
+    }
+}
+
+impl Drop for SlowClients {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.trickler.take() {
+            let _ = t.join();
+        }
+        self.idle.clear();
+    }
+}
+
+/// A scrape that must be answered within `bound` (the socket's read timeout).
+fn scrape_within(addr: SocketAddr, bound: Duration) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(bound)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body)
+        .unwrap_or_else(|e| panic!("no answer within {bound:?}: {e}"));
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    body
+}
+
+#[test]
+fn slow_http_clients_delay_neither_a_stall_nor_a_scrape() {
+    let dir = tmpdir("slowhttp");
+    let obs = Observer::start(&dir, &["--threshold-ms", "300"]);
+    let prom = obs.prom.unwrap();
+    let slow = SlowClients::open(prom, 100, 100);
+    std::thread::sleep(Duration::from_millis(1500));
+    let me = std::process::id();
+    let c = obs.client();
+    c.send(&frame(me, 1)).unwrap();
+    obs.wait_for(&["\"kind\":\"new\""], Duration::from_secs(3));
+    let (_, line) = obs.wait_for(&["\"kind\":\"stall\""], Duration::from_secs(3));
+    let (at, last_beat, emitted) = (
+        num(&line, "at_ns").unwrap(),
+        num(&line, "last_beat_ns").unwrap(),
+        num(&line, "emitted_ns").unwrap(),
+    );
+    // The stall is the exact deadline, written within threshold + 100 ms of the last beat on
+    // the observer's own clock, with 200 slow connections held.
+    assert_eq!(at, last_beat + 300_000_000, "{line}");
+    assert!(emitted - last_beat < 400_000_000, "{line}");
+    let body = scrape_within(prom, Duration::from_secs(2));
+    assert_eq!(
+        metric_in(
+            &body,
+            &format!("varta_stalls_total{{pid=\"{me}\",listener=\"unix\"}}")
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_in(
+            &body,
+            "varta_prom_connections_dropped_total{reason=\"capacity\"}"
+        ),
+        0.0,
+        "the 200 slow clients are held, not refused"
+    );
+    drop(slow);
+    assert!(obs.terminate().success());
+}
+
+#[test]
+fn http_limits_close_hostile_connections_and_count_them() {
+    let dir = tmpdir("httplimits");
+    let obs = Observer::start(
+        &dir,
+        &[
+            "--http-max-connections",
+            "4",
+            // Long enough that the held connections outlast the extra ones' arrival on a
+            // loaded machine; short enough for a quick test.
+            "--http-header-timeout-ms",
+            "1500",
+            "--http-idle-timeout-ms",
+            "1500",
+        ],
+    );
+    let prom = obs.prom.unwrap();
+    let closed_by_server = |s: &mut TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        matches!(s.read(&mut buf), Ok(0) | Err(_))
+            && !matches!(
+                s.read(&mut buf),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut
+            )
+    };
+    // Over the cap: closed at once.
+    let mut held: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(prom).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut extra: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(prom).unwrap()).collect();
+    for s in &mut extra {
+        assert!(closed_by_server(s), "a connection over the cap is closed");
+    }
+    // Silent and half-sent requests: closed by the timeouts.
+    held[0].write_all(b"GET /metr").unwrap();
+    for s in &mut held {
+        assert!(
+            closed_by_server(s),
+            "a silent or unfinished request is closed"
+        );
+    }
+    drop(held);
+    let body = scrape_within(prom, Duration::from_secs(2));
+    assert_eq!(
+        metric_in(
+            &body,
+            "varta_prom_connections_dropped_total{reason=\"capacity\"}"
+        ),
+        3.0
+    );
+    let timed_out = metric_in(
+        &body,
+        "varta_prom_connections_dropped_total{reason=\"header_timeout\"}",
+    ) + metric_in(
+        &body,
+        "varta_prom_connections_dropped_total{reason=\"idle\"}",
+    );
+    assert_eq!(timed_out, 4.0, "{body}");
+    // Other paths and methods get plain refusals.
+    let mut s = TcpStream::connect(prom).unwrap();
+    s.write_all(b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    let mut s = TcpStream::connect(prom).unwrap();
+    s.write_all(b"POST /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    // An oversized request head is refused, and the observer goes on.
+    let mut s = TcpStream::connect(prom).unwrap();
+    let big = format!(
+        "GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let _ = s.write_all(big.as_bytes());
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    assert!(!answer.starts_with(b"HTTP/1.1 200"));
+    scrape_within(prom, Duration::from_secs(2));
+    assert!(obs.terminate().success());
+}
+
+#[test]
+fn every_descriptor_of_the_observer_is_close_on_exec() {
+    let dir = tmpdir("cloexec");
+    let cfg = dir.join("watch.toml");
+    std::fs::write(&cfg, "threshold-ms = 300\n").unwrap();
+    let export = dir.join("events.tsv");
+    let obs = Observer::start(
+        &dir,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--udp-port",
+            "0",
+            "--allow-plaintext-udp",
+            "--export-file",
+            export.to_str().unwrap(),
+        ],
+    );
+    // A scrape, so the HTTP side has opened what it opens.
+    obs.scrape();
+    // Descriptors without close-on-exec, by number: the observer's own, and ours (which the
+    // observer inherited from this test's environment at the same numbers: not its doing).
+    let open_on_exec = |pid: &str| -> Vec<(u32, String)> {
+        let mut v = Vec::new();
+        for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap() {
+            let entry = entry.unwrap();
+            let fd: u32 = entry.file_name().to_str().unwrap().parse().unwrap();
+            let Ok(info) = std::fs::read_to_string(entry.path()) else {
+                continue; // closed meanwhile
+            };
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+                .unwrap();
+            let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap_or_default();
+            if fd > 2 && flags & 0o2_000_000 == 0 {
+                v.push((fd, target.display().to_string()));
+            }
+        }
+        v
+    };
+    let pid = obs.child.id().to_string();
+    let ours = open_on_exec("self");
+    let theirs: Vec<_> = open_on_exec(&pid)
+        .into_iter()
+        .filter(|x| !ours.contains(x))
+        .collect();
+    assert!(theirs.is_empty(), "inherited by children: {theirs:?}");
+    let seen = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    // Sockets, signal pipe, eventfd, export file, the HTTP runtime's own descriptors.
+    assert!(seen >= 9, "only {seen} descriptors");
+}
+
+/// A fake service manager's notification socket: collects what the observer sends.
+struct FakeSystemd {
+    msgs: Arc<Mutex<Vec<String>>>,
+    path: PathBuf,
+}
+
+impl FakeSystemd {
+    fn new(dir: &Path) -> FakeSystemd {
+        let path = dir.join("notify.sock");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        let msgs = Arc::new(Mutex::new(Vec::new()));
+        let m2 = Arc::clone(&msgs);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = sock.recv(&mut buf) {
+                m2.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        });
+        FakeSystemd { msgs, path }
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.msgs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.lines().any(|l| l == needle))
+            .count()
+    }
+
+    /// Waits until at least `n` messages hold the line `needle`.
+    fn wait(&self, needle: &str, n: usize) {
+        let end = Instant::now() + Duration::from_secs(5);
+        while self.count(needle) < n {
+            assert!(
+                Instant::now() < end,
+                "fewer than {n} {needle:?}: {:?}",
+                self.msgs.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn last_status(&self) -> String {
+        self.msgs
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find_map(|m| m.lines().find_map(|l| l.strip_prefix("STATUS=")))
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// `varta-watch run --socket SOCKET ARGS`, started through `sh` so that `VAR=$$` names the
+/// observer's own pid (the shell execs it), as systemd's `WATCHDOG_PID` and `LISTEN_PID` do.
+fn via_sh(pid_var: &str, socket: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(format!("{pid_var}=$$ exec \"$0\" \"$@\""))
+        .arg(BIN)
+        .arg("run")
+        .arg("--socket")
+        .arg(socket)
+        .args(args);
+    cmd
+}
+
+#[test]
+fn systemd_ready_watchdog_status_and_stopping_and_keepalives_stop_with_the_loop() {
+    let dir = tmpdir("notify");
+    let systemd = FakeSystemd::new(&dir);
+    let block = dir.join("block");
+    let socket = dir.join("s.sock");
+    let mut cmd = via_sh("WATCHDOG_PID", &socket, &["--threshold-ms", "200"]);
+    cmd.env("NOTIFY_SOCKET", &systemd.path)
+        .env("WATCHDOG_USEC", "200000")
+        .env("VARTA_TEST_BLOCK_FILE", &block);
+    let obs = Observer::spawn(cmd, socket);
+    systemd.wait("READY=1", 1);
+    // Idle, the loop still turns and keeps systemd informed.
+    systemd.wait("WATCHDOG=1", 3);
+    assert_eq!(systemd.last_status(), "0 agents tracked, 0 stalled");
+    let c = obs.client();
+    c.send(&frame(std::process::id(), 1)).unwrap();
+    obs.wait_for(&["\"kind\":\"stall\""], Duration::from_secs(3));
+    let end = Instant::now() + Duration::from_secs(3);
+    while systemd.last_status() != "1 agents tracked, 1 stalled" {
+        assert!(Instant::now() < end, "status {}", systemd.last_status());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A loop that does not turn sends no keep-alive.
+    std::fs::write(&block, "").unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let before = systemd.count("WATCHDOG=1");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(systemd.count("WATCHDOG=1"), before, "keep-alives went on");
+    std::fs::remove_file(&block).unwrap();
+    systemd.wait("WATCHDOG=1", before + 1);
+    assert!(obs.terminate().success());
+    systemd.wait("STOPPING=1", 1);
+}
+
+#[test]
+fn self_watchdog_keeps_an_idle_loop_turning_and_aborts_a_stuck_one() {
+    let dir = tmpdir("selfwatch");
+    let block = dir.join("block");
+    let socket = dir.join("s.sock");
+    let mut cmd = Command::new(BIN);
+    cmd.arg("run")
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--self-watchdog-secs", "1"])
+        .env("VARTA_TEST_BLOCK_FILE", &block);
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Core).maximum;
+    // SAFETY: one setrlimit system call in the forked child (async-signal-safe): the abort
+    // this test provokes leaves no core file behind.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            let none = rustix::process::Rlimit {
+                current: Some(0),
+                maximum: hard,
+            };
+            rustix::process::setrlimit(rustix::process::Resource::Core, none)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut obs = Observer::spawn(cmd, socket);
+    // Idle for twice the limit: the loop turns on its own, so no abort.
+    std::thread::sleep(Duration::from_millis(2000));
+    assert!(
+        obs.child.try_wait().unwrap().is_none(),
+        "aborted while idle"
+    );
+    std::fs::write(&block, "").unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = obs.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < end, "a stuck loop was not aborted");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}");
+    std::thread::sleep(Duration::from_millis(100));
+    let err = obs.stderr.lock().unwrap().join("\n");
+    assert!(err.contains("has not turned"), "{err}");
+}
+
+#[test]
+fn socket_activation_reads_beats_queued_before_the_start() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let dir = tmpdir("activation");
+    let socket = dir.join("act.sock");
+    let unix = UnixDatagram::bind(&socket).unwrap();
+    // What systemd's PassCredentials=yes does: the kernel attests senders from the first
+    // queued datagram on.
+    rustix::net::sockopt::set_socket_passcred(&unix, true).unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_addr = udp.local_addr().unwrap();
+    // Beats sent while no observer runs wait in the sockets' queues.
+    let me = std::process::id();
+    let c = UnixDatagram::unbound().unwrap();
+    c.send_to(&frame(me, 1), &socket).unwrap();
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.send_to(&frame(6101, 1), udp_addr).unwrap();
+
+    let mut cmd = via_sh(
+        "LISTEN_PID",
+        &socket,
+        &["--udp-port", "0", "--allow-plaintext-udp"],
+    );
+    cmd.env("LISTEN_FDS", "2").env("LISTEN_FDNAMES", "unix:udp");
+    let (ufd, dfd) = (unix.as_raw_fd(), udp.as_raw_fd());
+    // SAFETY: only async-signal-safe calls (fcntl, dup2) in the forked child, on descriptors
+    // this process owns: first above the low numbers, then to 3 and 4 (without close-on-exec,
+    // as systemd passes them).
+    unsafe {
+        cmd.pre_exec(move || {
+            let a = libc::fcntl(ufd, libc::F_DUPFD, 100);
+            let b = libc::fcntl(dfd, libc::F_DUPFD, 100);
+            if a < 0 || b < 0 || libc::dup2(a, 3) < 0 || libc::dup2(b, 4) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let obs = Observer::spawn(cmd, socket.clone());
+    assert_eq!(obs.udp, Some(udp_addr), "the passed UDP socket is used");
+    obs.wait_for(
+        &[
+            "\"kind\":\"new\"",
+            &format!("\"pid\":{me}"),
+            "\"listener\":\"unix\"",
+        ],
+        Duration::from_secs(3),
+    );
+    obs.wait_for(
+        &["\"kind\":\"new\"", "\"pid\":6101", "\"listener\":\"udp0\""],
+        Duration::from_secs(3),
+    );
+    assert!(obs.terminate().success());
+    // The socket file belongs to the service manager: left in place.
+    assert!(socket.exists());
 }

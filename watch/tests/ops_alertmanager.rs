@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ops_support::{free_port, tmpdir, wait, write_am_config, Alertmanager, Daemon, Webhook};
 use varta_watch::alerting::{AgentFacts, AlertBook, AlertingConfig, Delivery, Now, ALERT_STALLED};
-use varta_watch::tracker::{AgentId, Event, Listener};
+use varta_watch::tracker::{AgentId, Event};
 
 /// Observer time of the test: nanoseconds since `t0`.
 fn now(t0: Instant) -> Now {
@@ -57,10 +57,7 @@ impl Sender {
 }
 
 fn unix(pid: u32) -> AgentId {
-    AgentId {
-        listener: Listener::Unix,
-        pid,
-    }
+    AgentId::unix(pid)
 }
 
 fn stalled(t: Now, agent: AgentId) -> Event {

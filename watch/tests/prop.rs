@@ -85,6 +85,7 @@ proptest! {
             evict_after: EVICT,
             allowed_uids: vec![0],
             udp: vec![UdpMode::Secure { keys: vec![key()], master: None }],
+            ..TrackerConfig::default()
         });
         let udp = Origin::Udp { listener: 0 };
         let mut now: Nanos = 0;
@@ -167,9 +168,21 @@ proptest! {
         }
     }
 
+    // The fuzz entry point is behind varta-watch's `fuzz` feature (on in the test script's
+    // `--all-features` run and in `fuzz/`).
+    #[cfg(feature = "fuzz")]
     #[test]
     fn fuzz_entry_point_holds_on_arbitrary_bytes(data in prop::collection::vec(any::<u8>(), 0..800)) {
         if let Err(why) = varta_watch::tracker::fuzz::run(&data) {
+            prop_assert!(false, "{}", why);
+        }
+    }
+
+    // Any bytes as a state file, and as the body of one with a valid checksum.
+    #[cfg(feature = "fuzz")]
+    #[test]
+    fn state_restore_holds_on_arbitrary_bytes(data in prop::collection::vec(any::<u8>(), 0..1200)) {
+        if let Err(why) = varta_watch::tracker::fuzz::restore(&data) {
             prop_assert!(false, "{}", why);
         }
     }

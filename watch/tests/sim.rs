@@ -13,7 +13,8 @@
 use std::collections::{HashMap, HashSet};
 
 use varta_watch::tracker::{
-    AgentId, Event, Listener, Nanos, Origin, Reason, Tracker, TrackerConfig, UdpMode,
+    AgentId, Event, EventKind, KeyClass, Listener, Nanos, Origin, Reason, Tracker, TrackerConfig,
+    UdpMode,
 };
 use vlp_core::kdf::derive_agent_key;
 use vlp_core::{Frame, Iv, Key, MasterDatagram, SharedDatagram, Status, GOODBYE_PAYLOAD};
@@ -108,6 +109,7 @@ fn config(capacity: usize) -> TrackerConfig {
                 master: Some(master_key()),
             },
         ],
+        ..TrackerConfig::default()
     }
 }
 
@@ -145,7 +147,16 @@ fn scenario(n_agents: usize, seed: u64) -> (Vec<Agent>, Vec<Dgram>) {
             Kind::Master => derive_agent_key(&master_key(), pid),
             _ => shared_keys()[usize::from(rng.chance(50))].clone(),
         };
-        let id = AgentId { listener, pid };
+        let key_class = match kind {
+            Kind::Shared => KeyClass::Shared,
+            Kind::Master => KeyClass::Agent,
+            Kind::Unix | Kind::PlainUdp => KeyClass::None,
+        };
+        let id = AgentId {
+            listener,
+            pid,
+            key_class,
+        };
         let fast = rng.chance(5);
         let period = if fast {
             rng.range(8, 20) * MS
@@ -512,13 +523,17 @@ fn simulation_matches_ground_truth() {
     assert_eq!(s.accepted, ex.accepted);
     assert_eq!(s.reordered, ex.reordered);
     for (r, n) in &ex.junk {
-        assert_eq!(s.rejected(*r), *n, "rejections for {}", r.label());
+        assert_eq!(s.rejected(*r), *n, "rejections for {}", r.as_str());
     }
     assert_eq!(s.rejected(Reason::CapacityExceeded), 0);
     assert_eq!(s.events_dropped, 0);
 
     // The scenario exercises what it claims to.
-    let count = |k: &str| want.iter().filter(|e| e.kind() == k).count();
+    let count = |k: EventKind| want.iter().filter(|e| e.kind() == k).count();
+    // The core's own counters agree with the event log, kind by kind.
+    for k in EventKind::ALL {
+        assert_eq!(s.events(k), count(k) as u64, "Stats::events({k})");
+    }
     eprintln!(
         "sim: {} agents, {} datagrams, {} events, {} reordered, rejections {:?}",
         n,
@@ -528,17 +543,18 @@ fn simulation_matches_ground_truth() {
         s.rejections().filter(|r| r.1 > 0).collect::<Vec<_>>()
     );
     for k in [
-        "new_agent",
-        "session_restart",
-        "status_changed",
-        "stalled",
-        "recovered",
-        "died",
-        "evicted",
+        EventKind::New,
+        EventKind::Restart,
+        EventKind::Status,
+        EventKind::Stall,
+        EventKind::Recovered,
+        EventKind::Evicted,
     ] {
         eprintln!("sim: {k}: {}", count(k));
         assert!(count(k) > 20, "scenario has only {} {k} events", count(k));
     }
+    let deaths = count(EventKind::Crash) + count(EventKind::Goodbye);
+    assert!(deaths > 20, "scenario has only {deaths} deaths");
     assert!(
         ex.reordered > 100,
         "only {} secure reorderings",
@@ -559,4 +575,101 @@ fn simulation_is_deterministic_across_seeds_and_capacity_holds() {
     let (log1, _) = run(&dgrams, 100);
     let (log2, _) = run(&dgrams, 100);
     assert_eq!(log1, log2);
+}
+
+/// An attacker who captured every datagram of every earlier session of a fleet of secure
+/// agents replays them, shuffled, while the agents hang and after they are evicted: no hung
+/// agent looks alive, restarted or cleanly exited, and no evicted one comes back.
+#[test]
+fn replayed_older_sessions_never_hide_a_hang() {
+    const AGENTS: u32 = 300;
+    let mut rng = Rng(0x01d5_e55e);
+    let mut t = Tracker::new(config(4 * AGENTS as usize));
+    let keys = shared_keys();
+    let mut captured: Vec<(Origin, Vec<u8>)> = Vec::new();
+    let mut now: Nanos = 0;
+    // Every agent runs three sessions (one ends with a goodbye, one with a crash report),
+    // then a fourth that hangs after a few beats.
+    for pid in 2..2 + AGENTS {
+        let master = pid % 2 == 0;
+        let agent_key = derive_agent_key(&master_key(), pid);
+        let origin = Origin::Udp { listener: 1 };
+        for session in 0..4u8 {
+            let mut stream = [0u8; 8];
+            stream.copy_from_slice(&rng.next().to_le_bytes());
+            let beats = rng.range(3, 8);
+            for seq in 0..=beats {
+                now += MS;
+                let frame = match (session, seq == beats) {
+                    (0, true) => Frame::goodbye(pid, 1_000 + seq).unwrap(),
+                    (1, true) => Frame::terminal(pid, 1_000 + seq, 7).unwrap(),
+                    (_, true) => continue,
+                    _ => Frame::new(Status::Ok, pid, 1_000 + seq, seq + 1, 0).unwrap(),
+                };
+                let iv = Iv {
+                    random: stream,
+                    counter: u32::try_from(seq).unwrap(),
+                };
+                let bytes = if master {
+                    MasterDatagram::seal(&agent_key, &iv, &frame).0.to_vec()
+                } else {
+                    SharedDatagram::seal(&keys[0], &iv, &frame).0.to_vec()
+                };
+                t.handle_datagram(now, &origin, &bytes).unwrap();
+                if session < 3 {
+                    captured.push((origin, bytes));
+                }
+            }
+        }
+    }
+    while t.poll_event().is_some() {}
+    let hang_from = now;
+    // The replay storm runs from before the stalls until long after the evictions.
+    let end = hang_from + THRESHOLD + EVICT + 2 * THRESHOLD;
+    let step = (end - hang_from) / (3 * captured.len() as u64);
+    let mut log = Vec::new();
+    for round in 0..3 {
+        for i in (1..captured.len()).rev() {
+            let j = usize::try_from(rng.range(0, i as u64 + 1)).unwrap();
+            captured.swap(i, j);
+        }
+        for (origin, bytes) in &captured {
+            now += step;
+            while let Some(d) = t.poll_timeout().filter(|&d| d <= now) {
+                t.handle_timeout(d);
+                log.extend(std::iter::from_fn(|| t.poll_event()));
+            }
+            let r = t.handle_datagram(now, origin, bytes);
+            assert!(r.is_err(), "round {round}: a replay was accepted: {r:?}");
+            log.extend(std::iter::from_fn(|| t.poll_event()));
+        }
+    }
+    t.handle_timeout(end);
+    log.extend(std::iter::from_fn(|| t.poll_event()));
+    let count = |k: EventKind| log.iter().filter(|e| e.kind() == k).count();
+    assert_eq!(
+        count(EventKind::Stall),
+        AGENTS as usize,
+        "every hang reported once"
+    );
+    assert_eq!(count(EventKind::Evicted), AGENTS as usize);
+    for k in [
+        EventKind::Recovered,
+        EventKind::Restart,
+        EventKind::Goodbye,
+        EventKind::Crash,
+        EventKind::New,
+        EventKind::Status,
+    ] {
+        assert_eq!(count(k), 0, "{k} raised by a replay");
+    }
+    let s = t.stats();
+    eprintln!(
+        "replay storm: {} replays, refused as {:?}",
+        3 * captured.len(),
+        s.rejections().filter(|r| r.1 > 0).collect::<Vec<_>>()
+    );
+    assert!(s.rejected(Reason::RetiredStream) > 0);
+    assert!(s.rejected(Reason::EvictedStream) > 0);
+    assert!(t.is_empty());
 }

@@ -79,6 +79,7 @@ pub fn tracker_cost(quick: bool) -> Result<(f64, f64), String> {
             evict_after: u64::MAX,
             allowed_uids: Vec::new(),
             udp: vec![mode],
+            ..TrackerConfig::default()
         });
         let start = Instant::now();
         for (now, d) in (1..).zip(data) {

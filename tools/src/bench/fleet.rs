@@ -3,10 +3,11 @@
 //! * [`unix_agents`]: N real agent processes (`varta agent`, sending through `varta-client`)
 //!   beating at 10 Hz over the Unix socket; the observer's CPU share (user + system time of
 //!   the whole process, `/proc/PID/stat`) and wake-ups per second (voluntary context switches
-//!   of its loop thread, `/proc/PID/status`) over a measurement window.
+//!   of its loop thread, `/proc/PID/status`) over a measurement window, and the beats the kernel
+//!   refused the agents (a full socket queue) over their whole run.
 //! * [`master_agents`]: N distinct master-key identities (the generator seals for each, with
-//!   the key derived for its pid) sent flat out over UDP: beats/s accepted, the loop thread's
-//!   CPU per beat, and the observer's resident memory before and after.
+//!   the key derived for its pid) through a real UDP socket, receiver-bound: beats/s accepted,
+//!   the loop thread's CPU per beat, and the observer's resident memory before and after.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -31,6 +32,12 @@ pub struct UnixFleet {
     pub preempted: f64,
     /// Frames accepted per second.
     pub frames: f64,
+    /// Agents that ended normally and reported.
+    pub reports: usize,
+    /// Beats they sent (the kernel took them).
+    pub sent: u64,
+    /// Beats the kernel refused them (the observer's socket queue was full).
+    pub dropped: u64,
 }
 
 struct Agents(Vec<Child>);
@@ -75,14 +82,19 @@ pub fn unix_agents(
     // Started over one beat interval, so their phases spread as independent processes' do.
     let mut agents = Agents(Vec::with_capacity(n));
     let spacing = Duration::from_micros(100_000 / n.max(1) as u64);
-    // Long enough to outlive the warm-up and the window; killed at the end anyway.
-    let beats = 10 * (window.as_secs() + 30);
+    // Each beats through the start-up of the others, the warm-up and the window, then ends
+    // by itself and reports what the kernel refused.
+    let report = dir.join("fleet.report");
+    let _ = std::fs::remove_file(&report);
+    let beats = 10 * (window.as_secs() + 3) + n as u64 / 100;
     for _ in 0..n {
         let child = Command::new(exe)
             .arg("agent")
             .arg("--socket")
             .arg(&sock)
             .args(["--interval-ms", "100", "--count", &beats.to_string()])
+            .arg("--report")
+            .arg(&report)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -111,8 +123,25 @@ pub fn unix_agents(
     let (c0, v0, i0, f0, t0) = read().ok_or("cannot read the observer's /proc entries")?;
     std::thread::sleep(window);
     let (c1, v1, i1, f1, t1) = read().ok_or("cannot read the observer's /proc entries")?;
+    let end = Instant::now() + Duration::from_secs(beats / 10 + 30);
+    for c in &mut agents.0 {
+        while matches!(c.try_wait(), Ok(None)) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     drop(agents);
     obs.stop();
+    let (mut sent, mut dropped, mut reports) = (0u64, 0u64, 0usize);
+    for line in std::fs::read_to_string(&report).unwrap_or_default().lines() {
+        let field = |k: &str| -> u64 {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k)?.parse().ok())
+                .unwrap_or(0)
+        };
+        sent += field("sent=");
+        dropped += field("dropped=");
+        reports += 1;
+    }
     let secs = t1.duration_since(t0).as_secs_f64();
     Ok(UnixFleet {
         agents: n,
@@ -121,6 +150,9 @@ pub fn unix_agents(
         wakeups: v1.saturating_sub(v0) as f64 / secs,
         preempted: i1.saturating_sub(i0) as f64 / secs,
         frames: (f1 - f0) / secs,
+        reports,
+        sent,
+        dropped,
     })
 }
 
@@ -128,13 +160,14 @@ pub fn unix_agents(
 pub struct MasterFleet {
     /// Distinct identities.
     pub agents: u32,
+    /// Beats each sent.
+    pub beats_each: u32,
     /// Agents the observer tracked at the end.
     pub tracked: f64,
-    /// Datagrams sent per second.
-    pub sent: f64,
-    /// Beats accepted per second, from the generator's first send until the observer's queue
-    /// was empty.
-    pub beats: f64,
+    /// Beats accepted.
+    pub accepted: f64,
+    /// Beats accepted per second of the drain (wall clock).
+    pub beats_per_s: f64,
     /// Loop-thread CPU ns per accepted beat.
     pub cpu_per_beat: f64,
     /// Observer RSS before the load, bytes.
@@ -145,7 +178,10 @@ pub struct MasterFleet {
     pub dropped: f64,
 }
 
-/// Sends `n` distinct master-key identities' beats flat out for the phase time.
+/// `n` distinct master-key identities, `beats_each` beats each, through a real UDP socket,
+/// receiver-bound: the datagrams are queued while the observer is stopped (its receive buffer
+/// sized to hold them all, so every identity arrives), then it drains them. The first beat of
+/// each identity includes its key derivation and its entry in the table.
 ///
 /// # Errors
 /// The observer or the generator could not run.
@@ -156,6 +192,10 @@ pub fn master_agents(
     dir: &Path,
     n: u32,
 ) -> Result<MasterFleet, String> {
+    let beats_each = 2u32;
+    let count = n as usize * beats_each as usize;
+    // A small UDP datagram costs about 1 KiB of receive buffer (its skb's truesize).
+    let rcvbuf = (count * 2048).clamp(1 << 22, (1 << 31) - 1);
     let port = free_udp_port()?;
     let kf = dir.join("master.key");
     sys::write_key(&kf, KEY_HEX).map_err(|e| format!("{}: {e}", kf.display()))?;
@@ -163,6 +203,8 @@ pub fn master_agents(
         "--no-socket".into(),
         "--udp-port".into(),
         port.to_string(),
+        "--udp-rcvbuf-bytes".into(),
+        rcvbuf.to_string(),
         "--master-key-file".into(),
         kf.display().to_string(),
         "--threshold-ms".into(),
@@ -174,52 +216,49 @@ pub fn master_agents(
         args.extend(["--rt-priority".into(), "50".into()]);
     }
     let obs = Observer::start(obs_exe, a.observer_cpu, &args, false)?;
-    let proc_path = format!("/proc/{}", obs.pid());
+    let pid = obs.pid();
+    let proc_path = format!("/proc/{pid}");
+    let task = format!("{proc_path}/task/{pid}");
+    // Let it reach its first wait before stopping it.
+    std::thread::sleep(Duration::from_millis(100));
     let rss_before = sys::status_field(&proc_path, "VmRSS").unwrap_or(0) * 1024;
-    // Every identity beats at least a few times within the phase.
-    let ms = a.phase_ms().max(1000);
-    let count = if a.quick {
-        n as usize * 4
-    } else {
-        (n as usize * 8).max(400 * ms as usize)
-    };
-    let cpu0 = obs.loop_cpu_ns();
+    sys::signal(pid, sys::STOP);
     let sent = GenRun {
         exe,
         target: vec!["--udp".into(), format!("127.0.0.1:{port}")],
         mode: GenMode::Master,
-        ms,
+        ms: 120_000,
         pids: n,
         count: Some(count),
         cpu: a.load_cpu,
         rt: a.rt,
     }
     .run();
-    // The observer may still be draining its queue: wait until its loop sleeps, and count
-    // that tail in the rate.
-    let tail = Instant::now();
-    let task = format!("{proc_path}/task/{}", obs.pid());
-    std::thread::sleep(Duration::from_millis(5));
-    while sys::state(&task) != Some('S') && tail.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(1));
+    let cpu0 = obs.loop_cpu_ns();
+    let t0 = Instant::now();
+    sys::signal(pid, sys::CONT);
+    std::thread::sleep(Duration::from_millis(1));
+    while sys::state(&task) != Some('S') && t0.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_micros(500));
     }
-    let tail = tail.elapsed().as_secs_f64();
+    let wall = t0.elapsed().as_secs_f64();
     let cpu1 = obs.loop_cpu_ns();
     let accepted = obs.scrape("varta_frames_accepted_total").unwrap_or(0.0);
     let tracked = obs.scrape("varta_agents_tracked").unwrap_or(0.0);
     let dropped = obs.scrape("varta_receive_queue_drops_total").unwrap_or(0.0);
     let rss_after = sys::status_field(&proc_path, "VmRSS").unwrap_or(0) * 1024;
     obs.stop();
-    let (sent, secs) = sent?;
+    sent?;
     let cpu = match (cpu0, cpu1) {
         (Some(c0), Some(c1)) => c1.saturating_sub(c0) as f64,
-        _ => f64::NAN,
+        _ => return Err("cannot read the observer's CPU time".into()),
     };
     Ok(MasterFleet {
         agents: n,
+        beats_each,
         tracked,
-        sent: sent as f64 / secs,
-        beats: accepted / (secs + tail),
+        accepted,
+        beats_per_s: accepted / wall,
         cpu_per_beat: cpu / accepted.max(1.0),
         rss_before,
         rss_after,

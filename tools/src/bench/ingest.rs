@@ -12,7 +12,7 @@
 //!   drain mode.
 
 use std::net::UdpSocket;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -68,7 +68,7 @@ fn set_socket(fd: BorrowedFd<'_>, rcvbuf: usize) {
 
 /// The bare reference receiver: counts datagrams until `stop`; returns its CPU time, ns.
 fn bare_receiver(
-    fd: RawFd,
+    sock: OwnedFd,
     unix: bool,
     cpu: usize,
     rt: bool,
@@ -82,9 +82,7 @@ fn bare_receiver(
         }
         let cpu0 = sys::thread_cpu_ns();
         let mut batch = RecvBatch::new();
-        // SAFETY: `fd` stays open until this thread is joined (the caller owns the socket and
-        // drops it only after the join).
-        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let fd = sock.as_raw_fd();
         let timeout = rustix::time::Timespec {
             tv_sec: 0,
             tv_nsec: 50_000_000,
@@ -96,7 +94,7 @@ fn bare_receiver(
                 }
                 _ => {
                     let mut p = [rustix::event::PollFd::new(
-                        &borrowed,
+                        &sock,
                         rustix::event::PollFlags::IN,
                     )];
                     let _ = rustix::event::poll(&mut p, Some(&timeout));
@@ -175,7 +173,7 @@ pub fn race(
         (vec!["--udp".into(), addr.to_string()], s.into())
     };
     let h = bare_receiver(
-        keep.as_raw_fd(),
+        keep.try_clone().map_err(|e| e.to_string())?,
         unix,
         a.observer_cpu,
         a.rt,

@@ -60,7 +60,27 @@ pub(super) fn vertical_blocks<W: Word<L>, const L: usize>(
     input: &[[u32; L]; 16],
     out: &mut [[u32; L]; OUT_WORDS],
 ) {
-    let init: [W; 16] = core::array::from_fn(|w| W::load(&input[w]));
+    // Spelled out rather than `array::from_fn`: a closure that is not inlined would be
+    // compiled without the caller's target features and call each intrinsic out of line.
+    let i = input;
+    let init: [W; 16] = [
+        W::load(&i[0]),
+        W::load(&i[1]),
+        W::load(&i[2]),
+        W::load(&i[3]),
+        W::load(&i[4]),
+        W::load(&i[5]),
+        W::load(&i[6]),
+        W::load(&i[7]),
+        W::load(&i[8]),
+        W::load(&i[9]),
+        W::load(&i[10]),
+        W::load(&i[11]),
+        W::load(&i[12]),
+        W::load(&i[13]),
+        W::load(&i[14]),
+        W::load(&i[15]),
+    ];
     let mut x = init;
     for _ in 0..10 {
         quarter_round(&mut x, 0, 4, 8, 12);

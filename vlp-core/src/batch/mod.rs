@@ -22,6 +22,26 @@
 //!
 //! No allocation: the caller provides the jobs and the storage for the results.
 //!
+//! ```
+//! use vlp_core::batch::{Backend, Job, Opened};
+//! use vlp_core::{Frame, Iv, Key, OpenError, SharedDatagram, Status};
+//!
+//! let backend = Backend::detect(); // once, at start-up
+//! let keys = [Key::from_bytes([1; 32]), Key::from_bytes([2; 32])];
+//! let iv = Iv { random: [7; 8], counter: 1 };
+//! let frame = Frame::new(Status::Ok, 42, 1_000, 1, 0)?;
+//! let good = SharedDatagram::seal(&keys[0], &iv, &frame);
+//! let jobs = [Job::shared(&keys[0], &good.0), Job::shared(&keys[1], &good.0)];
+//! let mut out: [Opened; 2] = [Err(OpenError::BadTag); 2];
+//! backend.open(&jobs, &mut out);
+//! assert_eq!(out, [Ok((iv, frame)), Err(OpenError::BadTag)]);
+//! # Ok::<(), vlp_core::DecodeError>(())
+//! ```
+//!
+//! A receiver with a replay window checks each datagram's clear [`Iv`] before it builds the
+//! jobs, and re-checks right before it commits each opened one: two copies of one datagram in
+//! the same batch both pass the first check.
+//!
 //! [`SharedDatagram::open`]: crate::SharedDatagram::open
 //! [`MasterDatagram::open`]: crate::MasterDatagram::open
 
@@ -36,8 +56,8 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
 use self::chacha::{Kernel, Portable, OUT_WORDS, SIGMA};
-use self::poly::PolyLanes;
-use crate::envelope::{Iv, Key, OpenError, MASTER_LEN, NONCE_LEN, SHARED_LEN, TAG_LEN};
+use self::poly::{Limbs, PolyLanes};
+use crate::envelope::{Iv, Key, OpenError, MASTER_LEN, SHARED_LEN};
 use crate::wire::{Frame, FRAME_LEN};
 
 /// What opening one datagram yields: the same type as [`crate::SharedDatagram::open`].
@@ -211,6 +231,9 @@ pub fn open_batch(jobs: &[Job<'_>], out: &mut [Opened]) {
     Backend::detect().open(jobs, out);
 }
 
+/// The words of a ChaCha20 input state that hold the key.
+const KEY_WORDS: core::ops::Range<usize> = 4..12;
+
 /// The public parts of one datagram: everything but the key.
 #[derive(Clone, Copy)]
 struct Lane {
@@ -218,7 +241,8 @@ struct Lane {
     aad: Option<u32>,
     iv: Iv,
     ct: [u32; 8],
-    tag: [u8; TAG_LEN],
+    /// The received tag as two little-endian 64-bit words.
+    tag: [u64; 2],
 }
 
 #[inline(always)]
@@ -237,45 +261,52 @@ impl Lane {
                 return Err(OpenError::BadLength { len: b.len() })
             }
         };
+        // Whole-word reads over exact chunks: no per-byte bounds checks, no closures (see
+        // `chacha::vertical_blocks` on closures under target features).
+        let mut words = [0u32; SHARED_LEN / 4];
+        for (w, b) in words.iter_mut().zip(body.chunks_exact(4)) {
+            *w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        let [r0, r1, counter, c0, c1, c2, c3, c4, c5, c6, c7, t0, t1, t2, t3] = words;
         let mut random = [0u8; 8];
-        random.copy_from_slice(&body[..8]);
-        let mut tag = [0u8; TAG_LEN];
-        tag.copy_from_slice(&body[NONCE_LEN + FRAME_LEN..]);
+        random[..4].copy_from_slice(&r0.to_le_bytes());
+        random[4..].copy_from_slice(&r1.to_le_bytes());
         Ok(Lane {
             aad,
-            iv: Iv {
-                random,
-                counter: le32(body, 2),
-            },
-            ct: core::array::from_fn(|i| le32(&body[NONCE_LEN..], i)),
-            tag,
+            iv: Iv { random, counter },
+            ct: [c0, c1, c2, c3, c4, c5, c6, c7],
+            tag: [
+                u64::from(t0) | u64::from(t1) << 32,
+                u64::from(t2) | u64::from(t3) << 32,
+            ],
         })
     }
 
-    /// The ChaCha20 input state for this datagram's key and nonce and block `counter` (RFC
-    /// 8439 §2.3).
+    /// Writes the ChaCha20 input states (RFC 8439 §2.3) for this datagram's key and nonce
+    /// into lane `block0` (block counter 0) and lane `block1` (counter 1) of `input`.
     #[inline(always)]
-    fn state(&self, key: &Key, counter: u32) -> [u32; 16] {
+    fn fill<const L: usize>(
+        &self,
+        key: &Key,
+        input: &mut [[u32; L]; 16],
+        block0: usize,
+        block1: usize,
+    ) {
         let k = key.as_bytes();
         let n = &self.iv.random;
-        [
-            SIGMA[0],
-            SIGMA[1],
-            SIGMA[2],
-            SIGMA[3],
-            le32(k, 0),
-            le32(k, 1),
-            le32(k, 2),
-            le32(k, 3),
-            le32(k, 4),
-            le32(k, 5),
-            le32(k, 6),
-            le32(k, 7),
-            counter,
-            le32(n, 0),
-            le32(n, 1),
-            self.iv.counter,
-        ]
+        for lane in [block0, block1] {
+            for (w, s) in SIGMA.iter().enumerate() {
+                input[w][lane] = *s;
+            }
+            for i in 0..8 {
+                input[KEY_WORDS.start + i][lane] = le32(k, i);
+            }
+            input[13][lane] = le32(n, 0);
+            input[14][lane] = le32(n, 1);
+            input[15][lane] = self.iv.counter;
+        }
+        input[12][block0] = 0;
+        input[12][block1] = 1;
     }
 }
 
@@ -302,25 +333,22 @@ fn per_lane<const D: usize>(lanes: &[Option<Lane>; D], f: impl Fn(&Lane) -> u32)
     core::array::from_fn(|l| lanes[l].as_ref().map_or(0, &f))
 }
 
-/// Opens up to `D` datagrams as one group of `L = 2 D` ChaCha20 lanes: lane `l` is block 0 of
-/// datagram `l`, lane `D + l` its block 1. Lanes of absent or mis-sized datagrams run on a
-/// zero state and are ignored. Written once; `#[inline(always)]` so that each path compiles
-/// it with its own target features.
+/// Opens up to `D` datagrams as one group of `L = 2 D` ChaCha20 lanes (kernel `K`; lane `l`
+/// is block 0 of datagram `l`, lane `D + l` its block 1) and `D` Poly1305 lanes (`P`). Lanes
+/// of absent or mis-sized datagrams run on a zero state and are ignored. Written once;
+/// `#[inline(always)]` so that each path compiles it with its own target features.
 #[inline(always)]
-fn open_group<K: Kernel<L>, const L: usize, const D: usize>(jobs: &[Job<'_>], out: &mut [Opened]) {
+fn open_group<K: Kernel<L>, P: Limbs<D>, const L: usize, const D: usize>(
+    jobs: &[Job<'_>],
+    out: &mut [Opened],
+) {
     const { assert!(L == 2 * D) };
     let mut lanes: [Option<Lane>; D] = [None; D];
     let mut input = [[0u32; L]; 16];
     for (l, (job, o)) in jobs.iter().zip(out.iter_mut()).take(D).enumerate() {
         match Lane::read(&job.sealed) {
             Ok(lane) => {
-                for (counter, lane_index) in [(0, l), (1, D + l)] {
-                    let mut state = lane.state(job.key, counter);
-                    for (w, s) in input.iter_mut().zip(&state) {
-                        w[lane_index] = *s;
-                    }
-                    state.zeroize();
-                }
+                lane.fill(job.key, &mut input, l, D + l);
                 lanes[l] = Some(lane);
             }
             Err(e) => *o = Err(e),
@@ -331,12 +359,14 @@ fn open_group<K: Kernel<L>, const L: usize, const D: usize>(jobs: &[Job<'_>], ou
     }
     let mut ks = [[0u32; L]; OUT_WORDS];
     K::blocks(&input, &mut ks);
-    input.zeroize();
+    // Only the key words are secret: the constants, counters and nonces are public.
+    for w in &mut input[KEY_WORDS] {
+        w.zeroize();
+    }
 
     // Poly1305 over `aad || pad`, the two ciphertext blocks and the lengths (RFC 8439 §2.8).
-    let mut otk: [[u32; D]; 8] = core::array::from_fn(|w| core::array::from_fn(|l| ks[w][l]));
-    let mut poly = PolyLanes::<D>::new(&otk);
-    otk.zeroize();
+    // Lanes 0..D hold block 0: the one-time keys.
+    let mut poly = PolyLanes::<P, D>::new(&ks);
     let aad_len = per_lane(&lanes, |x| if x.aad.is_some() { 4 } else { 0 });
     if aad_len.iter().any(|&n| n != 0) {
         poly.block(&[
@@ -359,10 +389,11 @@ fn open_group<K: Kernel<L>, const L: usize, const D: usize>(jobs: &[Job<'_>], ou
 
     for (l, (lane, o)) in lanes.iter().zip(out.iter_mut()).enumerate() {
         let Some(lane) = lane else { continue };
-        let mut computed = [0u8; TAG_LEN];
-        for (i, t) in tags.iter().enumerate() {
-            computed[4 * i..4 * i + 4].copy_from_slice(&t[l].to_le_bytes());
-        }
+        // Two 64-bit halves: each `subtle` comparison is an optimisation barrier call.
+        let computed = [
+            u64::from(tags[0][l]) | u64::from(tags[1][l]) << 32,
+            u64::from(tags[2][l]) | u64::from(tags[3][l]) << 32,
+        ];
         let verified: bool = lane.tag.ct_eq(&computed).into();
         *o = if verified {
             let mut plain = [0u8; FRAME_LEN];
@@ -379,7 +410,7 @@ fn open_group<K: Kernel<L>, const L: usize, const D: usize>(jobs: &[Job<'_>], ou
 
 /// One datagram on the portable path.
 fn open_group_portable(jobs: &[Job<'_>], out: &mut [Opened]) {
-    open_group::<Portable, 2, 1>(jobs, out);
+    open_group::<Portable, u64, 2, 1>(jobs, out);
 }
 
 #[cfg(test)]

@@ -1,31 +1,115 @@
-//! Poly1305 (RFC 8439 §2.5) over `D` independent messages at once, word-major like the
-//! ChaCha20 lanes: `h[limb][lane]`. Each step is a loop over the lanes with no dependence
-//! between them, so the compiler turns it into vector multiplies where the enclosing function
-//! has them (`vpmuludq` under AVX2: four 32x32->64-bit products per instruction) and the CPU
-//! overlaps the lanes where it does not.
+//! Poly1305 (RFC 8439 §2.5) over `D` independent messages at once, one message per 64-bit
+//! lane of a [`Limbs`] value.
 //!
-//! The arithmetic is the envelope's: radix 2^32, four limbs plus a small fifth, the partial
-//! reduction of OpenSSL's 32-bit `poly1305_blocks`, a branch-free final reduction. The clamping
-//! of `r` keeps every sum of products below 2^63. Messages here are whole 16-byte blocks (the
-//! AEAD pads what it authenticates), so a partial final block never occurs.
+//! Radix 2^26 (five 26-bit limbs, as poly1305-donna-32 and the usual SIMD Poly1305s): a block
+//! is 25 independent 32x32->64-bit products and a carry chain, the same operations in every
+//! lane, so one vector instruction serves every lane: `vpmuludq` multiplies four lanes under
+//! AVX2, `pmuludq` two under SSE2, and the portable path is plain `u64` arithmetic. The
+//! algorithm is written once over [`Limbs`]. No branch or index depends on a limb; the final
+//! reduction selects with a mask. Messages here are whole 16-byte blocks (the AEAD pads what
+//! it authenticates), so a partial final block never occurs.
 
 use zeroize::Zeroize;
 
-pub(super) struct PolyLanes<const D: usize> {
-    r: [[u32; D]; 4],
-    h: [[u32; D]; 5],
+const MASK26: u32 = 0x03ff_ffff;
+
+/// `D` lanes of 64 bits: the operations a radix-2^26 Poly1305 block needs.
+pub(super) trait Limbs<const D: usize>: Copy + Zeroize {
+    /// Each lane from one 32-bit word, zero-extended.
+    fn load(words: &[u32; D]) -> Self;
+    /// Every lane to memory.
+    fn store(self, out: &mut [u64; D]);
+    /// `v` in every lane.
+    fn splat(v: u32) -> Self;
+    /// Lane-wise 64-bit addition.
+    fn add(self, other: Self) -> Self;
+    /// Lane-wise product of the low 32 bits of each operand, 64 bits wide.
+    fn mul32(self, other: Self) -> Self;
+    fn and(self, other: Self) -> Self;
+    fn or(self, other: Self) -> Self;
+    fn shr<const N: i32>(self) -> Self;
+    fn shl<const N: i32>(self) -> Self;
+}
+
+/// One lane in a `u64`: the portable path.
+impl Limbs<1> for u64 {
+    #[inline(always)]
+    fn load(words: &[u32; 1]) -> u64 {
+        u64::from(words[0])
+    }
+    #[inline(always)]
+    fn store(self, out: &mut [u64; 1]) {
+        out[0] = self;
+    }
+    #[inline(always)]
+    fn splat(v: u32) -> u64 {
+        u64::from(v)
+    }
+    #[inline(always)]
+    fn add(self, other: u64) -> u64 {
+        self.wrapping_add(other)
+    }
+    #[inline(always)]
+    fn mul32(self, other: u64) -> u64 {
+        u64::from(self as u32) * u64::from(other as u32)
+    }
+    #[inline(always)]
+    fn and(self, other: u64) -> u64 {
+        self & other
+    }
+    #[inline(always)]
+    fn or(self, other: u64) -> u64 {
+        self | other
+    }
+    #[inline(always)]
+    fn shr<const N: i32>(self) -> u64 {
+        self >> N
+    }
+    #[inline(always)]
+    fn shl<const N: i32>(self) -> u64 {
+        self << N
+    }
+}
+
+pub(super) struct PolyLanes<P: Limbs<D>, const D: usize> {
+    /// `r`, clamped, in 26-bit limbs.
+    r: [P; 5],
+    /// `5 r_1 .. 5 r_4`: what lies above 2^130 folds back multiplied by 5.
+    r5: [P; 4],
+    /// The accumulator, in 26-bit limbs (partially reduced between blocks: each < 2^27).
+    h: [P; 5],
+    /// `s`, four little-endian words per lane.
     s: [[u32; D]; 4],
 }
 
-impl<const D: usize> PolyLanes<D> {
-    /// From the one-time keys `r || s` as eight little-endian words per lane; clamps `r`.
+impl<P: Limbs<D>, const D: usize> PolyLanes<P, D> {
+    /// From the one-time keys `r || s`: words 0..8 of lanes 0..D of `key` (lanes beyond `D`
+    /// are ignored). Clamps `r`.
     #[inline(always)]
-    pub(super) fn new(key: &[[u32; D]; 8]) -> PolyLanes<D> {
-        const CLAMP: [u32; 4] = [0x0fff_ffff, 0x0fff_fffc, 0x0fff_fffc, 0x0fff_fffc];
+    pub(super) fn new<const L: usize>(key: &[[u32; L]; 8]) -> PolyLanes<P, D> {
+        let mut t: [[u32; D]; 4] = core::array::from_fn(|i| core::array::from_fn(|l| key[i][l]));
+        // No `array::map` with a closure over `P`: see `block`.
+        let (t0, t1, t2, t3) = (
+            P::load(&t[0]),
+            P::load(&t[1]),
+            P::load(&t[2]),
+            P::load(&t[3]),
+        );
+        t.zeroize();
+        // Clamping (r &= 0x0ffffffc0ffffffc0ffffffc0fffffff) folded into the limb masks.
+        let r = [
+            t0.and(P::splat(0x03ff_ffff)),
+            t0.shr::<26>().or(t1.shl::<6>()).and(P::splat(0x03ff_ff03)),
+            t1.shr::<20>().or(t2.shl::<12>()).and(P::splat(0x03ff_c0ff)),
+            t2.shr::<14>().or(t3.shl::<18>()).and(P::splat(0x03f0_3fff)),
+            t3.shr::<8>().and(P::splat(0x000f_ffff)),
+        ];
+        let five = |x: P| x.shl::<2>().add(x);
         PolyLanes {
-            r: core::array::from_fn(|i| core::array::from_fn(|l| key[i][l] & CLAMP[i])),
-            h: [[0; D]; 5],
-            s: core::array::from_fn(|i| key[4 + i]),
+            r,
+            r5: [five(r[1]), five(r[2]), five(r[3]), five(r[4])],
+            h: [P::splat(0); 5],
+            s: core::array::from_fn(|i| core::array::from_fn(|l| key[4 + i][l])),
         }
     }
 
@@ -33,41 +117,50 @@ impl<const D: usize> PolyLanes<D> {
     /// r`, partially reduced mod 2^130 - 5.
     #[inline(always)]
     pub(super) fn block(&mut self, m: &[[u32; D]; 4]) {
-        let mul = |a: u32, b: u32| u64::from(a) * u64::from(b);
-        for l in 0..D {
-            let (r0, r1, r2, r3) = (self.r[0][l], self.r[1][l], self.r[2][l], self.r[3][l]);
-            // r1..r3 are multiples of 4 below 2^28, so r_i * 5 / 4 = r_i + r_i / 4 < 2^29.
-            let s1 = r1 + (r1 >> 2);
-            let s2 = r2 + (r2 >> 2);
-            let s3 = r3 + (r3 >> 2);
-            let h = &mut self.h;
-            // h += m + 2^128. h4 <= 4 on entry, so x4 <= 6.
-            let d0 = u64::from(h[0][l]) + u64::from(m[0][l]);
-            let d1 = u64::from(h[1][l]) + (d0 >> 32) + u64::from(m[1][l]);
-            let d2 = u64::from(h[2][l]) + (d1 >> 32) + u64::from(m[2][l]);
-            let d3 = u64::from(h[3][l]) + (d2 >> 32) + u64::from(m[3][l]);
-            let (x0, x1, x2, x3) = (d0 as u32, d1 as u32, d2 as u32, d3 as u32);
-            let x4 = h[4][l] + (d3 >> 32) as u32 + 1;
-            // h *= r; what lies above 2^130 folds back times 5 (the s_i). Each sum < 2^63.
-            let d0 = mul(x0, r0) + mul(x1, s3) + mul(x2, s2) + mul(x3, s1);
-            let d1 = mul(x0, r1) + mul(x1, r0) + mul(x2, s3) + mul(x3, s2) + u64::from(x4 * s1);
-            let d2 = mul(x0, r2) + mul(x1, r1) + mul(x2, r0) + mul(x3, s3) + u64::from(x4 * s2);
-            let d3 = mul(x0, r3) + mul(x1, r2) + mul(x2, r1) + mul(x3, r0) + u64::from(x4 * s3);
-            let d1 = d1 + (d0 >> 32);
-            let d2 = d2 + (d1 >> 32);
-            let d3 = d3 + (d2 >> 32);
-            let t4 = x4 * r0 + (d3 >> 32) as u32; // < 2^31 + 2^30
-            let c = u64::from((t4 >> 2) + (t4 & !3)); // 5 * (t4 >> 2) < 2^32
-            let e0 = (d0 & 0xffff_ffff) + c;
-            let e1 = (d1 & 0xffff_ffff) + (e0 >> 32);
-            let e2 = (d2 & 0xffff_ffff) + (e1 >> 32);
-            let e3 = (d3 & 0xffff_ffff) + (e2 >> 32);
-            h[0][l] = e0 as u32;
-            h[1][l] = e1 as u32;
-            h[2][l] = e2 as u32;
-            h[3][l] = e3 as u32;
-            h[4][l] = (t4 & 3) + (e3 >> 32) as u32; // <= 4
-        }
+        let mask = P::splat(MASK26);
+        // Spelled out rather than `array::map`: a closure that is not inlined would be compiled
+        // without the caller's target features and call each intrinsic out of line.
+        let (t0, t1, t2, t3) = (
+            P::load(&m[0]),
+            P::load(&m[1]),
+            P::load(&m[2]),
+            P::load(&m[3]),
+        );
+        let [r0, r1, r2, r3, r4] = self.r;
+        let [s1, s2, s3, s4] = self.r5;
+        let h = &mut self.h;
+        // h += m + 2^128: limbs below 2^27.
+        let h0 = h[0].add(t0.and(mask));
+        let h1 = h[1].add(t0.shr::<26>().or(t1.shl::<6>()).and(mask));
+        let h2 = h[2].add(t1.shr::<20>().or(t2.shl::<12>()).and(mask));
+        let h3 = h[3].add(t2.shr::<14>().or(t3.shl::<18>()).and(mask));
+        let h4 = h[4].add(t3.shr::<8>().or(P::splat(1 << 24)));
+        // h *= r: products of < 2^27 by < 2^29, five per limb: each sum < 2^62.
+        let dot = |a: [P; 5], b: [P; 5]| {
+            a[0].mul32(b[0])
+                .add(a[1].mul32(b[1]))
+                .add(a[2].mul32(b[2]))
+                .add(a[3].mul32(b[3]))
+                .add(a[4].mul32(b[4]))
+        };
+        let hs = [h0, h1, h2, h3, h4];
+        let d0 = dot(hs, [r0, s4, s3, s2, s1]);
+        let d1 = dot(hs, [r1, r0, s4, s3, s2]);
+        let d2 = dot(hs, [r2, r1, r0, s4, s3]);
+        let d3 = dot(hs, [r3, r2, r1, r0, s4]);
+        let d4 = dot(hs, [r4, r3, r2, r1, r0]);
+        // Carry through the limbs; bits 130.. come back into limb 0 times 5.
+        let d1 = d1.add(d0.shr::<26>());
+        let d2 = d2.add(d1.shr::<26>());
+        let d3 = d3.add(d2.shr::<26>());
+        let d4 = d4.add(d3.shr::<26>());
+        let c = d4.shr::<26>(); // < 2^36: times 5 by shift and add, not by a 32-bit multiply
+        let e0 = d0.and(mask).add(c.shl::<2>()).add(c);
+        h[0] = e0.and(mask);
+        h[1] = d1.and(mask).add(e0.shr::<26>());
+        h[2] = d2.and(mask);
+        h[3] = d3.and(mask);
+        h[4] = d4.and(mask);
     }
 
     /// Clears the accumulator of the lanes whose `keep` is 0 and leaves those whose `keep` is
@@ -75,10 +168,10 @@ impl<const D: usize> PolyLanes<D> {
     /// absorb (called right after the first block, when every accumulator started at zero).
     #[inline(always)]
     pub(super) fn keep(&mut self, keep: &[u32; D]) {
-        for limb in &mut self.h {
-            for (h, k) in limb.iter_mut().zip(keep) {
-                *h &= k;
-            }
+        // Zero-extended all-ones covers the limbs, which are below 2^32.
+        let k = P::load(keep);
+        for h in &mut self.h {
+            *h = h.and(k);
         }
     }
 
@@ -90,18 +183,54 @@ impl<const D: usize> PolyLanes<D> {
         reason = "word-major lanes: `l` indexes every limb array"
     )]
     pub(super) fn finish(&self) -> [[u32; D]; 4] {
+        let mut limbs = [[0u64; D]; 5];
+        for (h, out) in self.h.iter().zip(&mut limbs) {
+            h.store(out);
+        }
         let mut out = [[0u32; D]; 4];
         for l in 0..D {
-            let [h0, h1, h2, h3, h4] = [0, 1, 2, 3, 4].map(|i| self.h[i][l]);
-            // g = h + 5; if it reaches 2^130 then h >= p and h - p is the low 130 bits of g.
-            let g0 = u64::from(h0) + 5;
-            let g1 = u64::from(h1) + (g0 >> 32);
-            let g2 = u64::from(h2) + (g1 >> 32);
-            let g3 = u64::from(h3) + (g2 >> 32);
-            let g4 = h4 + (g3 >> 32) as u32;
-            let use_g = 0u32.wrapping_sub(g4 >> 2); // all ones if g >= 2^130. Branch-free.
-            let pick = |h: u32, g: u64| (h & !use_g) | (g as u32 & use_g);
-            let w = [pick(h0, g0), pick(h1, g1), pick(h2, g2), pick(h3, g3)];
+            // Each limb is below 2^27.
+            let [a, b, c, d, e] = &limbs;
+            let (mut h0, mut h1, mut h2, mut h3, mut h4) = (
+                a[l] as u32,
+                b[l] as u32,
+                c[l] as u32,
+                d[l] as u32,
+                e[l] as u32,
+            );
+            // Full carry: every limb below 2^26, h < 2^130 + small.
+            h2 += h1 >> 26;
+            h1 &= MASK26;
+            h3 += h2 >> 26;
+            h2 &= MASK26;
+            h4 += h3 >> 26;
+            h3 &= MASK26;
+            h0 += (h4 >> 26) * 5;
+            h4 &= MASK26;
+            h1 += h0 >> 26;
+            h0 &= MASK26;
+            // g = h + 5 - 2^130; if it does not go negative then h >= p and g is h - p.
+            let g0 = h0 + 5;
+            let g1 = h1 + (g0 >> 26);
+            let g2 = h2 + (g1 >> 26);
+            let g3 = h3 + (g2 >> 26);
+            let g4 = (h4 + (g3 >> 26)).wrapping_sub(1 << 26);
+            let use_g = (g4 >> 31).wrapping_sub(1); // all ones if g4 >= 0. Branch-free.
+            let pick = |h: u32, g: u32| (h & !use_g) | (g & MASK26 & use_g);
+            let (h0, h1, h2, h3, h4) = (
+                pick(h0, g0),
+                pick(h1, g1),
+                pick(h2, g2),
+                pick(h3, g3),
+                pick(h4, g4),
+            );
+            // Back to four 32-bit words (mod 2^128), plus s.
+            let w = [
+                h0 | (h1 << 26),
+                (h1 >> 6) | (h2 << 20),
+                (h2 >> 12) | (h3 << 14),
+                (h3 >> 18) | (h4 << 8),
+            ];
             let mut carry = 0u64;
             for i in 0..4 {
                 carry += u64::from(w[i]) + u64::from(self.s[i][l]);
@@ -109,6 +238,7 @@ impl<const D: usize> PolyLanes<D> {
                 carry >>= 32;
             }
         }
+        limbs.zeroize();
         out
     }
 
@@ -116,6 +246,7 @@ impl<const D: usize> PolyLanes<D> {
     #[inline(always)]
     pub(super) fn wipe(&mut self) {
         self.r.zeroize();
+        self.r5.zeroize();
         self.h.zeroize();
         self.s.zeroize();
     }

@@ -5,10 +5,11 @@ extern crate std;
 
 use std::format;
 use std::string::String;
+use std::vec;
 use std::vec::Vec;
 
 use super::chacha::{Kernel, Portable, OUT_WORDS};
-use super::poly::PolyLanes;
+use super::poly::{Limbs, PolyLanes};
 
 fn hex(s: &str) -> Vec<u8> {
     let s: Vec<u8> = s.bytes().filter(u8::is_ascii_hexdigit).collect();
@@ -135,8 +136,100 @@ fn avx2_kernel_rfc8439_blocks() {
     check_kernel::<8>("avx2", |i, o| super::x86::blocks_avx2(cpu, i, o));
 }
 
+/// Tags of `D` lanes: lane `l` absorbs `blocks[skip[l]..]` (leading blocks it skips are
+/// cleared with `keep`, as a shared-key datagram skips the AAD block).
+#[inline(always)]
+fn poly_tags<P: Limbs<D>, const D: usize>(
+    key: &[[u32; D]; 8],
+    blocks: &[[[u32; D]; 4]],
+    skip: &[usize; D],
+) -> [[u32; D]; 4] {
+    let mut p = PolyLanes::<P, D>::new(key);
+    for (b, m) in blocks.iter().enumerate() {
+        p.block(m);
+        p.keep(&core::array::from_fn(|l| {
+            if b < skip[l] {
+                0
+            } else {
+                u32::MAX
+            }
+        }));
+    }
+    let tags = p.finish();
+    p.wipe();
+    tags
+}
+
+/// One-time keys of `N` lanes, word-major.
+type LaneKeys<const N: usize> = [[u32; N]; 8];
+/// One message block of `N` lanes, word-major.
+type LaneBlock<const N: usize> = [[u32; N]; 4];
+
+/// `poly_tags` on every Poly1305 lane type this machine runs, 4 lanes at a time (the SSE2 type
+/// as two pairs, the portable one lane by lane); all must agree, and the result is returned.
+fn poly_tags_every_path(
+    key: &[[u32; 4]; 8],
+    blocks: &[[[u32; 4]; 4]],
+    skip: &[usize; 4],
+) -> [[u32; 4]; 4] {
+    // Lanes `lanes` of the 4-lane inputs, as a `N`-lane problem.
+    fn narrow<const N: usize>(
+        key: &[[u32; 4]; 8],
+        blocks: &[[[u32; 4]; 4]],
+        skip: &[usize; 4],
+        first: usize,
+    ) -> (LaneKeys<N>, Vec<LaneBlock<N>>, [usize; N]) {
+        let pick = |w: &[u32; 4]| -> [u32; N] { core::array::from_fn(|l| w[first + l]) };
+        (
+            key.map(|w| pick(&w)),
+            blocks.iter().map(|b| b.map(|w| pick(&w))).collect(),
+            core::array::from_fn(|l| skip[first + l]),
+        )
+    }
+    let mut portable = [[0u32; 4]; 4];
+    for first in 0..4 {
+        let (k, b, s) = narrow::<1>(key, blocks, skip, first);
+        let t = poly_tags::<u64, 1>(&k, &b, &s);
+        for (row, t) in portable.iter_mut().zip(&t) {
+            row[first] = t[0];
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut sse2 = [[0u32; 4]; 4];
+        for first in [0, 2] {
+            let (k, b, s) = narrow::<2>(key, blocks, skip, first);
+            let t = poly_tags::<super::x86::Sse2Limbs, 2>(&k, &b, &s);
+            for (row, t) in sse2.iter_mut().zip(&t) {
+                row[first..first + 2].copy_from_slice(t);
+            }
+        }
+        assert_eq!(
+            sse2, portable,
+            "sse2 Poly1305 lanes differ from the portable ones"
+        );
+        if super::x86::Avx2::detect().is_some() {
+            #[target_feature(enable = "avx2")]
+            unsafe fn avx2(
+                key: &[[u32; 4]; 8],
+                blocks: &[[[u32; 4]; 4]],
+                skip: &[usize; 4],
+            ) -> [[u32; 4]; 4] {
+                poly_tags::<super::x86::Avx2Limbs, 4>(key, blocks, skip)
+            }
+            // SAFETY: the CPU reported AVX2.
+            let t = unsafe { avx2(key, blocks, skip) };
+            assert_eq!(
+                t, portable,
+                "avx2 Poly1305 lanes differ from the portable ones"
+            );
+        }
+    }
+    portable
+}
+
 /// RFC 8439 A.3 Poly1305 vectors whose messages are whole 16-byte blocks (#1, #5..#11),
-/// several at once in the lanes, in every lane position.
+/// several at once in the lanes, in every lane position, on every lane type.
 #[test]
 fn poly_lanes_rfc8439_vectors() {
     // (key r || s, message, tag)
@@ -189,31 +282,23 @@ fn poly_lanes_rfc8439_vectors() {
         let keys: Vec<Vec<u32>> = (0..D).map(|l| words(&hex(&pick(l).0))).collect();
         let msgs: Vec<Vec<u32>> = (0..D).map(|l| words(&hex(&pick(l).1))).collect();
         let key: [[u32; D]; 8] = core::array::from_fn(|w| core::array::from_fn(|l| keys[l][w]));
-        let mut p = PolyLanes::<D>::new(&key);
-        // Lanes with shorter messages sit out the leading blocks (`keep` at zero), as a
-        // shared-key datagram sits out the AAD block.
-        let blocks = msgs.iter().map(|m| m.len() / 4).max().unwrap();
-        for b in 0..blocks {
-            let m: [[u32; D]; 4] = core::array::from_fn(|i| {
-                core::array::from_fn(|l| {
-                    let skip = blocks - msgs[l].len() / 4;
-                    if b < skip {
-                        0
-                    } else {
-                        msgs[l][4 * (b - skip) + i]
-                    }
+        // Shorter messages are right-aligned: their lanes skip the leading blocks.
+        let n = msgs.iter().map(|m| m.len() / 4).max().unwrap();
+        let skip: [usize; D] = core::array::from_fn(|l| n - msgs[l].len() / 4);
+        let blocks: Vec<[[u32; D]; 4]> = (0..n)
+            .map(|b| {
+                core::array::from_fn(|i| {
+                    core::array::from_fn(|l| {
+                        if b < skip[l] {
+                            0
+                        } else {
+                            msgs[l][4 * (b - skip[l]) + i]
+                        }
+                    })
                 })
-            });
-            p.block(&m);
-            p.keep(&core::array::from_fn(|l| {
-                if b < blocks - msgs[l].len() / 4 {
-                    0
-                } else {
-                    u32::MAX
-                }
-            }));
-        }
-        let tags = p.finish();
+            })
+            .collect();
+        let tags = poly_tags_every_path(&key, &blocks, &skip);
         for l in 0..D {
             let got: Vec<u32> = tags.iter().map(|t| t[l]).collect();
             assert_eq!(
@@ -222,6 +307,87 @@ fn poly_lanes_rfc8439_vectors() {
                 "lane {l} vector {}",
                 (l + shift) % vectors.len()
             );
+        }
+    }
+}
+
+fn poly_crate(key: &[u32; 8], blocks: &[[u32; 4]]) -> [u32; 4] {
+    use poly1305::universal_hash::KeyInit as _;
+    let kb: Vec<u8> = key.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let msg: Vec<u8> = blocks
+        .iter()
+        .flatten()
+        .flat_map(|w| w.to_le_bytes())
+        .collect();
+    let tag = poly1305::Poly1305::new(poly1305::Key::from_slice(&kb)).compute_unpadded(&msg);
+    core::array::from_fn(|i| u32::from_le_bytes(tag[4 * i..4 * i + 4].try_into().unwrap()))
+}
+
+/// Limb values where carries and the final reduction are most likely to go wrong.
+fn edge_word() -> impl proptest::strategy::Strategy<Value = u32> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(0),
+        Just(1),
+        Just(2),
+        Just(5),
+        Just(0x03ff_ffff),
+        Just(0x0400_0000),
+        Just(0xffff_fffa),
+        Just(0xffff_fffb),
+        Just(0xffff_fffe),
+        Just(u32::MAX),
+        Just(0x0fff_ffff),
+        any::<u32>(),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Four lanes of edge-valued keys and messages (h driven near 2^130 - 5, extreme r and
+    /// s): each lane's tag equals the `poly1305` crate's.
+    #[test]
+    fn poly_lanes_equal_the_crate(
+        keys in proptest::array::uniform4(proptest::array::uniform8(edge_word())),
+        blocks in proptest::collection::vec(
+            proptest::array::uniform4(proptest::array::uniform4(edge_word())), 0..6),
+    ) {
+        const D: usize = 4;
+        let key: [[u32; D]; 8] = core::array::from_fn(|w| core::array::from_fn(|l| keys[l][w]));
+        let lanes: Vec<[[u32; D]; 4]> = blocks
+            .iter()
+            .map(|b| core::array::from_fn(|i| core::array::from_fn(|l| b[l][i])))
+            .collect();
+        let tags = poly_tags_every_path(&key, &lanes, &[0; D]);
+        for l in 0..D {
+            let lane_blocks: Vec<[u32; 4]> = blocks.iter().map(|b| b[l]).collect();
+            let got: [u32; 4] = core::array::from_fn(|i| tags[i][l]);
+            proptest::prop_assert_eq!(got, poly_crate(&keys[l], &lane_blocks), "lane {}", l);
+        }
+    }
+}
+
+/// Sweeps h onto, just below and just above 2^130 - 5 (small r, runs of near-all-ones
+/// blocks), which random inputs practically never reach.
+#[test]
+fn poly_lanes_reduction_edges_equal_the_crate() {
+    for r0 in 1..=5u32 {
+        for s in [0, u32::MAX] {
+            let key = [r0, 0, 0, 0, s, s, s, s];
+            for fill in [u32::MAX, u32::MAX - 1, u32::MAX - 4, u32::MAX - 5, 0] {
+                for n in 1..=4 {
+                    for last in [fill, 0, 3] {
+                        let mut blocks = vec![[fill; 4]; n];
+                        blocks[n - 1][0] = last;
+                        let lanes: [[u32; 4]; 8] = key.map(|w| [w; 4]);
+                        let m: Vec<[[u32; 4]; 4]> =
+                            blocks.iter().map(|b| b.map(|w| [w; 4])).collect();
+                        let got: [u32; 4] = poly_tags_every_path(&lanes, &m, &[0; 4]).map(|w| w[0]);
+                        assert_eq!(got, poly_crate(&key, &blocks), "key {key:x?} {blocks:x?}");
+                    }
+                }
+            }
         }
     }
 }

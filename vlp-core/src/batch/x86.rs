@@ -2,18 +2,25 @@
 //! run time with `cpufeatures`). Two lanes per datagram (ChaCha20 blocks 0 and 1), so a group
 //! opens 2 (SSE2) or 4 (AVX2) datagrams.
 //!
-//! The vector types below are private and only ever created inside a group function: the SSE2
-//! one is the target's baseline, and the AVX2 one only runs inside [`open_group_avx2`], which
-//! is reachable only through an [`Avx2`] token, which exists only when the CPU reported AVX2.
+//! The vector types below are only ever created inside a group function (or the unit tests'
+//! equivalents): the SSE2 ones are the target's baseline, and the AVX2 ones only run inside
+//! [`open_group_avx2`], which is reachable only through an [`Avx2`] token, which exists only
+//! when the CPU reported AVX2.
 
 use core::arch::x86_64::{
-    __m128i, __m256i, _mm256_add_epi32, _mm256_loadu_si256, _mm256_or_si256, _mm256_setr_epi8,
-    _mm256_shuffle_epi8, _mm256_slli_epi32, _mm256_srli_epi32, _mm256_storeu_si256,
-    _mm256_xor_si256, _mm_add_epi32, _mm_loadu_si128, _mm_or_si128, _mm_shufflehi_epi16,
-    _mm_shufflelo_epi16, _mm_slli_epi32, _mm_srli_epi32, _mm_storeu_si128, _mm_xor_si128,
+    __m128i, __m256i, _mm256_add_epi32, _mm256_add_epi64, _mm256_and_si256, _mm256_cvtepu32_epi64,
+    _mm256_loadu_si256, _mm256_mul_epu32, _mm256_or_si256, _mm256_set1_epi64x, _mm256_setr_epi8,
+    _mm256_shuffle_epi8, _mm256_slli_epi32, _mm256_slli_epi64, _mm256_srli_epi32,
+    _mm256_srli_epi64, _mm256_storeu_si256, _mm256_xor_si256, _mm_add_epi32, _mm_add_epi64,
+    _mm_and_si128, _mm_loadl_epi64, _mm_loadu_si128, _mm_mul_epu32, _mm_or_si128, _mm_set1_epi64x,
+    _mm_setzero_si128, _mm_shufflehi_epi16, _mm_shufflelo_epi16, _mm_slli_epi32, _mm_slli_epi64,
+    _mm_srli_epi32, _mm_srli_epi64, _mm_storeu_si128, _mm_unpacklo_epi32, _mm_xor_si128,
 };
 
+use zeroize::Zeroize;
+
 use super::chacha::{vertical_blocks, Kernel, Word, OUT_WORDS};
+use super::poly::Limbs;
 use super::{open_group, Job, Opened};
 
 cpufeatures::new!(cpuid_avx2, "avx2");
@@ -156,6 +163,131 @@ impl Word<8> for Avx2Word {
     }
 }
 
+/// Two 64-bit Poly1305 lanes in an SSE2 register.
+#[derive(Clone, Copy)]
+pub(super) struct Sse2Limbs(__m128i);
+
+impl Zeroize for Sse2Limbs {
+    fn zeroize(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+#[allow(
+    unused_unsafe,
+    reason = "SSE2 intrinsics became safe on x86-64 in Rust 1.87"
+)]
+impl Limbs<2> for Sse2Limbs {
+    #[inline(always)]
+    fn load(words: &[u32; 2]) -> Sse2Limbs {
+        // SAFETY: `words` is 8 readable bytes, `loadl` reads 8 with no alignment requirement;
+        // SSE2 is baseline on x86-64.
+        Sse2Limbs(unsafe {
+            _mm_unpacklo_epi32(_mm_loadl_epi64(words.as_ptr().cast()), _mm_setzero_si128())
+        })
+    }
+    #[inline(always)]
+    fn store(self, out: &mut [u64; 2]) {
+        // SAFETY: `out` is 16 writable bytes; `storeu` has no alignment requirement.
+        unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), self.0) }
+    }
+    #[inline(always)]
+    fn splat(v: u32) -> Sse2Limbs {
+        // SAFETY: SSE2 is baseline on x86-64.
+        Sse2Limbs(unsafe { _mm_set1_epi64x(i64::from(v)) })
+    }
+    #[inline(always)]
+    fn add(self, other: Sse2Limbs) -> Sse2Limbs {
+        // SAFETY: SSE2 is baseline on x86-64.
+        Sse2Limbs(unsafe { _mm_add_epi64(self.0, other.0) })
+    }
+    #[inline(always)]
+    fn mul32(self, other: Sse2Limbs) -> Sse2Limbs {
+        // SAFETY: SSE2 is baseline on x86-64.
+        Sse2Limbs(unsafe { _mm_mul_epu32(self.0, other.0) })
+    }
+    #[inline(always)]
+    fn and(self, other: Sse2Limbs) -> Sse2Limbs {
+        // SAFETY: SSE2 is baseline on x86-64.
+        Sse2Limbs(unsafe { _mm_and_si128(self.0, other.0) })
+    }
+    #[inline(always)]
+    fn or(self, other: Sse2Limbs) -> Sse2Limbs {
+        // SAFETY: SSE2 is baseline on x86-64.
+        Sse2Limbs(unsafe { _mm_or_si128(self.0, other.0) })
+    }
+    #[inline(always)]
+    fn shr<const N: i32>(self) -> Sse2Limbs {
+        // SAFETY: SSE2 is baseline on x86-64.
+        Sse2Limbs(unsafe { _mm_srli_epi64::<N>(self.0) })
+    }
+    #[inline(always)]
+    fn shl<const N: i32>(self) -> Sse2Limbs {
+        // SAFETY: SSE2 is baseline on x86-64.
+        Sse2Limbs(unsafe { _mm_slli_epi64::<N>(self.0) })
+    }
+}
+
+/// Four 64-bit Poly1305 lanes in an AVX2 register; like [`Avx2Word`], only ever created
+/// inside code compiled for, and run on, AVX2.
+#[derive(Clone, Copy)]
+pub(super) struct Avx2Limbs(__m256i);
+
+impl Zeroize for Avx2Limbs {
+    fn zeroize(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl Limbs<4> for Avx2Limbs {
+    #[inline(always)]
+    fn load(words: &[u32; 4]) -> Avx2Limbs {
+        // SAFETY: `words` is 16 readable bytes, `loadu` has no alignment requirement; AVX2 is
+        // present (see the type's docs).
+        Avx2Limbs(unsafe { _mm256_cvtepu32_epi64(_mm_loadu_si128(words.as_ptr().cast())) })
+    }
+    #[inline(always)]
+    fn store(self, out: &mut [u64; 4]) {
+        // SAFETY: `out` is 32 writable bytes, no alignment requirement; AVX2 is present.
+        unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), self.0) }
+    }
+    #[inline(always)]
+    fn splat(v: u32) -> Avx2Limbs {
+        // SAFETY: AVX2 is present (see the type's docs).
+        Avx2Limbs(unsafe { _mm256_set1_epi64x(i64::from(v)) })
+    }
+    #[inline(always)]
+    fn add(self, other: Avx2Limbs) -> Avx2Limbs {
+        // SAFETY: AVX2 is present (see the type's docs).
+        Avx2Limbs(unsafe { _mm256_add_epi64(self.0, other.0) })
+    }
+    #[inline(always)]
+    fn mul32(self, other: Avx2Limbs) -> Avx2Limbs {
+        // SAFETY: AVX2 is present (see the type's docs).
+        Avx2Limbs(unsafe { _mm256_mul_epu32(self.0, other.0) })
+    }
+    #[inline(always)]
+    fn and(self, other: Avx2Limbs) -> Avx2Limbs {
+        // SAFETY: AVX2 is present (see the type's docs).
+        Avx2Limbs(unsafe { _mm256_and_si256(self.0, other.0) })
+    }
+    #[inline(always)]
+    fn or(self, other: Avx2Limbs) -> Avx2Limbs {
+        // SAFETY: AVX2 is present (see the type's docs).
+        Avx2Limbs(unsafe { _mm256_or_si256(self.0, other.0) })
+    }
+    #[inline(always)]
+    fn shr<const N: i32>(self) -> Avx2Limbs {
+        // SAFETY: AVX2 is present (see the type's docs).
+        Avx2Limbs(unsafe { _mm256_srli_epi64::<N>(self.0) })
+    }
+    #[inline(always)]
+    fn shl<const N: i32>(self) -> Avx2Limbs {
+        // SAFETY: AVX2 is present (see the type's docs).
+        Avx2Limbs(unsafe { _mm256_slli_epi64::<N>(self.0) })
+    }
+}
+
 struct Sse2Kernel;
 
 impl Kernel<4> for Sse2Kernel {
@@ -177,7 +309,7 @@ impl Kernel<8> for Avx2Kernel {
 /// Opens up to 2 datagrams with SSE2.
 #[inline(never)]
 pub(super) fn open_group_sse2(jobs: &[Job<'_>], out: &mut [Opened]) {
-    open_group::<Sse2Kernel, 4, 2>(jobs, out);
+    open_group::<Sse2Kernel, Sse2Limbs, 4, 2>(jobs, out);
 }
 
 /// Opens up to 4 datagrams with AVX2; the whole group (ChaCha20 and the Poly1305 lanes) is
@@ -187,7 +319,7 @@ pub(super) fn open_group_sse2(jobs: &[Job<'_>], out: &mut [Opened]) {
 /// The CPU supports AVX2.
 #[target_feature(enable = "avx2")]
 unsafe fn open_group_avx2(jobs: &[Job<'_>], out: &mut [Opened]) {
-    open_group::<Avx2Kernel, 8, 4>(jobs, out);
+    open_group::<Avx2Kernel, Avx2Limbs, 8, 4>(jobs, out);
 }
 
 /// Opens a batch in groups of 2 with SSE2 (a last single datagram on the portable path).

@@ -358,10 +358,7 @@ mod tests {
     }
 
     fn unix(pid: u32) -> AgentId {
-        AgentId {
-            listener: Listener::Unix,
-            pid,
-        }
+        AgentId::unix(pid)
     }
 
     fn stalled(agent: AgentId, now: Nanos, last_beat: Nanos) -> Event {
@@ -429,10 +426,7 @@ mod tests {
             ],
             ..AgentFacts::default()
         };
-        let udp = AgentId {
-            listener: Listener::Udp(1),
-            pid: 7,
-        };
+        let udp = AgentId::udp(1, crate::tracker::KeyClass::None, 7);
         b.handle_event(at(2 * SEC), &stalled(udp, 2 * SEC, SEC), &facts);
         let a = &b.poll_batch().unwrap()[0];
         assert_eq!(a.labels["agent"], "backup.service");

@@ -210,7 +210,7 @@ impl SnapshotBuilder {
         let agents = all
             .into_iter()
             .map(|Ranked((state, std::cmp::Reverse(age), _, _), v)| {
-                let f = facts(v.id).unwrap_or_else(|| AgentFacts::basic(v.id, v.secure));
+                let f = facts(v.id).unwrap_or_else(|| AgentFacts::basic(v.id));
                 let silence_id = silences.is_silenced(&f, now_ms);
                 let (rate, sample) = match self.prev.get(&v.id) {
                     Some(&(beats, at)) if now_ns > at && v.beats >= beats => {
@@ -382,7 +382,6 @@ impl SnapshotHub {
 mod tests {
     use super::*;
     use crate::policy::silence::Matcher;
-    use crate::tracker::Listener;
 
     fn view(
         pid: u32,
@@ -392,10 +391,7 @@ mod tests {
         beats: u64,
     ) -> AgentView {
         AgentView {
-            id: AgentId {
-                listener: Listener::Unix,
-                pid,
-            },
+            id: AgentId::unix(pid),
             status,
             state,
             beats,

@@ -150,7 +150,7 @@ mod tests {
     use crate::control::snapshot::SnapshotBuilder;
     use crate::output::Row;
     use crate::policy::silence::SilenceSet;
-    use crate::tracker::{AgentId, AgentState, AgentView, Event, Listener};
+    use crate::tracker::{AgentId, AgentState, AgentView, Event};
     use vlp_core::Status;
 
     #[test]
@@ -175,10 +175,7 @@ mod tests {
     #[test]
     fn agents_json_has_the_documented_fields() {
         let view = AgentView {
-            id: AgentId {
-                listener: Listener::Unix,
-                pid: 77,
-            },
+            id: AgentId::unix(77),
             status: Status::Ok,
             state: AgentState::Stalled,
             beats: 5,
@@ -213,10 +210,7 @@ mod tests {
     fn line(pid: u32, at: u64) -> String {
         Row::from_event(&Event::Stalled {
             at,
-            agent: AgentId {
-                listener: Listener::Unix,
-                pid,
-            },
+            agent: AgentId::unix(pid),
             last_beat: at - 5,
             nonce: 3,
         })

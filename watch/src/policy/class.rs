@@ -169,7 +169,7 @@ pub struct ClassMatch {
     pub pid: Option<PidSpec>,
     /// Listener label, `unix` or `udpN` (wildcards).
     pub listener: Option<String>,
-    /// Key class (`attested`, `plain`, `secure`, or a key's name).
+    /// Key class as the tracker spells it (`none`, `shared`, `agent`).
     pub key: Option<String>,
 }
 
@@ -647,7 +647,7 @@ severity = "info"
         let mut a = AgentFacts {
             pid: 42,
             listener: "unix".into(),
-            key: Some("attested".into()),
+            key: Some("none".into()),
             ..AgentFacts::default()
         };
         f(&mut a);

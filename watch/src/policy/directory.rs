@@ -44,7 +44,6 @@ struct Entry {
     facts: Option<Box<AgentFacts>>,
     session: u64,
     class: ClassId,
-    secure: bool,
 }
 
 /// Facts, class and silences of every tracked agent (see the module docs).
@@ -83,14 +82,14 @@ impl Directory {
         }
     }
 
-    fn admit(&mut self, agent: AgentId, secure: bool) {
+    fn admit(&mut self, agent: AgentId) {
         if !self.agents.contains_key(&agent) && self.agents.len() >= self.capacity {
             self.refused += 1;
             return;
         }
         self.sessions += 1;
         let session = self.sessions;
-        let mut facts = AgentFacts::basic(agent, secure);
+        let mut facts = AgentFacts::basic(agent);
         if agent.listener != Listener::Unix {
             facts.name = self.names.name_for(&facts);
         }
@@ -102,7 +101,6 @@ impl Directory {
                 facts,
                 session,
                 class,
-                secure,
             },
         );
         if agent.listener == Listener::Unix {
@@ -118,7 +116,7 @@ impl Directory {
         e.facts
             .as_deref()
             .cloned()
-            .unwrap_or_else(|| AgentFacts::basic(agent, e.secure))
+            .unwrap_or_else(|| AgentFacts::basic(agent))
     }
 
     /// The agent's facts with its class name.
@@ -128,12 +126,11 @@ impl Directory {
         f
     }
 
-    /// Takes one tracker event. `secure` is whether the agent speaks through a secure listener
-    /// (`AgentView::secure`; `false` for Unix agents).
-    pub fn on_event(&mut self, ev: &Event, secure: bool) {
+    /// Takes one tracker event.
+    pub fn on_event(&mut self, ev: &Event) {
         match *ev {
             Event::NewAgent { agent, .. } | Event::SessionRestart { agent, .. } => {
-                self.admit(agent, secure);
+                self.admit(agent);
             }
             Event::Evicted { agent, .. } => {
                 self.agents.remove(&agent);
@@ -142,7 +139,7 @@ impl Directory {
             ref other => {
                 let agent = other.agent();
                 if !self.agents.contains_key(&agent) {
-                    self.admit(agent, secure);
+                    self.admit(agent);
                 }
             }
         }
@@ -199,7 +196,7 @@ impl Directory {
             return None;
         }
         let facts = self.facts(agent).unwrap_or_else(|| {
-            let mut f = AgentFacts::basic(agent, false);
+            let mut f = AgentFacts::basic(agent);
             f.class = Some(self.classes.get(ClassId::DEFAULT).name.clone());
             f
         });
@@ -330,6 +327,7 @@ mod tests {
     use crate::policy::class::{ClassConfig, Defaults};
     use crate::policy::identity::NameRule;
     use crate::policy::silence::Matcher;
+    use crate::tracker::KeyClass;
     use vlp_core::Status;
 
     fn classes(toml_text: &str) -> ClassSet {
@@ -367,11 +365,8 @@ mod tests {
             exe.display()
         ));
         let mut dir = Directory::new(set, UdpNames::default(), SilenceSet::new(), Some(worker), 4);
-        let me = AgentId {
-            listener: Listener::Unix,
-            pid: std::process::id(),
-        };
-        dir.on_event(&new_agent(me), false);
+        let me = AgentId::unix(std::process::id());
+        dir.on_event(&new_agent(me));
         // Before the identity arrives: default class, pid only.
         assert_eq!(dir.class_of(me), ClassId::DEFAULT);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -398,7 +393,7 @@ mod tests {
         assert_eq!(dir.silenced(me, 500), Some(1));
         assert_eq!(dir.silenced(me, 1100), None);
 
-        dir.on_event(&Event::Evicted { at: 2, agent: me }, false);
+        dir.on_event(&Event::Evicted { at: 2, agent: me });
         assert!(dir.is_empty());
     }
 
@@ -424,12 +419,9 @@ mod tests {
         )
         .unwrap();
         let mut dir = Directory::new(set, UdpNames::default(), SilenceSet::new(), None, 8);
-        let a = |pid| AgentId {
-            listener: Listener::Unix,
-            pid,
-        };
-        dir.on_event(&new_agent(a(1)), false);
-        dir.on_event(&new_agent(a(2)), false);
+        let a = AgentId::unix;
+        dir.on_event(&new_agent(a(1)));
+        dir.on_event(&new_agent(a(2)));
         let stall = |pid| Event::Stalled {
             at: 5,
             agent: a(pid),
@@ -492,11 +484,8 @@ mod tests {
             "[[class]]\nname = \"pumps\"\nmatch = { listener = \"udp0\" }\nseverity = \"warning\"\nlabels = { team = \"water\" }\n",
         );
         let mut dir = Directory::new(set, names, SilenceSet::new(), None, 2);
-        let id = AgentId {
-            listener: Listener::Udp(0),
-            pid: 3,
-        };
-        dir.on_event(&new_agent(id), true);
+        let id = AgentId::udp(0, KeyClass::Agent, 3);
+        dir.on_event(&new_agent(id));
         let view = AgentView {
             id,
             status: Status::Degraded,
@@ -531,15 +520,22 @@ mod tests {
             source: None,
         }])
         .unwrap();
-        let set = classes("[[class]]\nname = \"pumps\"\nmatch = { key = \"secure\" }\n");
+        let set = classes("[[class]]\nname = \"pumps\"\nmatch = { key = \"agent\" }\n");
         let mut dir = Directory::new(set, names, SilenceSet::new(), None, 2);
-        let a = |pid| AgentId {
-            listener: Listener::Udp(0),
-            pid,
+        let a = |pid| {
+            AgentId::udp(
+                0,
+                if pid == 2 {
+                    KeyClass::None
+                } else {
+                    KeyClass::Agent
+                },
+                pid,
+            )
         };
-        dir.on_event(&new_agent(a(1)), true);
-        dir.on_event(&new_agent(a(2)), false);
-        dir.on_event(&new_agent(a(3)), true);
+        dir.on_event(&new_agent(a(1)));
+        dir.on_event(&new_agent(a(2)));
+        dir.on_event(&new_agent(a(3)));
         assert_eq!(dir.len(), 2);
         assert_eq!(dir.refused(), 1);
         assert_eq!(dir.facts(a(1)).unwrap().name.as_deref(), Some("pump-1"));

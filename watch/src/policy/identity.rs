@@ -357,7 +357,7 @@ pub struct NameRule {
     pub pid: Option<u32>,
     /// The listener label (`udp0`).
     pub listener: Option<String>,
-    /// The key class or key name (see [`AgentFacts::key`]).
+    /// The key class (`none`, `shared`, `agent`; see [`AgentFacts::key`]).
     pub key: Option<String>,
     /// A source network in CIDR form (`10.1.0.0/16`), for shells that know the source.
     pub source: Option<String>,
@@ -445,7 +445,6 @@ fn parse_net(s: &str) -> Option<IpNet> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tracker::Listener;
 
     const STAT: &str = "4242 (my (odd) prog) S 1 4242 4242 0 -1 4194560 1000 0 0 0 5 3 0 0 20 0 1 0 987654 123456 789 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
 
@@ -611,10 +610,7 @@ mod tests {
     #[test]
     fn worker_answers_through_bounded_queues() {
         let mut w = IdentityWorker::spawn(PathBuf::from("/proc"), 2).unwrap();
-        let me = AgentId {
-            listener: Listener::Unix,
-            pid: std::process::id(),
-        };
+        let me = AgentId::unix(std::process::id());
         w.try_request(IdentityRequest {
             agent: me,
             session: 9,
@@ -682,25 +678,25 @@ mod tests {
             },
             NameRule {
                 listener: Some("udp1".into()),
-                key: Some("secure".into()),
+                key: Some("agent".into()),
                 ..rule("fleet-{pid}")
             },
         ])
         .unwrap();
         assert_eq!(
-            names.name_for(&facts(17, "udp1", "secure", Some("10.1.2.3"))),
+            names.name_for(&facts(17, "udp1", "agent", Some("10.1.2.3"))),
             Some("pump-controller".into())
         );
         assert_eq!(
-            names.name_for(&facts(5, "udp0", "plain", Some("10.1.2.3"))),
+            names.name_for(&facts(5, "udp0", "none", Some("10.1.2.3"))),
             Some("site-a-5".into())
         );
-        assert_eq!(names.name_for(&facts(5, "udp0", "plain", None)), None);
+        assert_eq!(names.name_for(&facts(5, "udp0", "none", None)), None);
         assert_eq!(
-            names.name_for(&facts(6, "udp1", "secure", None)),
+            names.name_for(&facts(6, "udp1", "agent", None)),
             Some("fleet-6".into())
         );
-        assert_eq!(names.name_for(&facts(6, "udp1", "plain", None)), None);
+        assert_eq!(names.name_for(&facts(6, "udp1", "none", None)), None);
     }
 
     #[test]
@@ -730,7 +726,7 @@ mod tests {
         };
         let n = UdpNames::new(vec![one]).unwrap();
         assert_eq!(
-            n.name_for(&facts(1, "udp0", "plain", Some("192.0.2.7"))),
+            n.name_for(&facts(1, "udp0", "none", Some("192.0.2.7"))),
             Some("x".into())
         );
         let toml = "name = \"a\"\npid = 3\nbogus = 1\n";

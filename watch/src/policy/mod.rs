@@ -32,7 +32,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::tracker::{AgentId, Listener};
+use crate::tracker::AgentId;
 
 /// What is known about one agent, gathered once per session: the facts classes and silences
 /// match on. Absent facts never match a matcher that asks for them.
@@ -52,8 +52,8 @@ pub struct AgentFacts {
     pub unit: Option<String>,
     /// A display name: configured for UDP agents, else the unit or `comm`.
     pub name: Option<String>,
-    /// How the agent's frames were authenticated: `attested` (Unix socket), `plain`, `secure`,
-    /// or the name of a configured key once the tracker reports which key opened a datagram.
+    /// The key its datagrams are authenticated with, as the tracker spells it (`none` for the
+    /// Unix socket and plaintext UDP, `shared`, `agent`).
     pub key: Option<String>,
     /// The datagram's source address (UDP), when the shell knows it.
     pub source: Option<IpAddr>,
@@ -64,16 +64,11 @@ pub struct AgentFacts {
 impl AgentFacts {
     /// The facts the tracker alone gives: pid, listener and key class.
     #[must_use]
-    pub fn basic(id: AgentId, secure: bool) -> AgentFacts {
-        let key = match id.listener {
-            Listener::Unix => "attested",
-            Listener::Udp(_) if secure => "secure",
-            Listener::Udp(_) => "plain",
-        };
+    pub fn basic(id: AgentId) -> AgentFacts {
         AgentFacts {
             pid: id.pid,
             listener: crate::output::listener_label(id.listener),
-            key: Some(key.to_string()),
+            key: Some(id.key_class.as_str().to_string()),
             ..AgentFacts::default()
         }
     }
@@ -161,6 +156,7 @@ pub fn wildcard_match(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tracker::KeyClass;
 
     #[test]
     fn wildcard_exact_and_star() {
@@ -225,23 +221,11 @@ mod tests {
 
     #[test]
     fn basic_facts_name_the_key_class() {
-        let unix = AgentFacts::basic(
-            AgentId {
-                listener: Listener::Unix,
-                pid: 7,
-            },
-            false,
-        );
+        let unix = AgentFacts::basic(AgentId::unix(7));
         assert_eq!(unix.listener, "unix");
-        assert_eq!(unix.key.as_deref(), Some("attested"));
-        let udp = AgentFacts::basic(
-            AgentId {
-                listener: Listener::Udp(1),
-                pid: 7,
-            },
-            true,
-        );
+        assert_eq!(unix.key.as_deref(), Some("none"));
+        let udp = AgentFacts::basic(AgentId::udp(1, KeyClass::Agent, 7));
         assert_eq!(udp.listener, "udp1");
-        assert_eq!(udp.key.as_deref(), Some("secure"));
+        assert_eq!(udp.key.as_deref(), Some("agent"));
     }
 }

@@ -432,7 +432,7 @@ mod tests {
             exe: Some("/usr/bin/backupd".into()),
             unit: Some("backup.service".into()),
             name: Some("backup.service".into()),
-            key: Some("attested".into()),
+            key: Some("none".into()),
             source: None,
             class: Some("batch".into()),
         }

@@ -678,7 +678,11 @@ mod tests {
 
     fn req(listener: Listener, transport: Transport) -> Request<'static> {
         Request {
-            agent: AgentId { listener, pid: 7 },
+            agent: AgentId {
+                listener,
+                pid: 7,
+                key_class: crate::tracker::KeyClass::None,
+            },
             transport,
             reason: Reason::Stall,
             status: "stall",

@@ -10,8 +10,9 @@
 //! ```
 //!
 //! [`run`] decodes `data` into operations on a tracker with the fixed [`config`]: raw bytes on
-//! every origin (Unix with allowed and refused uids, plain UDP, secure UDP, an unknown
-//! listener), well-formed frames with chosen pid / status / nonce / timestamp / terminal flag,
+//! every origin (Unix with allowed and refused uids, plain UDP with and without a source
+//! address, secure UDP, an unknown listener), well-formed frames with chosen pid / status /
+//! nonce / timestamp / terminal flag,
 //! shared-key and master-key datagrams with chosen streams and counters (so replay windows,
 //! restarts and retired streams are reached), and time passing with the deadlines served as a
 //! shell would. After every operation it checks the invariants: no panic; events never from
@@ -25,7 +26,11 @@ use std::collections::HashMap;
 use vlp_core::kdf::derive_agent_key;
 use vlp_core::{Frame, Iv, Key, MasterDatagram, SharedDatagram, Status};
 
-use super::{AcceptKind, AgentId, Event, Nanos, Origin, Tracker, TrackerConfig, UdpMode};
+use sha2::{Digest, Sha256};
+
+use super::{
+    AcceptKind, AgentId, ClockMapping, Event, Nanos, Origin, Tracker, TrackerConfig, UdpMode,
+};
 
 /// Threshold of [`config`].
 pub const THRESHOLD: Nanos = 100;
@@ -64,6 +69,9 @@ pub fn config() -> TrackerConfig {
                 master: Some(master_key()),
             },
         ],
+        // Small, so the reserve for proven identities and dropped tombstones are reached.
+        proven_reserve: Some(2),
+        tombstones: Some(3),
     }
 }
 
@@ -169,6 +177,12 @@ pub fn run(data: &[u8]) -> Result<(), String> {
                         },
                         uid: ALLOWED_UID,
                     }
+                } else if c & 0x04 != 0 {
+                    // Plaintext UDP with its source address: one of two senders.
+                    Origin::UdpFrom {
+                        listener: 0,
+                        source: std::net::SocketAddr::from(([10, 0, 0, 1 + (c & 1)], 4000)),
+                    }
                 } else {
                     Origin::Udp { listener: 0 }
                 };
@@ -237,6 +251,47 @@ pub fn run(data: &[u8]) -> Result<(), String> {
             return Err("poll_timeout is None exactly when no agent is tracked".into());
         }
         t.check_invariants()?;
+    }
+    Ok(())
+}
+
+/// The clock mapping [`restore`] uses.
+pub const RESTORE_AT: ClockMapping = ClockMapping {
+    tracker_now: 1_000,
+    clock_now: 5_000,
+};
+
+/// Feeds `data` to [`Tracker::restore`] (with the fixed [`config`]) twice: as a whole file,
+/// and as the body of a version-1 file with a valid checksum (magic, version and flags
+/// prepended, SHA-256 appended), so the record parser is reached past the checksum. Whatever
+/// restores must hold the table's invariants, and snapshotting it must be a fixpoint:
+/// restoring the snapshot and snapshotting again gives the same bytes.
+///
+/// # Errors
+/// A description of the first broken invariant.
+pub fn restore(data: &[u8]) -> Result<(), String> {
+    let mut framed = Vec::with_capacity(data.len() + 44);
+    framed.extend_from_slice(&super::STATE_MAGIC);
+    framed.extend_from_slice(&super::STATE_VERSION.to_le_bytes());
+    framed.extend_from_slice(&0u16.to_le_bytes());
+    framed.extend_from_slice(data);
+    let sum = Sha256::digest(&framed);
+    framed.extend_from_slice(&sum);
+    for bytes in [data, &framed[..]] {
+        let Ok(t) = Tracker::restore(config(), bytes, RESTORE_AT) else {
+            continue;
+        };
+        t.check_invariants()?;
+        let mut once = Vec::new();
+        t.snapshot(RESTORE_AT, &mut once);
+        let r = Tracker::restore(config(), &once, RESTORE_AT)
+            .map_err(|e| format!("a snapshot of a restored table does not restore: {e}"))?;
+        r.check_invariants()?;
+        let mut twice = Vec::new();
+        r.snapshot(RESTORE_AT, &mut twice);
+        if once != twice {
+            return Err("snapshot -> restore -> snapshot is not a fixpoint".into());
+        }
     }
     Ok(())
 }

@@ -14,9 +14,9 @@
 //! at death time (`last_beat` = time of the terminal frame), sorted the same way.
 
 use hashbrown::HashTable;
-use vlp_core::{Iv, ReplayWindow, Status};
+use vlp_core::{ReplayWindow, Status};
 
-use super::{AgentId, Listener, Nanos};
+use super::{AgentId, KeyClass, Listener, Nanos};
 
 /// "No slot" in the intrusive links.
 pub(crate) const NIL: u32 = u32::MAX;
@@ -38,41 +38,14 @@ pub(crate) enum Phase {
 }
 
 const PHASE_MASK: u8 = 0b0000_0111;
-/// The agent speaks through a secure listener: its window and stream fields are live.
+/// The agent speaks through a secure listener: its window is live and its earlier streams are
+/// in the tracker's histories.
 const FLAG_SECURE: u8 = 0b0000_1000;
-/// `retired` holds the stream of the agent's previous session.
-const FLAG_RETIRED: u8 = 0b0001_0000;
-/// `ts_or_side` holds a side stream (secure agents only).
-const FLAG_SIDE: u8 = 0b0010_0000;
+/// The identity's datagrams are sealed with its own (master-derived) key: part of the
+/// identity ([`KeyClass::Agent`]).
+const FLAG_AGENT_KEY: u8 = 0b0001_0000;
 /// The tracker's per-slot key store holds this agent's master-derived key.
 const FLAG_KEY: u8 = 0b0100_0000;
-
-/// A terminal frame's AEAD stream that is not the agent's current stream: the panic hook's
-/// own session (VLP clients send the crash report from a separate session with its own salt).
-/// Kept as the low 32 bits of its `iv_random` and the highest counter taken from it, so a
-/// replay of that terminal datagram is refused without touching the current stream's window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Side {
-    /// Low 32 bits of the stream's `iv_random` (random bytes: a fingerprint; a new stream
-    /// that collides is taken for this one with probability 2^-32 and only its counters up to
-    /// `counter` are refused, which errs on the side of refusing).
-    pub fingerprint: u32,
-    /// Highest counter of a terminal frame taken from the stream.
-    pub counter: u32,
-}
-
-impl Side {
-    pub(crate) fn fingerprint_of(random: &[u8; 8]) -> u32 {
-        u32::from_le_bytes([random[0], random[1], random[2], random[3]])
-    }
-
-    pub(crate) fn of(iv: &Iv) -> Side {
-        Side {
-            fingerprint: Side::fingerprint_of(&iv.random),
-            counter: iv.counter,
-        }
-    }
-}
 
 /// One tracked agent. Kept at 96 bytes: see the module docs.
 #[derive(Debug, Clone)]
@@ -81,17 +54,16 @@ pub(crate) struct Agent {
     pub window: ReplayWindow,
     /// Nonce of the last accepted regular (non-terminal) beat of the current session.
     pub last_nonce: u64,
-    /// Plain agents: sender timestamp of the last accepted frame (terminal included) of the
-    /// session ([`Agent::last_ts`]). Secure agents order frames by the AEAD counter and never
-    /// read timestamps; for them this holds the [`Side`] stream ([`Agent::side`]). An identity
-    /// is plain or secure for life (its listener decides), so the two never mix.
-    ts_or_side: u64,
+    /// Sender timestamp of the last accepted frame (terminal included) of the session (plain
+    /// agents; secure agents order frames by the AEAD counter and never read timestamps).
+    pub last_ts: u64,
     /// Observer time the last beat (or terminal frame) was accepted; orders the lists.
     pub last_beat: Nanos,
     /// Regular (non-terminal) frames accepted from this identity, across sessions.
     pub beats: u64,
-    /// `iv_random` of the previous session, refused if it reappears (replayed old stream).
-    pub retired: [u8; 8],
+    /// Plaintext UDP agents: fingerprint of the source address of the last accepted frame
+    /// (0: not known). See [`super::origin`].
+    pub origin: u64,
     /// The agent's pid (frame pid, attested for Unix).
     pub pid: u32,
     /// Previous entry on this entry's list.
@@ -116,10 +88,10 @@ impl Agent {
     pub(crate) const EMPTY: Agent = Agent {
         window: ReplayWindow::new(),
         last_nonce: 0,
-        ts_or_side: 0,
+        last_ts: 0,
         last_beat: 0,
         beats: 0,
-        retired: [0; 8],
+        origin: 0,
         pid: 0,
         prev: NIL,
         next: NIL,
@@ -156,47 +128,18 @@ impl Agent {
         self.bits |= FLAG_SECURE;
     }
 
-    pub(crate) fn retired(&self) -> Option<[u8; 8]> {
-        (self.bits & FLAG_RETIRED != 0).then_some(self.retired)
+    /// Whether the identity is a per-agent-key one ([`KeyClass::Agent`]).
+    pub(crate) fn agent_key(&self) -> bool {
+        self.bits & FLAG_AGENT_KEY != 0
     }
 
-    pub(crate) fn set_retired(&mut self, stream: [u8; 8]) {
-        self.retired = stream;
-        self.bits |= FLAG_RETIRED;
+    pub(crate) fn set_agent_key(&mut self) {
+        self.bits |= FLAG_AGENT_KEY;
     }
 
-    /// Sender timestamp of the last accepted frame (plain agents; 0 for secure ones).
-    pub(crate) fn last_ts(&self) -> u64 {
-        if self.secure() {
-            0
-        } else {
-            self.ts_or_side
-        }
-    }
-
-    /// Records the sender timestamp of an accepted frame (plain agents; ignored for secure
-    /// ones, whose slot holds the side stream).
-    pub(crate) fn set_last_ts(&mut self, ts: u64) {
-        if !self.secure() {
-            self.ts_or_side = ts;
-        }
-    }
-
-    /// The side stream (secure agents that took a terminal frame off their current stream).
-    pub(crate) fn side(&self) -> Option<Side> {
-        (self.secure() && self.bits & FLAG_SIDE != 0).then_some(Side {
-            fingerprint: (self.ts_or_side >> 32) as u32,
-            // Truncation is the point: the counter is the low half.
-            counter: self.ts_or_side as u32,
-        })
-    }
-
-    /// Remembers `side` (secure agents only; call after [`Agent::set_secure`]).
-    pub(crate) fn set_side(&mut self, side: Side) {
-        if self.secure() {
-            self.ts_or_side = (u64::from(side.fingerprint) << 32) | u64::from(side.counter);
-            self.bits |= FLAG_SIDE;
-        }
+    /// Whether no other sender can claim the identity ([`AgentId::is_proven`]).
+    pub(crate) fn proven(&self) -> bool {
+        self.listener == 0 || self.agent_key()
     }
 
     /// Whether the per-slot key store holds this agent's key.
@@ -212,15 +155,40 @@ impl Agent {
         Status::from_u8(self.status).unwrap_or(Status::Ok)
     }
 
+    pub(crate) fn key_class(&self) -> KeyClass {
+        if self.agent_key() {
+            KeyClass::Agent
+        } else if self.secure() {
+            KeyClass::Shared
+        } else {
+            KeyClass::None
+        }
+    }
+
     pub(crate) fn id(&self) -> AgentId {
         AgentId {
             listener: listener_of(self.listener),
             pid: self.pid,
+            key_class: self.key_class(),
         }
     }
 
     pub(crate) fn tag(&self) -> u64 {
-        tag(self.listener, self.pid)
+        tag(self.listener, self.agent_key(), self.pid)
+    }
+
+    /// The raw flag byte for the state file (phase and flags; the key-store flag excluded,
+    /// keys are not persisted).
+    pub(crate) fn persisted_bits(&self) -> u8 {
+        self.bits & !FLAG_KEY
+    }
+
+    /// Restores [`Agent::persisted_bits`]; `None` if they name no live phase or hold
+    /// unknown flags.
+    pub(crate) fn from_persisted_bits(bits: u8) -> Option<u8> {
+        let known = PHASE_MASK | FLAG_SECURE | FLAG_AGENT_KEY;
+        let phase = bits & PHASE_MASK;
+        (bits & !known == 0 && (1..=4).contains(&phase)).then_some(bits)
     }
 }
 
@@ -240,9 +208,9 @@ fn listener_of(code: u16) -> Listener {
     }
 }
 
-/// The index key of an identity.
-pub(crate) fn tag(listener: u16, pid: u32) -> u64 {
-    (u64::from(listener) << 32) | u64::from(pid)
+/// The index key of an identity: listener code, key-class bit, pid.
+pub(crate) fn tag(listener: u16, agent_key: bool, pid: u32) -> u64 {
+    (u64::from(listener) << 33) | (u64::from(agent_key) << 32) | u64::from(pid)
 }
 
 /// Which deadline list an entry is on.
@@ -273,8 +241,11 @@ pub(crate) struct Table {
     index: HashTable<u32>,
     hasher: foldhash::fast::RandomState,
     free: u32,
-    lists: [List; 3],
+    /// Two lists per [`ListId`]: unproven identities at `2 * l`, proven ones at `2 * l + 1`
+    /// (see [`Agent::proven`]), so the capacity reserve finds an unproven victim in O(1).
+    lists: [List; 6],
     len: usize,
+    unproven: usize,
     capacity: usize,
 }
 
@@ -287,14 +258,20 @@ impl Table {
             index: HashTable::with_capacity(initial),
             hasher: foldhash::fast::RandomState::default(),
             free: NIL,
-            lists: [List::EMPTY; 3],
+            lists: [List::EMPTY; 6],
             len: 0,
+            unproven: 0,
             capacity,
         }
     }
 
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Entries whose identity is not proven ([`Agent::proven`]).
+    pub(crate) fn unproven_len(&self) -> usize {
+        self.unproven
     }
 
     pub(crate) fn capacity(&self) -> usize {
@@ -344,6 +321,9 @@ impl Table {
             hasher.hash_one(slab[s as usize].tag())
         });
         self.len += 1;
+        if !self.slab[slot as usize].proven() {
+            self.unproven += 1;
+        }
         slot
     }
 
@@ -357,20 +337,30 @@ impl Table {
             e.remove();
         }
         let a = &mut self.slab[slot as usize];
+        let proven = a.proven();
         a.set_phase(Phase::Free);
         a.next = self.free;
         a.prev = NIL;
         self.free = slot;
         self.len -= 1;
+        if !proven {
+            self.unproven -= 1;
+        }
     }
 
-    fn list_of(&self, slot: u32) -> Option<ListId> {
-        match self.slab[slot as usize].phase() {
-            Phase::Free => None,
-            Phase::Alive => Some(ListId::Alive),
-            Phase::Stalled => Some(ListId::Stalled),
-            Phase::DeadCrash | Phase::DeadClean => Some(ListId::Dead),
-        }
+    /// The index into `lists` of list `l` for `slot`'s identity.
+    fn list_index(&self, l: ListId, slot: u32) -> usize {
+        l as usize * 2 + usize::from(self.slab[slot as usize].proven())
+    }
+
+    fn list_of(&self, slot: u32) -> Option<usize> {
+        let l = match self.slab[slot as usize].phase() {
+            Phase::Free => return None,
+            Phase::Alive => ListId::Alive,
+            Phase::Stalled => ListId::Stalled,
+            Phase::DeadCrash | Phase::DeadClean => ListId::Dead,
+        };
+        Some(self.list_index(l, slot))
     }
 
     /// Removes `slot` from the list its phase says it is on. Call before changing the phase.
@@ -383,12 +373,12 @@ impl Table {
             (a.prev, a.next)
         };
         if prev == NIL {
-            self.lists[l as usize].head = next;
+            self.lists[l].head = next;
         } else {
             self.slab[prev as usize].next = next;
         }
         if next == NIL {
-            self.lists[l as usize].tail = prev;
+            self.lists[l].tail = prev;
         } else {
             self.slab[next as usize].prev = prev;
         }
@@ -399,24 +389,30 @@ impl Table {
 
     /// Appends `slot` at the tail of list `l` (its phase must already name `l`).
     pub(crate) fn push_back(&mut self, l: ListId, slot: u32) {
-        let tail = self.lists[l as usize].tail;
+        let l = self.list_index(l, slot);
+        let tail = self.lists[l].tail;
         {
             let a = &mut self.slab[slot as usize];
             a.prev = tail;
             a.next = NIL;
         }
         if tail == NIL {
-            self.lists[l as usize].head = slot;
+            self.lists[l].head = slot;
         } else {
             self.slab[tail as usize].next = slot;
         }
-        self.lists[l as usize].tail = slot;
+        self.lists[l].tail = slot;
     }
 
-    /// The entry with the earliest deadline on list `l`.
-    pub(crate) fn head(&self, l: ListId) -> Option<u32> {
-        let h = self.lists[l as usize].head;
+    /// The entry with the earliest deadline on list `l` among proven or unproven identities.
+    pub(crate) fn head(&self, l: ListId, proven: bool) -> Option<u32> {
+        let h = self.lists[l as usize * 2 + usize::from(proven)].head;
         (h != NIL).then_some(h)
+    }
+
+    /// The head of every list (the earliest deadline is among them).
+    pub(crate) fn heads(&self) -> impl Iterator<Item = u32> + '_ {
+        self.lists.iter().map(|l| l.head).filter(|&h| h != NIL)
     }
 
     /// Iterates the live entries in slab order.
@@ -429,10 +425,11 @@ impl Table {
         self.slab.capacity() * core::mem::size_of::<Agent>() + self.index.allocation_size()
     }
 
-    /// Walks list `l` from head to tail (invariant checks; allocates, not for the hot path).
-    pub(crate) fn walk(&self, l: ListId) -> Vec<u32> {
+    /// Walks list `l` of proven or unproven identities from head to tail (invariant checks;
+    /// allocates, not for the hot path).
+    pub(crate) fn walk(&self, l: ListId, proven: bool) -> Vec<u32> {
         let mut v = Vec::new();
-        let mut s = self.lists[l as usize].head;
+        let mut s = self.lists[l as usize * 2 + usize::from(proven)].head;
         while s != NIL {
             v.push(s);
             s = self.slab[s as usize].next;

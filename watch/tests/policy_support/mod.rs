@@ -230,7 +230,7 @@ fn run_loop(
         let t = now();
         tracker.handle_timeout(t);
         while let Some(ev) = tracker.poll_event() {
-            directory.on_event(&ev, false);
+            directory.on_event(&ev);
             events.lock().unwrap().push(Row::from_event(&ev).json(t));
         }
         directory.poll_identities();

@@ -8,6 +8,9 @@ use vlp_core::{
 
 use super::*;
 
+mod persist;
+mod security;
+
 const MS: Nanos = 1_000_000;
 const THR: Nanos = 200 * MS;
 const EVICT: Nanos = 10_000 * MS;
@@ -26,6 +29,8 @@ fn cfg() -> TrackerConfig {
                 master: Some(key(9)),
             },
         ],
+        proven_reserve: None,
+        tombstones: None,
     }
 }
 
@@ -42,10 +47,7 @@ fn udp(listener: usize) -> Origin {
 }
 
 fn uid(pid: u32) -> AgentId {
-    AgentId {
-        listener: Listener::Unix,
-        pid,
-    }
+    AgentId::unix(pid)
 }
 
 fn beat(pid: u32, ts: u64, nonce: u64) -> [u8; 32] {
@@ -223,8 +225,8 @@ fn stall_fires_once_at_the_exact_deadline_and_recovery_follows() {
     assert_eq!(t.poll_timeout(), Some(now + THR));
     let v = t.agent(uid(42)).unwrap();
     assert_eq!((v.state, v.stalls, v.beats), (AgentState::Alive, 1, 2));
-    assert_eq!(t.stats().stalls, 1);
-    assert_eq!(t.stats().recoveries, 1);
+    assert_eq!(t.stats().events(EventKind::Stall), 1);
+    assert_eq!(t.stats().events(EventKind::Recovered), 1);
 }
 
 #[test]
@@ -319,7 +321,7 @@ fn terminal_frame_is_a_crash_at_once_and_no_stall_follows() {
     );
     assert!(t.is_empty());
     assert_eq!(t.poll_timeout(), None);
-    assert_eq!(t.stats().crashes, 1);
+    assert_eq!(t.stats().events(EventKind::Crash), 1);
 }
 
 #[test]
@@ -341,7 +343,7 @@ fn goodbye_is_a_clean_death() {
         t.agent(uid(42)).unwrap().state,
         AgentState::Dead { clean: true }
     );
-    assert_eq!(t.stats().goodbyes, 1);
+    assert_eq!(t.stats().events(EventKind::Goodbye), 1);
 }
 
 #[test]
@@ -449,7 +451,7 @@ fn recycled_pid_with_nonce_and_clock_started_over_is_a_new_session_at_once() {
         .handle_datagram(2 * MS, &unix(42), &beat(42, 4 * MS, 2))
         .unwrap();
     assert_eq!(a.kind, AcceptKind::Beat);
-    assert_eq!(t.stats().restarts, 1);
+    assert_eq!(t.stats().events(EventKind::Restart), 1);
 }
 
 #[test]
@@ -461,7 +463,7 @@ fn early_reordering_is_not_taken_for_a_restart() {
         t.handle_datagram(2, &unix(42), &beat(42, 20, 2)),
         Err(Rejection::StaleNonce { nonce: 2, last: 3 })
     );
-    assert_eq!(t.stats().restarts, 0);
+    assert_eq!(t.stats().events(EventKind::Restart), 0);
 }
 
 #[test]
@@ -561,7 +563,7 @@ fn stalled_entries_are_evicted_after_evict_after() {
             agent: uid(42)
         }]
     );
-    assert_eq!(t.stats().evictions, 1);
+    assert_eq!(t.stats().events(EventKind::Evicted), 1);
     // It comes back as a new agent.
     let a = t
         .handle_datagram(u64::MAX, &unix(42), &beat(42, 2, 2))
@@ -577,8 +579,8 @@ fn beat_of_an_overdue_evicted_agent_is_a_new_agent() {
     let now = THR + EVICT + 1;
     let a = t.handle_datagram(now, &unix(42), &beat(42, 2, 2)).unwrap();
     assert_eq!(a.kind, AcceptKind::NewAgent);
-    let kinds: Vec<_> = events(&mut t).iter().map(Event::kind).collect();
-    assert_eq!(kinds, ["stalled", "evicted", "new_agent"]);
+    let kinds: Vec<_> = events(&mut t).iter().map(|e| e.kind().as_str()).collect();
+    assert_eq!(kinds, ["stall", "evicted", "new"]);
 }
 
 #[test]
@@ -613,13 +615,7 @@ fn timeout_batch_bounds_the_work_of_one_call() {
 fn plain_udp_identity_is_listener_and_frame_pid() {
     let mut t = Tracker::new(cfg());
     let a = t.handle_datagram(0, &udp(0), &beat(42, 1, 1)).unwrap();
-    assert_eq!(
-        a.agent,
-        AgentId {
-            listener: Listener::Udp(0),
-            pid: 42
-        }
-    );
+    assert_eq!(a.agent, AgentId::udp(0, KeyClass::None, 42));
     assert!(!a.agent.is_attested());
     // The same pid on the Unix socket is another agent.
     t.handle_datagram(0, &unix(42), &beat(42, 1, 1)).unwrap();
@@ -763,10 +759,7 @@ fn secure_restart_is_a_new_stream_and_the_old_stream_is_retired() {
         events(&mut t),
         [Event::SessionRestart {
             at: 10,
-            agent: AgentId {
-                listener: Listener::Udp(1),
-                pid: 42
-            },
+            agent: udp1(42),
             nonce: 1
         }]
     );
@@ -876,8 +869,8 @@ fn terminal_first_frame_is_new_agent_then_died() {
     let mut t = Tracker::new(cfg());
     let f = Frame::terminal(42, 1, 5).unwrap().emit();
     t.handle_datagram(0, &unix(42), &f).unwrap();
-    let kinds: Vec<_> = events(&mut t).iter().map(Event::kind).collect();
-    assert_eq!(kinds, ["new_agent", "died"]);
+    let kinds: Vec<_> = events(&mut t).iter().map(|e| e.kind().as_str()).collect();
+    assert_eq!(kinds, ["new", "crash"]);
     assert_eq!(t.poll_timeout(), Some(EVICT));
     let v = t.agent(uid(42)).unwrap();
     assert_eq!(v.nonce, 0, "a terminal frame is not a regular nonce");
@@ -888,11 +881,11 @@ fn terminal_first_frame_is_new_agent_then_died() {
 fn reason_labels_are_unique_and_decode_labels_match_vlp_core() {
     let mut seen = std::collections::HashSet::new();
     for r in Reason::ALL {
-        assert!(seen.insert(r.label()), "duplicate label {}", r.label());
+        assert!(seen.insert(r.as_str()), "duplicate label {}", r.as_str());
         assert_eq!(Reason::ALL[r as usize], r);
     }
     for (i, k) in DecodeError::KINDS.iter().enumerate() {
-        assert_eq!(Reason::ALL[i].label(), *k);
+        assert_eq!(Reason::ALL[i].as_str(), *k);
         assert_eq!(Reason::ALL[i].class(), ReasonClass::Decode);
     }
 }
@@ -959,11 +952,14 @@ impl PanickyApp {
     }
 }
 
+/// A shared-key agent of listener 1.
 fn udp1(pid: u32) -> AgentId {
-    AgentId {
-        listener: Listener::Udp(1),
-        pid,
-    }
+    AgentId::udp(1, KeyClass::Shared, pid)
+}
+
+/// A per-agent-key (master-derived) agent of listener 1.
+fn udp1_agent(pid: u32) -> AgentId {
+    AgentId::udp(1, KeyClass::Agent, pid)
 }
 
 #[test]
@@ -1049,8 +1045,8 @@ fn panic_hook_terminal_on_its_own_stream_leaves_the_app_stream_alone() {
         AcceptKind::Restart
     );
     assert_eq!(t.stats().rejected(Reason::RetiredStream), 0);
-    assert_eq!(t.stats().crashes, 2);
-    assert_eq!(t.stats().restarts, 2);
+    assert_eq!(t.stats().events(EventKind::Crash), 2);
+    assert_eq!(t.stats().events(EventKind::Restart), 2);
     t.check_invariants().unwrap();
 }
 
@@ -1080,8 +1076,8 @@ fn panic_hook_terminal_replayed_while_dead_is_refused() {
         Err(Rejection::Replay(ReplayError::Replayed { counter: 1 }))
     );
     assert_eq!(events(&mut t), []);
-    assert_eq!(t.stats().crashes, 1);
-    assert_eq!(t.stats().restarts, 0);
+    assert_eq!(t.stats().events(EventKind::Crash), 1);
+    assert_eq!(t.stats().events(EventKind::Restart), 0);
 }
 
 #[test]
@@ -1106,7 +1102,7 @@ fn panic_hook_master_key_replay_is_refused_before_decryption() {
         Err(Rejection::Replay(ReplayError::Replayed { counter: 1 }))
     );
     assert_eq!(t.stats().rejected(Reason::BadTag), 0);
-    assert_eq!(t.agent(udp1(42)).unwrap().state, AgentState::Alive);
+    assert_eq!(t.agent(udp1_agent(42)).unwrap().state, AgentState::Alive);
 }
 
 #[test]
@@ -1118,8 +1114,8 @@ fn panic_hook_report_before_the_first_beat_keeps_the_hook_stream_aside() {
     let mut p = PanickyApp::new(42);
     p.beat(&k, 1); // sent before the observer was up: lost
     t.handle_datagram(5, &udp(1), &p.panic(&k, 5)).unwrap();
-    let kinds: Vec<_> = events(&mut t).iter().map(Event::kind).collect();
-    assert_eq!(kinds, ["new_agent", "died"]);
+    let kinds: Vec<_> = events(&mut t).iter().map(|e| e.kind().as_str()).collect();
+    assert_eq!(kinds, ["new", "crash"]);
     assert_eq!(
         t.handle_datagram(6, &udp(1), &p.beat(&k, 6)).unwrap().kind,
         AcceptKind::Restart
@@ -1127,8 +1123,8 @@ fn panic_hook_report_before_the_first_beat_keeps_the_hook_stream_aside() {
     events(&mut t);
     // A second panic is reported (the hook's stream was not retired).
     t.handle_datagram(7, &udp(1), &p.panic(&k, 7)).unwrap();
-    let kinds: Vec<_> = events(&mut t).iter().map(Event::kind).collect();
-    assert_eq!(kinds, ["died"]);
+    let kinds: Vec<_> = events(&mut t).iter().map(|e| e.kind().as_str()).collect();
+    assert_eq!(kinds, ["crash"]);
 }
 
 #[test]
@@ -1233,7 +1229,7 @@ fn master_key_of_an_evicted_agent_is_forgotten_and_its_slot_reused_cleanly() {
     .unwrap();
     t.handle_datagram(3, &udp(1), &master(1, 1, &frame(Status::Ok, 43, 1, 1, 0)))
         .unwrap();
-    assert_eq!(t.stats().evictions, 1);
+    assert_eq!(t.stats().events(EventKind::Evicted), 1);
     assert_eq!(t.stats().key_derivations, 2);
     // The newcomer's next beat uses its own key (not the slot's previous one).
     t.handle_datagram(4, &udp(1), &master(1, 2, &frame(Status::Ok, 43, 2, 2, 0)))
@@ -1254,4 +1250,34 @@ fn master_key_of_an_evicted_agent_is_forgotten_and_its_slot_reused_cleanly() {
     t2.handle_datagram(2, &udp(1), &master(1, 2, &frame(Status::Ok, 42, 2, 2, 0)))
         .unwrap();
     assert_eq!(t2.stats().key_derivations, 1);
+}
+
+#[test]
+fn event_kinds_have_one_unique_spelling_that_reads_back() {
+    let mut seen = std::collections::HashSet::new();
+    for k in EventKind::ALL {
+        assert!(seen.insert(k.as_str()), "duplicate spelling {k}");
+        assert_eq!(EventKind::ALL[k as usize], k);
+        assert_eq!(EventKind::parse(k.as_str()), Some(k));
+    }
+    assert_eq!(EventKind::parse("stalled"), None);
+}
+
+#[test]
+fn stats_count_events_by_kind_as_they_are_raised() {
+    let mut t = Tracker::new(cfg());
+    t.handle_datagram(0, &unix(42), &beat(42, 1, 1)).unwrap();
+    t.handle_timeout(THR);
+    t.handle_datagram(THR + 1, &unix(42), &beat(42, 2, 2))
+        .unwrap();
+    let g = Frame::goodbye(42, 3).unwrap().emit();
+    t.handle_datagram(THR + 2, &unix(42), &g).unwrap();
+    let raised = events(&mut t);
+    for k in EventKind::ALL {
+        let n = raised.iter().filter(|e| e.kind() == k).count() as u64;
+        assert_eq!(t.stats().events(k), n, "{k}");
+    }
+    assert_eq!(t.stats().events(EventKind::Stall), 1);
+    assert_eq!(t.stats().events(EventKind::Goodbye), 1);
+    assert_eq!(t.stats().events(EventKind::Crash), 0);
 }

@@ -1,36 +1,9 @@
-//! Outputs: event lines on stdout (text or JSON lines) and the TSV event file.
-//!
-//! Every event becomes one [`Row`] (the fields of the TSV file: `observer_ns, kind, pid, nonce,
-//! status, detail`, plus the event's numbers for JSON), then one line per sink. Sinks are
-//! buffered and flushed once per loop turn, right after the events of that turn, so a stall
-//! leaves the daemon as soon as it fires.
-//!
-//! # JSON lines (`--format json`)
-//!
-//! One object per event, fields in this order, absent where the event has no such value:
-//!
-//! | field | type | events | meaning |
-//! |---|---|---|---|
-//! | `at_ns` | integer | all | observer time of the event (ns since the daemon started); for `stall`, the exact deadline `last_beat_ns + threshold` |
-//! | `emitted_ns` | integer | all | the daemon's clock (same time base as `at_ns`) when the line was written to the output buffer, which is flushed before the daemon next sleeps or reads a socket: `emitted_ns - at_ns` is the event's lateness on the watch's own clock |
-//! | `kind` | string | all | `new`, `restart`, `status`, `stall`, `recovered`, `crash`, `goodbye`, `evicted`, `recovery` |
-//! | `pid`, `listener` | integer, string | all | the agent (`unix`, `udp0`) |
-//! | `nonce` | integer | new, restart, stall, crash, goodbye | the frame's nonce (`stall`: the last beat's; terminal frames: 18446744073709551615) |
-//! | `status` | string | new, status, stall, crash, goodbye | the agent's status after the event |
-//! | `from`, `to` | string | status | the status before and after the change |
-//! | `payload` | integer | status, crash, goodbye | the frame's payload |
-//! | `last_beat_ns` | integer | stall | observer time the last beat was accepted |
-//! | `silent_for_ns` | integer | recovered | time since the previous beat |
-//! | `detail` | string | all | the same facts in prose (also the TSV `detail` column) |
+//! One event as a [`Row`], and its three spellings: text, JSON, TSV.
 
 use std::fmt::Write as _;
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
-use std::path::PathBuf;
 
 use vlp_core::Status;
 
-use crate::config::Format;
 use crate::tracker::{AgentId, Event, Listener, Nanos};
 
 /// One output record.
@@ -100,16 +73,18 @@ impl Row {
     /// The row for a tracker event.
     #[must_use]
     pub fn from_event(ev: &Event) -> Row {
+        // The kind's one spelling comes from the core.
+        let kind = ev.kind().as_str();
         match *ev {
             Event::NewAgent {
                 at,
                 agent,
                 status,
                 nonce,
-            } => Row::basic(at, "new", agent, Some(nonce), Some(status), String::new()),
+            } => Row::basic(at, kind, agent, Some(nonce), Some(status), String::new()),
             Event::SessionRestart { at, agent, nonce } => Row::basic(
                 at,
-                "restart",
+                kind,
                 agent,
                 Some(nonce),
                 None,
@@ -126,7 +101,7 @@ impl Row {
                 payload: Some(payload),
                 ..Row::basic(
                     at,
-                    "status",
+                    kind,
                     agent,
                     None,
                     Some(to),
@@ -142,7 +117,7 @@ impl Row {
                 last_beat: Some(last_beat),
                 ..Row::basic(
                     at,
-                    "stall",
+                    kind,
                     agent,
                     Some(nonce),
                     Some(Status::Stall),
@@ -157,7 +132,7 @@ impl Row {
                 silent_for: Some(silent_for),
                 ..Row::basic(
                     at,
-                    "recovered",
+                    kind,
                     agent,
                     None,
                     None,
@@ -173,7 +148,7 @@ impl Row {
                 payload: Some(payload),
                 ..Row::basic(
                     at,
-                    if clean { "goodbye" } else { "crash" },
+                    kind,
                     agent,
                     Some(vlp_core::NONCE_TERMINAL),
                     Some(Status::Critical),
@@ -186,7 +161,7 @@ impl Row {
             },
             Event::Evicted { at, agent } => Row::basic(
                 at,
-                "evicted",
+                kind,
                 agent,
                 None,
                 None,
@@ -271,7 +246,7 @@ impl Row {
     }
 }
 
-fn json_escape(s: &str, out: &mut String) {
+pub(super) fn json_escape(s: &str, out: &mut String) {
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -284,150 +259,12 @@ fn json_escape(s: &str, out: &mut String) {
     }
 }
 
-/// The TSV event file with size-based rotation (`FILE` -> `FILE.1`).
-#[derive(Debug)]
-pub struct ExportFile {
-    path: PathBuf,
-    max: u64,
-    size: u64,
-    out: BufWriter<File>,
-}
-
-impl ExportFile {
-    /// Opens (appends to) `path`.
-    ///
-    /// # Errors
-    /// The open error.
-    pub fn open(path: PathBuf, max: u64) -> io::Result<ExportFile> {
-        let f = OpenOptions::new().create(true).append(true).open(&path)?;
-        let size = f.metadata()?.len();
-        Ok(ExportFile {
-            path,
-            max,
-            size,
-            out: BufWriter::new(f),
-        })
-    }
-
-    /// Appends one line, rotating first if it would pass the size limit.
-    ///
-    /// # Errors
-    /// Write or rotation errors.
-    pub fn write_line(&mut self, line: &str) -> io::Result<()> {
-        let n = line.len() as u64 + 1;
-        if self.size > 0 && self.size + n > self.max {
-            self.out.flush()?;
-            let mut rotated = self.path.clone().into_os_string();
-            rotated.push(".1");
-            std::fs::rename(&self.path, &rotated)?;
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
-            self.out = BufWriter::new(f);
-            self.size = 0;
-        }
-        self.out.write_all(line.as_bytes())?;
-        self.out.write_all(b"\n")?;
-        self.size += n;
-        Ok(())
-    }
-
-    /// Flushes buffered lines.
-    ///
-    /// # Errors
-    /// The write error.
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
-}
-
-/// All event sinks.
-#[derive(Debug)]
-pub struct Outputs {
-    format: Format,
-    stdout: BufWriter<io::Stdout>,
-    export: Option<ExportFile>,
-    /// Write errors seen (counted, reported once).
-    pub write_errors: u64,
-    reported: bool,
-}
-
-impl Outputs {
-    /// Stdout in `format`, plus the export file if any.
-    #[must_use]
-    pub fn new(format: Format, export: Option<ExportFile>) -> Outputs {
-        Outputs {
-            format,
-            stdout: BufWriter::with_capacity(64 * 1024, io::stdout()),
-            export,
-            write_errors: 0,
-            reported: false,
-        }
-    }
-
-    fn note_err(&mut self, what: &str, e: &io::Error) {
-        self.write_errors += 1;
-        if !self.reported {
-            self.reported = true;
-            eprintln!("varta-watch: cannot write {what}: {e} (further errors only counted)");
-        }
-    }
-
-    /// Emits one row to every sink (buffered); `now` is the daemon's clock (JSON
-    /// `emitted_ns`).
-    pub fn emit(&mut self, row: &Row, now: Nanos) {
-        let line = match self.format {
-            Format::Text => row.text(),
-            Format::Json => row.json(now),
-        };
-        if let Err(e) = writeln!(self.stdout, "{line}") {
-            self.note_err("stdout", &e);
-        }
-        if let Some(x) = self.export.as_mut() {
-            if let Err(e) = x.write_line(&row.tsv()) {
-                self.note_err("export file", &e);
-            }
-        }
-    }
-
-    /// Prints an informational line (startup, shutdown) in the current format.
-    pub fn info(&mut self, msg: &str) {
-        let r = match self.format {
-            Format::Text => writeln!(self.stdout, "varta-watch: {msg}"),
-            Format::Json => {
-                let mut s = String::new();
-                json_escape(msg, &mut s);
-                writeln!(self.stdout, "{{\"kind\":\"info\",\"detail\":\"{s}\"}}")
-            }
-        };
-        if let Err(e) = r {
-            self.note_err("stdout", &e);
-        }
-    }
-
-    /// Flushes every sink.
-    pub fn flush(&mut self) {
-        if let Err(e) = self.stdout.flush() {
-            self.note_err("stdout", &e);
-        }
-        if let Some(x) = self.export.as_mut() {
-            if let Err(e) = x.flush() {
-                self.note_err("export file", &e);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn agent() -> AgentId {
-        AgentId {
-            listener: Listener::Unix,
-            pid: 42,
-        }
+        AgentId::unix(42)
     }
 
     #[test]
@@ -513,24 +350,5 @@ mod tests {
             row.tsv(),
             "10\tstatus\t42\t\tdegraded\tok -> degraded payload=77"
         );
-    }
-
-    #[test]
-    fn export_rotates_by_size() {
-        let dir = std::env::temp_dir().join(format!("varta-export-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("events.tsv");
-        let mut x = ExportFile::open(p.clone(), 4096).unwrap();
-        let line = "x".repeat(99);
-        for _ in 0..50 {
-            x.write_line(&line).unwrap();
-        }
-        x.flush().unwrap();
-        let cur = std::fs::metadata(&p).unwrap().len();
-        let old = std::fs::metadata(dir.join("events.tsv.1")).unwrap().len();
-        assert_eq!(old, 4000);
-        assert_eq!(cur, 1000);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

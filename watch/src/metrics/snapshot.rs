@@ -1,30 +1,17 @@
-//! Prometheus metrics, served from a small second thread.
-//!
-//! The daemon loop owns every counter as a plain integer; it never shares them behind a lock.
-//! On a scrape the HTTP thread raises a flag and wakes the loop through an eventfd; at the end
-//! of its current turn the loop copies a [`Snapshot`] (bounded: at most
-//! `--metrics-max-agents` per-agent series) and sends it over a channel. The HTTP thread
-//! encodes it with `prometheus-client`. The loop never waits for the HTTP thread; a slow or
-//! stuck scraper only delays its own answer.
+//! What a scrape shows: the [`Snapshot`] the loop copies, and its Prometheus encoding.
 //!
 //! `varta_beats_total{pid,listener}` counts regular beats only. Terminal frames (a crash report,
 //! an announced clean exit) are not heartbeats: each raises one event, counted in
 //! `varta_events_total{kind="crash"}` or `{kind="goodbye"}`; `varta_frames_accepted_total`
 //! counts every accepted frame, terminal ones included.
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::Arc;
-use std::time::Duration;
-
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+use super::HttpCounters;
 
 /// One agent's series.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,9 +91,9 @@ fn lab(pairs: &[(&str, &str)]) -> Labels {
 }
 
 impl Snapshot {
-    /// Encodes in the Prometheus text format.
+    /// Encodes in the Prometheus text format, with the HTTP side's own counters.
     #[must_use]
-    pub fn encode(&self) -> String {
+    pub fn encode(&self, http: &HttpCounters) -> String {
         let mut reg = Registry::default();
         let beats = Family::<Labels, Counter>::default();
         let stalls = Family::<Labels, Counter>::default();
@@ -271,132 +258,18 @@ impl Snapshot {
             "Seconds since the observer started",
             up,
         );
+        let dropped = Family::<Labels, Counter>::default();
+        for (reason, n) in http.dropped() {
+            dropped.get_or_create(&lab(&[("reason", reason)])).inc_by(n);
+        }
+        reg.register(
+            "varta_prom_connections_dropped",
+            "HTTP connections closed by the observer, by reason (capacity: over --http-max-connections; header_timeout; idle)",
+            dropped,
+        );
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &reg);
         out
     }
-}
-
-/// The loop's side of the scrape protocol.
-#[derive(Debug)]
-pub struct MetricsLink {
-    wanted: Arc<AtomicBool>,
-    wake: OwnedFd,
-    tx: Sender<Snapshot>,
-}
-
-impl MetricsLink {
-    /// The eventfd to poll; readable when a scrape waits.
-    #[must_use]
-    pub fn fd(&self) -> RawFd {
-        self.wake.as_raw_fd()
-    }
-
-    /// Clears the eventfd and tells whether a snapshot is wanted.
-    pub fn take_request(&self) -> bool {
-        let mut v = 0u64;
-        // SAFETY: reads 8 bytes into a local u64 from our own non-blocking eventfd.
-        let _ = unsafe { libc::read(self.wake.as_raw_fd(), std::ptr::addr_of_mut!(v).cast(), 8) };
-        self.wanted.swap(false, Ordering::AcqRel)
-    }
-
-    /// Hands a snapshot to the HTTP thread (never blocks).
-    pub fn publish(&self, s: Snapshot) {
-        let _ = self.tx.send(s);
-    }
-}
-
-/// Starts the HTTP thread on `addr`. Returns the link for the loop and the bound address.
-///
-/// # Errors
-/// Binding the TCP listener or creating the eventfd.
-pub fn serve(addr: SocketAddr) -> io::Result<(MetricsLink, SocketAddr)> {
-    let listener = TcpListener::bind(addr)?;
-    let bound = listener.local_addr()?;
-    // SAFETY: eventfd has no memory preconditions; the result is checked.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor we own.
-    let wake = unsafe { OwnedFd::from_raw_fd(fd) };
-    let wake_http = wake.try_clone()?;
-    let wanted = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = channel();
-    let w = Arc::clone(&wanted);
-    std::thread::Builder::new()
-        .name("varta-metrics".into())
-        .spawn(move || http_loop(&listener, &w, &wake_http, &rx))?;
-    Ok((MetricsLink { wanted, wake, tx }, bound))
-}
-
-fn http_loop(listener: &TcpListener, wanted: &AtomicBool, wake: &OwnedFd, rx: &Receiver<Snapshot>) {
-    for conn in listener.incoming() {
-        let Ok(mut conn) = conn else { continue };
-        let _ = handle(&mut conn, wanted, wake, rx);
-    }
-}
-
-fn handle(
-    conn: &mut TcpStream,
-    wanted: &AtomicBool,
-    wake: &OwnedFd,
-    rx: &Receiver<Snapshot>,
-) -> io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
-    conn.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut buf = [0u8; 2048];
-    let mut n = 0;
-    while n < buf.len() {
-        let k = conn.read(&mut buf[n..])?;
-        if k == 0 {
-            break;
-        }
-        n += k;
-        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n")
-            || buf[..n].windows(2).any(|w| w == b"\n\n")
-        {
-            break;
-        }
-    }
-    let req = String::from_utf8_lossy(&buf[..n]);
-    let mut parts = req.split_whitespace();
-    let method = parts.next().unwrap_or("");
-    let path = parts.next().unwrap_or("");
-    if method != "GET" {
-        return respond(conn, "405 Method Not Allowed", "text/plain", "only GET\n");
-    }
-    if path != "/metrics" && path != "/" {
-        return respond(conn, "404 Not Found", "text/plain", "try /metrics\n");
-    }
-    // Drop answers to earlier requests that timed out.
-    while rx.try_recv().is_ok() {}
-    wanted.store(true, Ordering::Release);
-    let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a local u64 to our eventfd.
-    let _ = unsafe { libc::write(wake.as_raw_fd(), std::ptr::addr_of!(one).cast(), 8) };
-    match rx.recv_timeout(Duration::from_secs(3)) {
-        Ok(s) => respond(
-            conn,
-            "200 OK",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            &s.encode(),
-        ),
-        Err(_) => respond(
-            conn,
-            "503 Service Unavailable",
-            "text/plain",
-            "observer busy\n",
-        ),
-    }
-}
-
-fn respond(conn: &mut TcpStream, status: &str, ctype: &str, body: &str) -> io::Result<()> {
-    write!(
-        conn,
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    conn.flush()
 }

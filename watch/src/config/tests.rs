@@ -1,0 +1,306 @@
+//! The configuration is defined once: every flag is a TOML key with the same effect.
+
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::{ConfigError, RunArgs};
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("varta-cfg-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+
+    fn write(&self, name: &str, text: &str, mode: u32) -> PathBuf {
+        let p = self.0.join(name);
+        let _ = std::fs::remove_file(&p);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One setting in both spellings: TOML value text, and the command-line values (none for a
+/// switch; several for a repeatable flag).
+struct Setting {
+    key: String,
+    toml: String,
+    cli: Vec<String>,
+}
+
+fn set(key: &str, toml: impl Into<String>, cli: &[&str]) -> Setting {
+    Setting {
+        key: key.to_string(),
+        toml: toml.into(),
+        cli: cli.iter().map(|s| (*s).to_string()).collect(),
+    }
+}
+
+fn cli_args(settings: &[Setting]) -> Vec<OsString> {
+    let mut v = Vec::new();
+    for s in settings {
+        if s.cli.is_empty() {
+            v.push(OsString::from(format!("--{}", s.key)));
+        }
+        for c in &s.cli {
+            v.push(OsString::from(format!("--{}", s.key)));
+            v.push(OsString::from(c));
+        }
+    }
+    v
+}
+
+fn toml_text(settings: &[Setting]) -> String {
+    settings
+        .iter()
+        .map(|s| format!("{} = {}\n", s.key, s.toml))
+        .collect()
+}
+
+fn load(args: &[OsString]) -> String {
+    format!("{:?}", RunArgs::load(args))
+}
+
+/// A sample value for each flag, with the settings it needs beside it. A flag without a
+/// sample fails the test: a new flag must be added here, and so is checked from a file too.
+fn sample(key: &str, keys: &Path) -> Option<(Setting, Vec<Setting>)> {
+    let k = |name: &str| keys.join(name).display().to_string();
+    let udp = || {
+        vec![
+            set("udp-port", "0", &["0"]),
+            set("allow-plaintext-udp", "true", &[]),
+        ]
+    };
+    let port = || vec![set("udp-port", "0", &["0"])];
+    let rec = || vec![set("recovery-exec", "\"/bin/true\"", &["/bin/true"])];
+    let audited = || {
+        vec![
+            set("recovery-exec", "\"/bin/true\"", &["/bin/true"]),
+            set(
+                "recovery-audit-file",
+                format!("\"{}\"", k("audit")),
+                &[&k("audit")],
+            ),
+        ]
+    };
+    let s = match key {
+        "socket" => (
+            set(key, "\"/tmp/varta-cfg.sock\"", &["/tmp/varta-cfg.sock"]),
+            vec![],
+        ),
+        "no-socket" => (set(key, "true", &[]), udp()),
+        "socket-mode" => (set(key, "\"0640\"", &["0640"]), vec![]),
+        "threshold-ms" => (set(key, "250", &["250"]), vec![]),
+        "allow-uid" => (set(key, "[4242, 4343]", &["4242", "4343"]), vec![]),
+        "udp-port" => (
+            set(key, "7777", &["7777"]),
+            vec![set("allow-plaintext-udp", "true", &[])],
+        ),
+        "udp-bind-addr" => (set(key, "\"127.0.0.2\"", &["127.0.0.2"]), udp()),
+        "allow-plaintext-udp" => (set(key, "true", &[]), port()),
+        "key-file" => (set(key, format!("\"{}\"", k("k1")), &[&k("k1")]), port()),
+        "accepted-key-file" => (
+            set(
+                key,
+                format!("[\"{}\", \"{}\"]", k("k1"), k("k2")),
+                &[&k("k1"), &k("k2")],
+            ),
+            port(),
+        ),
+        "master-key-file" => (set(key, format!("\"{}\"", k("km")), &[&k("km")]), port()),
+        "udp-rcvbuf-bytes" => (set(key, "131072", &["131072"]), udp()),
+        "tracker-capacity" => (set(key, "1234", &["1234"]), vec![]),
+        "evict-after-ms" => (set(key, "5000", &["5000"]), vec![]),
+        "format" => (set(key, "\"json\"", &["json"]), vec![]),
+        "export-file" => (
+            set(key, "\"/tmp/varta-cfg.tsv\"", &["/tmp/varta-cfg.tsv"]),
+            vec![],
+        ),
+        "export-max-bytes" => (set(key, "8192", &["8192"]), vec![]),
+        "prom-addr" => (set(key, "\"127.0.0.1:9999\"", &["127.0.0.1:9999"]), vec![]),
+        "metrics-max-agents" => (set(key, "7", &["7"]), vec![]),
+        "http-max-connections" => (set(key, "9", &["9"]), vec![]),
+        "http-header-timeout-ms" => (set(key, "1500", &["1500"]), vec![]),
+        "http-idle-timeout-ms" => (set(key, "2500", &["2500"]), vec![]),
+        "recovery-exec" => (
+            set(key, "\"/bin/echo {pid}\"", &["/bin/echo {pid}"]),
+            vec![],
+        ),
+        "recovery-exec-file" => (set(key, format!("\"{}\"", k("cmd")), &[&k("cmd")]), vec![]),
+        "recovery-env" => (set(key, "[\"A=1\", \"B=2\"]", &["A=1", "B=2"]), rec()),
+        "recovery-inherit-env"
+        | "recovery-capture-stdio"
+        | "recovery-allow-agent-keys"
+        | "secure-udp-i-accept-recovery-on-unauthenticated-transport"
+        | "plaintext-udp-i-accept-recovery-on-unauthenticated-transport" => {
+            (set(key, "true", &[]), rec())
+        }
+        "recovery-capture-bytes" => (
+            set(key, "512", &["512"]),
+            vec![
+                set("recovery-exec", "\"/bin/true\"", &["/bin/true"]),
+                set("recovery-capture-stdio", "true", &[]),
+            ],
+        ),
+        "recovery-audit-file" => (
+            set(key, format!("\"{}\"", k("audit")), &[&k("audit")]),
+            rec(),
+        ),
+        "recovery-audit-key-file" => (set(key, format!("\"{}\"", k("k1")), &[&k("k1")]), audited()),
+        "recovery-audit-sync-every" => (set(key, "3", &["3"]), audited()),
+        "recovery-audit-max-bytes" => (set(key, "65536", &["65536"]), audited()),
+        "shutdown-grace-ms" => (set(key, "250", &["250"]), vec![]),
+        "recovery-debounce-ms" => (set(key, "77", &["77"]), rec()),
+        "recovery-timeout-ms" => (set(key, "88", &["88"]), rec()),
+        "recovery-allow-unattested" => (set(key, "true", &[]), rec()),
+        "rt-priority" => (set(key, "10", &["10"]), vec![]),
+        "self-watchdog-secs" => (set(key, "3", &["3"]), vec![]),
+        _ => return None,
+    };
+    Some(s)
+}
+
+#[test]
+fn every_flag_is_a_toml_key_with_the_same_effect() {
+    let dir = Dir::new("once");
+    for (name, hex) in [("k1", "11"), ("k2", "22"), ("km", "33")] {
+        dir.write(name, &hex.repeat(32), 0o600);
+    }
+    dir.write("cmd", "/bin/echo {pid} {reason}\n", 0o600);
+    let cmd = RunArgs::command();
+    let mut checked = 0;
+    for arg in cmd.get_arguments() {
+        let Some(key) = arg.get_long() else { continue };
+        if key == "config" {
+            continue;
+        }
+        let (setting, context) = sample(key, &dir.0)
+            .unwrap_or_else(|| panic!("--{key} has no sample in this test: add one"));
+        let base = load(&cli_args(&context));
+        let mut all = context;
+        all.push(setting);
+        let from_cli = load(&cli_args(&all));
+        assert!(from_cli.starts_with("Ok("), "--{key}: {from_cli}");
+        let file = dir.write("c.toml", &toml_text(&all), 0o600);
+        let from_file = load(&[OsString::from("--config"), file.into_os_string()]);
+        assert_eq!(from_file, from_cli, "key `{key}` in a file means --{key}");
+        assert_ne!(from_file, base, "key `{key}` takes effect");
+        checked += 1;
+    }
+    assert!(checked >= 27, "only {checked} flags walked");
+}
+
+fn load_file(dir: &Dir, text: &str, extra: &[&str]) -> Result<super::Config, ConfigError> {
+    let file = dir.write("c.toml", text, 0o600);
+    let mut args = vec![OsString::from("--config"), file.into_os_string()];
+    args.extend(extra.iter().map(OsString::from));
+    RunArgs::load(&args)
+}
+
+#[test]
+fn command_line_wins_and_repeatable_flags_add_up() {
+    let dir = Dir::new("wins");
+    let cfg = load_file(
+        &dir,
+        "threshold-ms = 250\nformat = \"json\"\nallow-uid = [7]\nrt-priority = 5\n",
+        &["--threshold-ms", "40", "--allow-uid", "8"],
+    )
+    .unwrap();
+    assert_eq!(cfg.threshold_ns, 40_000_000, "the flag wins");
+    assert_eq!(cfg.format, super::Format::Json, "the file fills in");
+    assert!(cfg.allowed_uids.contains(&7) && cfg.allowed_uids.contains(&8));
+    assert_eq!(
+        cfg.rt_priority,
+        Some(5),
+        "rt-priority from a file is not ignored"
+    );
+}
+
+#[test]
+fn bad_files_are_refused_by_rule() {
+    let dir = Dir::new("bad");
+    let err = |text: &str| load_file(&dir, text, &[]).unwrap_err();
+    assert!(
+        matches!(err("no-such-key = 1\n"), ConfigError::UnknownKey { key, .. } if key == "no-such-key")
+    );
+    assert!(
+        matches!(err("config = \"x\"\n"), ConfigError::UnknownKey { key, .. } if key == "config")
+    );
+    assert!(matches!(
+        err("no-socket = 1\n"),
+        ConfigError::KeyShape { .. }
+    ));
+    assert!(matches!(
+        err("threshold-ms = [1, 2]\n"),
+        ConfigError::KeyShape { .. }
+    ));
+    assert!(matches!(
+        err("threshold-ms = [\n"),
+        ConfigError::FileSyntax { .. }
+    ));
+    let e = err("threshold-ms = \"abc\"\n");
+    assert!(
+        matches!(&e, ConfigError::FileValue { msg, .. } if msg.contains("--threshold-ms")),
+        "{e}"
+    );
+    // Millisecond settings are bounded: no overflow when turned into nanoseconds.
+    let e = err("evict-after-ms = 9223372036854775807\n");
+    assert!(
+        matches!(
+            e,
+            ConfigError::OutOfRange {
+                flag: "evict-after-ms",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = err("recovery-debounce-ms = 9223372036854775807\n");
+    assert!(
+        matches!(&e, ConfigError::Recovery(msg) if msg.starts_with("--recovery-debounce-ms")),
+        "{e}"
+    );
+
+    // Ownership and permission rules, as for key files.
+    let open = dir.write("open.toml", "threshold-ms = 5\n", 0o666);
+    let e = RunArgs::load(&[OsString::from("--config"), open.into_os_string()]).unwrap_err();
+    assert!(
+        matches!(&e, ConfigError::FileUnsafe { rule, .. } if rule.contains("0666")),
+        "{e}"
+    );
+    let target = dir.write("real.toml", "threshold-ms = 5\n", 0o600);
+    let link = dir.0.join("link.toml");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let e = RunArgs::load(&[OsString::from("--config"), link.into_os_string()]).unwrap_err();
+    assert!(
+        matches!(&e, ConfigError::FileUnsafe { rule, .. } if rule.contains("symbolic link")),
+        "{e}"
+    );
+    let e =
+        RunArgs::load(&[OsString::from("--config"), dir.0.clone().into_os_string()]).unwrap_err();
+    assert!(
+        matches!(&e, ConfigError::FileUnsafe { rule, .. } if rule.contains("regular")),
+        "{e}"
+    );
+}
+
+#[test]
+fn example_config_is_read_through_the_flags() {
+    let text = include_str!("../../varta-watch.example.toml");
+    let args = super::file::to_args(Path::new("example"), text, &RunArgs::command()).unwrap();
+    let parsed = RunArgs::parse(&args).unwrap();
+    assert_eq!(parsed.threshold_ms, Some(1000));
+    assert_eq!(parsed.allow_uid, vec![1000]);
+    assert_eq!(parsed.format, Some(super::Format::Text));
+}

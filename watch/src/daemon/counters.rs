@@ -1,0 +1,19 @@
+//! The daemon's own counters. Rejections and events are counted by the tracker
+//! ([`Tracker::stats`]); these are what only the shell sees.
+//!
+//! [`Tracker::stats`]: crate::tracker::Tracker::stats
+
+/// Counters of the shell.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Datagrams received, by listener (index as in the daemon's listener list).
+    pub datagrams: Vec<u64>,
+    /// Unix datagrams without `SCM_CREDENTIALS` (cannot be attested): auth failures.
+    pub no_credentials: u64,
+    /// Recovery decisions (the one event kind the tracker does not raise).
+    pub recoveries: u64,
+    /// Loop turns that hit the per-turn batch bound.
+    pub busy_turns: u64,
+    /// `recvmmsg` errors other than would-block.
+    pub recv_errors: u64,
+}

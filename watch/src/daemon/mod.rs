@@ -1,0 +1,287 @@
+//! The daemon room: setup ([`Daemon::new`]) and the single-threaded event loop
+//! ([`Daemon::run`], in `event_loop`) around the sans-I/O tracker.
+//!
+//! One turn of the loop:
+//!
+//! 1. read the clock, fire every due deadline (`handle_timeout`), emit and flush: a stall leaves
+//!    the daemon right after the wake-up that was scheduled for it;
+//! 2. sleep in `ppoll` until a datagram, a signal, a scrape or the next deadline (nanosecond
+//!    timeout; no timeout at all when nothing is pending, so an idle observer never wakes);
+//! 3. drain each readable listener until it would block (a short batch is no sign of an empty
+//!    queue: the Unix socket queues only `net.unix.max_dgram_qlen` datagrams, often 10, and a
+//!    fast sender refills it while we work), in `recvmmsg` batches of
+//!    [`crate::listener::BATCH`], at most [`MAX_BATCHES_PER_TURN`] batches per listener per
+//!    turn, reading the clock and firing due deadlines between batches, so a flood of
+//!    datagrams (valid or garbage) cannot delay stall detection by more than one batch;
+//! 4. answer a scrape's request with a snapshot (`snapshot`), published without waiting.
+//!
+//! Each turn also tells the supervisor (`supervise`) that the loop is alive: systemd's
+//! `WATCHDOG=1` and the self-watchdog are fed from here, never from another thread. Sockets
+//! handed over by systemd (socket activation) replace the ones the loop would bind.
+
+mod counters;
+mod event_loop;
+mod os;
+mod snapshot;
+mod supervise;
+#[cfg(feature = "test-hooks")]
+mod test_hooks;
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use counters::Counters;
+
+use crate::config::Config;
+use crate::listener::{activation, ListenError, Listener, RecvBatch, UdpListener, UnixListener};
+use crate::metrics::Publisher;
+use crate::output::{ExportFile, Outputs};
+use crate::recovery::Recovery;
+use crate::tracker::{Tracker, TrackerConfig, UdpMode};
+
+/// Upper bound of `recvmmsg` batches taken from one listener in one loop turn.
+pub const MAX_BATCHES_PER_TURN: usize = 16;
+
+/// Why the daemon could not start; each names what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A listener could not be set up.
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    /// The export file could not be opened.
+    #[error("--export-file {}: {source}", path.display())]
+    Export {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The metrics endpoint could not be started.
+    #[error("--prom-addr {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: io::Error,
+    },
+    /// Signal handling could not be installed.
+    #[error("signal handling: {0}")]
+    Signals(io::Error),
+    /// Socket activation passed a socket the configuration has no use for.
+    #[error("socket activation: {0}")]
+    Activation(&'static str),
+    /// The recovery audit file could not be opened.
+    #[error("--recovery-audit-file {}: {source}", path.display())]
+    Audit {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: crate::recovery::AuditOpenError,
+    },
+    /// The self-watchdog thread could not be started.
+    #[error("--self-watchdog-secs: {0}")]
+    SelfWatchdog(io::Error),
+    /// `SCHED_FIFO` was refused.
+    #[error("--rt-priority {prio}: cannot set SCHED_FIFO: {source}")]
+    RtPriority {
+        /// The priority asked for.
+        prio: u8,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+/// The running observer.
+pub struct Daemon {
+    tracker: Tracker,
+    capacity: usize,
+    listeners: Vec<Listener>,
+    batch: RecvBatch,
+    outputs: Outputs,
+    recovery: Option<Recovery>,
+    shutdown_grace: std::time::Duration,
+    /// What each UDP listener accepts, to tell recovery how an agent was authenticated.
+    udp_modes: Vec<UdpMode>,
+    metrics: Option<Publisher>,
+    metrics_max_agents: usize,
+    sig_rx: UnixStream,
+    term: Arc<AtomicBool>,
+    start: Instant,
+    counters: Counters,
+    supervisor: supervise::Supervisor,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("agents", &self.tracker.len())
+            .field("listeners", &self.listeners)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A self-pipe written by the signal handlers of SIGINT, SIGTERM and SIGCHLD (the loop polls
+/// its read end); SIGINT and SIGTERM also raise `term`.
+fn signals() -> io::Result<(UnixStream, Arc<AtomicBool>)> {
+    use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
+    let (sig_rx, sig_tx) = UnixStream::pair()?;
+    sig_rx.set_nonblocking(true)?;
+    let term = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&term))?;
+    }
+    for sig in [SIGINT, SIGTERM, SIGCHLD] {
+        signal_hook::low_level::pipe::register(sig, sig_tx.try_clone()?)?;
+    }
+    Ok((sig_rx, term))
+}
+
+impl Daemon {
+    /// Opens listeners, outputs and the metrics endpoint; installs signal handlers.
+    ///
+    /// # Errors
+    /// [`SetupError`] naming what failed.
+    pub fn new(cfg: Config) -> Result<Daemon, SetupError> {
+        let mut udp_modes = Vec::new();
+        let mut listeners = Vec::new();
+        let mut where_ = Vec::new();
+        // First, while no other thread reads the environment: take (and unset) what systemd
+        // passed.
+        let activated = activation::take()?;
+        let start = Instant::now();
+        let supervisor = supervise::Supervisor::new(start, cfg.self_watchdog)
+            .map_err(SetupError::SelfWatchdog)?;
+        match (activated.unix, &cfg.socket) {
+            (Some(sock), Some(_)) => {
+                let l = UnixListener::adopt(sock)?;
+                where_.push(format!("unix {} (socket activation)", l.path().display()));
+                listeners.push(Listener::Unix(l));
+            }
+            (Some(_), None) => {
+                return Err(SetupError::Activation(
+                    "a Unix socket was passed but --no-socket is set",
+                ))
+            }
+            (None, Some(p)) => {
+                let l = UnixListener::bind(p, cfg.socket_mode)?;
+                where_.push(format!("unix {}", l.path().display()));
+                listeners.push(Listener::Unix(l));
+            }
+            (None, None) => {}
+        }
+        let mut passed_udp = activated.udp.into_iter();
+        if cfg.udp.is_none() && passed_udp.len() > 0 {
+            return Err(SetupError::Activation(
+                "a UDP socket was passed but no --udp-port (and key) is configured",
+            ));
+        }
+        if passed_udp.len() > 1 {
+            return Err(SetupError::Activation(
+                "more UDP sockets passed than configured (one)",
+            ));
+        }
+        if let Some(u) = cfg.udp {
+            let l = match passed_udp.next() {
+                Some(sock) => UdpListener::adopt(sock)?,
+                None => UdpListener::bind(u.addr)?,
+            };
+            if u.rcvbuf != crate::listener::RCVBUF {
+                l.set_rcvbuf(u.rcvbuf);
+            }
+            if let Ok(a) = l.local_addr() {
+                where_.push(format!("udp {a}"));
+            }
+            listeners.push(Listener::Udp {
+                sock: l,
+                index: udp_modes.len(),
+            });
+            udp_modes.push(if u.keys.is_empty() && u.master.is_none() {
+                UdpMode::Plain
+            } else {
+                UdpMode::Secure {
+                    keys: u.keys,
+                    master: u.master,
+                }
+            });
+        }
+        let export = match cfg.export_file {
+            Some(path) => Some(
+                ExportFile::open(path.clone(), cfg.export_max_bytes)
+                    .map_err(|source| SetupError::Export { path, source })?,
+            ),
+            None => None,
+        };
+        let metrics = match cfg.prom_addr {
+            Some(addr) => {
+                let (publisher, bound) = crate::metrics::serve(addr, cfg.http)
+                    .map_err(|source| SetupError::Metrics { addr, source })?;
+                where_.push(format!("metrics http://{bound}/metrics"));
+                Some(publisher)
+            }
+            None => None,
+        };
+        let (sig_rx, term) = signals().map_err(SetupError::Signals)?;
+        os::exact_timers();
+        if let Some(prio) = cfg.rt_priority {
+            os::realtime(prio).map_err(|source| SetupError::RtPriority { prio, source })?;
+        }
+        let tracker = Tracker::new(TrackerConfig {
+            threshold: cfg.threshold_ns,
+            capacity: cfg.capacity,
+            evict_after: cfg.evict_after_ns,
+            allowed_uids: cfg.allowed_uids.clone(),
+            udp: udp_modes.clone(),
+            ..TrackerConfig::default()
+        });
+        let recovery = match cfg.recovery {
+            Some(r) => {
+                let path = r.audit.as_ref().map(|a| a.path.clone()).unwrap_or_default();
+                Some(Recovery::new(r).map_err(|source| SetupError::Audit { path, source })?)
+            }
+            None => None,
+        };
+
+        eprintln!(
+            "varta-watch: listening on {}; threshold {} ms, capacity {}",
+            where_.join(", "),
+            cfg.threshold_ns / 1_000_000,
+            cfg.capacity
+        );
+        if cfg.socket.is_some() {
+            let qlen = std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok());
+            if let Some(q) = qlen.filter(|q| *q < 64) {
+                eprintln!(
+                    "varta-watch: note: net.unix.max_dgram_qlen is {q}: the socket queues only {q} datagrams, senders get EAGAIN beyond that; for many agents raise it (sysctl -w net.unix.max_dgram_qlen=512)"
+                );
+            }
+        }
+        let counters = Counters {
+            datagrams: vec![0; listeners.len()],
+            ..Counters::default()
+        };
+        Ok(Daemon {
+            tracker,
+            capacity: cfg.capacity,
+            listeners,
+            batch: RecvBatch::new(),
+            outputs: Outputs::new(cfg.format, export),
+            recovery,
+            shutdown_grace: cfg.shutdown_grace,
+            udp_modes,
+            metrics,
+            metrics_max_agents: cfg.metrics_max_agents,
+            sig_rx,
+            term,
+            start,
+            counters,
+            supervisor,
+        })
+    }
+}

@@ -1,0 +1,84 @@
+//! The loop's copy of everything a scrape shows, bounded by `--metrics-max-agents`.
+
+use super::Daemon;
+use crate::metrics::{AgentRow, Snapshot};
+use crate::tracker::{EventKind, Listener, ReasonClass};
+
+impl Daemon {
+    /// Copies the figures of a scrape.
+    pub(super) fn snapshot(&self) -> Snapshot {
+        let mut agents = Vec::new();
+        let mut omitted = 0u64;
+        for a in self.tracker.agents() {
+            if agents.len() >= self.metrics_max_agents {
+                omitted += 1;
+                continue;
+            }
+            agents.push(AgentRow {
+                pid: a.id.pid,
+                listener: match a.id.listener {
+                    Listener::Unix => "unix",
+                    Listener::Udp(n) => crate::listener::udp_label(n),
+                },
+                beats: a.beats,
+                stalls: a.stalls,
+                status: a.reported_status().as_u8(),
+            });
+        }
+        let c = &self.counters;
+        let st = self.tracker.stats();
+        let datagrams = self
+            .listeners
+            .iter()
+            .map(crate::listener::Listener::label)
+            .zip(c.datagrams.iter().copied())
+            .collect();
+        let (recovery, recovery_refused, recovery_audit_dropped, recovery_duration) =
+            crate::recovery::metrics(self.recovery.as_ref());
+        let decode_errors = st
+            .rejections()
+            .filter(|(r, _)| r.class() == ReasonClass::Decode)
+            .map(|(r, n)| (r.as_str(), n))
+            .collect();
+        let mut rejections: Vec<(&'static str, u64)> =
+            st.rejections().map(|(r, n)| (r.as_str(), n)).collect();
+        rejections.push(("no_credentials", c.no_credentials));
+        Snapshot {
+            agents,
+            agents_omitted: omitted,
+            agents_tracked: self.tracker.len() as u64,
+            capacity: self.capacity as u64,
+            frames_accepted: st.accepted,
+            frames_reordered: st.reordered,
+            datagrams,
+            decode_errors,
+            rejections,
+            auth_failures: st.rejected_class(ReasonClass::Auth) + c.no_credentials,
+            decrypt_failures: st.rejected_class(ReasonClass::Decrypt),
+            replays: st.rejected_class(ReasonClass::Replay),
+            capacity_exceeded: st.rejected_class(ReasonClass::Capacity),
+            // Counted by the core, by kind; recovery decisions are the daemon's.
+            events: st
+                .event_counts()
+                .map(|(k, n)| match k {
+                    EventKind::Recovery => (k.as_str(), c.recoveries),
+                    _ => (k.as_str(), n),
+                })
+                .collect(),
+            events_dropped: st.events_dropped,
+            recovery,
+            recovery_refused,
+            recovery_audit_dropped,
+            recovery_duration,
+            busy_turns: c.busy_turns,
+            recv_errors: c.recv_errors,
+            kernel_drops: self
+                .listeners
+                .iter()
+                .filter_map(|l| l.kernel_drops().map(|d| (l.label(), u64::from(d))))
+                .collect(),
+            output_errors: self.outputs.write_errors,
+            uptime_s: self.start.elapsed().as_secs_f64(),
+        }
+    }
+}

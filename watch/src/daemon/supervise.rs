@@ -1,0 +1,123 @@
+//! The observer's own liveness: systemd notifications (`READY=1`, `WATCHDOG=1`, `STATUS=`,
+//! `STOPPING=1`, through the `sd-notify` crate) and the self-watchdog (`--self-watchdog-secs`).
+//!
+//! Both watch the loop itself: `WATCHDOG=1` is sent from the loop's turn, never from a
+//! helper thread, so a loop that stops turning stops the keep-alives and systemd restarts the
+//! service. When either is on, the loop bounds its sleep ([`Supervisor::wake_by`]) so that an
+//! idle observer still turns often enough: at least every `WATCHDOG_USEC / 2`, and every
+//! `--self-watchdog-secs / 2`. With neither, an idle observer never wakes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sd_notify::NotifyState;
+
+/// The loop's supervisor.
+#[derive(Debug)]
+pub struct Supervisor {
+    start: Instant,
+    /// `NOTIFY_SOCKET` is set.
+    notify: bool,
+    /// Half of `WATCHDOG_USEC`: the longest the loop may go without a keep-alive.
+    ping_every: Option<Duration>,
+    last_ping: Instant,
+    /// Self-watchdog: half its limit, and the loop's last turn (ns since `start`).
+    self_every: Option<Duration>,
+    turned: Arc<AtomicU64>,
+}
+
+fn since(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Supervisor {
+    /// Reads systemd's environment (`NOTIFY_SOCKET`, `WATCHDOG_USEC`, `WATCHDOG_PID`) and
+    /// starts the self-watchdog thread if `self_watchdog` is set.
+    ///
+    /// # Errors
+    /// Spawning the self-watchdog thread.
+    pub fn new(start: Instant, self_watchdog: Option<Duration>) -> std::io::Result<Supervisor> {
+        let notify = std::env::var_os("NOTIFY_SOCKET").is_some();
+        let mut usec = 0;
+        let ping_every = (notify && sd_notify::watchdog_enabled(false, &mut usec) && usec > 0)
+            .then(|| Duration::from_micros(usec) / 2);
+        let turned = Arc::new(AtomicU64::new(since(start)));
+        if let Some(limit) = self_watchdog {
+            let turned = Arc::clone(&turned);
+            std::thread::Builder::new()
+                .name("varta-selfwatch".into())
+                .spawn(move || self_watchdog_thread(start, limit, &turned))?;
+        }
+        Ok(Supervisor {
+            start,
+            notify,
+            ping_every,
+            last_ping: Instant::now(),
+            self_every: self_watchdog.map(|d| d / 2),
+            turned,
+        })
+    }
+
+    fn send(&self, states: &[NotifyState<'_>]) {
+        if self.notify {
+            // Best effort: a service manager that went away is no reason to stop observing.
+            let _ = sd_notify::notify(false, states);
+        }
+    }
+
+    /// `READY=1` with a first status: every listener is bound.
+    pub fn ready(&mut self, status: &str) {
+        self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
+        self.last_ping = Instant::now();
+    }
+
+    /// Called by the loop at every turn: records the turn; tells whether a keep-alive is due
+    /// (then the loop calls [`Supervisor::ping`]).
+    pub fn turn(&mut self) -> bool {
+        self.turned.store(since(self.start), Ordering::Relaxed);
+        self.ping_every
+            .is_some_and(|every| self.last_ping.elapsed() >= every / 2)
+    }
+
+    /// `WATCHDOG=1` with a fresh `STATUS=`.
+    pub fn ping(&mut self, status: &str) {
+        self.send(&[NotifyState::Watchdog, NotifyState::Status(status)]);
+        self.last_ping = Instant::now();
+    }
+
+    /// The latest time (ns since start) the loop must turn again, if any.
+    #[must_use]
+    pub fn wake_by(&self) -> Option<u64> {
+        let ping = self.ping_every.map(|e| self.last_ping + e);
+        let selfw = self.self_every.map(|e| Instant::now() + e);
+        let at = match (ping, selfw) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }?;
+        Some(u64::try_from(at.duration_since(self.start).as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// `STOPPING=1`.
+    pub fn stopping(&self) {
+        self.send(&[NotifyState::Stopping]);
+    }
+}
+
+/// Aborts the process when the loop has not turned for `limit` (a core dump beats a silent,
+/// wedged observer; systemd or the operator's supervisor restarts it).
+fn self_watchdog_thread(start: Instant, limit: Duration, turned: &AtomicU64) {
+    let limit_ns = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
+    loop {
+        std::thread::sleep(limit / 4);
+        let quiet = since(start).saturating_sub(turned.load(Ordering::Relaxed));
+        if quiet > limit_ns {
+            eprintln!(
+                "varta-watch: the loop has not turned for {} ms (--self-watchdog-secs {}): aborting",
+                quiet / 1_000_000,
+                limit.as_secs()
+            );
+            std::process::abort();
+        }
+    }
+}
