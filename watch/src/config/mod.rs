@@ -46,6 +46,8 @@ pub enum Command {
     Audit(crate::recovery::verify::AuditArgs),
     /// Key provisioning: `key derive` writes an agent's own key from the master key.
     Key(crate::keytool::KeyArgs),
+    /// State-file tools: `state anchor FILE` prints the audit anchor it records.
+    State(crate::daemon::state::StateArgs),
 }
 
 /// Output format of event lines on stdout.

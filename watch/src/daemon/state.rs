@@ -795,6 +795,63 @@ impl super::Daemon {
     }
 }
 
+/// `varta-watch state …`.
+#[derive(Debug, clap::Args)]
+pub struct StateArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: StateCommand,
+}
+
+/// State-file subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum StateCommand {
+    /// Print the audit anchor `SEQ:HASH` recorded in a state file, for
+    /// `audit verify --anchor`. Exit 0 printed, 1 no anchor recorded, 2 unreadable or damaged.
+    Anchor {
+        /// The state file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+/// Runs `state …`; returns the exit status.
+#[must_use]
+pub fn run(a: &StateArgs) -> i32 {
+    match &a.command {
+        StateCommand::Anchor { file } => {
+            let bytes = match fs::read(file) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("varta-watch: {}: {e}", file.display());
+                    return 2;
+                }
+            };
+            match parse(&bytes) {
+                Ok(Parsed {
+                    anchor: Some((seq, hash)),
+                    ..
+                }) => {
+                    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+                    println!("{seq}:{hex}");
+                    0
+                }
+                Ok(_) => {
+                    eprintln!(
+                        "varta-watch: {}: no audit anchor recorded (the observer ran without --recovery-audit-file)",
+                        file.display()
+                    );
+                    1
+                }
+                Err(e) => {
+                    eprintln!("varta-watch: {}: {e}", file.display());
+                    2
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
