@@ -964,4 +964,26 @@ mod tests {
         now.wall = then.wall - 1;
         assert_eq!(restore_mapping(&then, &now, 1_000).clock_now, then.boottime);
     }
+
+    proptest::proptest! {
+        /// Any bytes: a named error or a parse, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = parse(&bytes);
+        }
+
+        /// Any one flipped bit or cut of a good file is refused, never half-loaded.
+        #[test]
+        fn any_flip_or_cut_is_refused(at in 0usize..10_000, bit in 0u8..8, cut in 1usize..10_000) {
+            let t = tracker_with_agent();
+            let mut out = Vec::new();
+            encode(&t, 6_000_000, &clocks(), Some((3, [4; 32])), &mut out);
+            let mut flipped = out.clone();
+            let at = at % out.len();
+            flipped[at] ^= 1 << bit;
+            proptest::prop_assert!(parse(&flipped).is_err());
+            let cut = 1 + cut % out.len();
+            proptest::prop_assert!(parse(&out[..out.len() - cut]).is_err());
+        }
+    }
 }
