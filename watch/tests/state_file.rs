@@ -121,6 +121,7 @@ fn an_unsafe_state_file_is_refused_in_one_line_with_exit_2() {
     if std::os::unix::fs::chown(&state, Some(65534), None).is_ok() {
         check(&state, "owned by uid 65534");
     }
+    check(&dir.join("no-such-dir").join("state"), "directory");
     // Nothing was set aside: refusing is not repairing.
     let names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()

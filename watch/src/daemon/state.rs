@@ -558,6 +558,17 @@ impl StateStore {
         tracker_now: Nanos,
         clock_back: Duration,
     ) -> Result<(StateStore, Restored), StateError> {
+        let dir = match cfg.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Err(StateError::Io {
+                path: cfg.path.clone(),
+                op: "its directory",
+                source: io::Error::new(io::ErrorKind::NotFound, "is missing or not a directory"),
+            });
+        }
         let mut figures = StateFigures::default();
         let mut restored_anchor = None;
         let (tracker, notice) = match read_checked(&cfg.path)? {
@@ -761,13 +772,15 @@ pub fn restore(
 impl super::Daemon {
     /// A periodic snapshot, when due (encoded here, written by the helper thread).
     pub(super) fn tick_state(&mut self, now: Nanos) {
+        let Some(s) = self.state.as_mut() else { return };
+        if now < s.next_due() {
+            return;
+        }
         let anchor = self
             .recovery
             .as_ref()
             .and_then(crate::recovery::Recovery::audit_last);
-        if let Some(s) = self.state.as_mut() {
-            s.tick(&self.tracker, now, anchor);
-        }
+        s.tick(&self.tracker, now, anchor);
     }
 
     /// The last snapshot at shutdown, after recovery children are stopped (so the audit
