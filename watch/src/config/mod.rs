@@ -50,6 +50,8 @@ pub enum Command {
     Status(crate::control::client::StatusArgs),
     /// Silence agents for maintenance: add, list, expire.
     Silence(crate::control::client::SilenceArgs),
+    /// State-file tools: `state anchor FILE` prints the audit anchor it records.
+    State(crate::daemon::state::StateArgs),
 }
 
 /// Output format of event lines on stdout.
@@ -205,6 +207,13 @@ pub struct RunArgs {
     /// even when other processes load the CPU (needs CAP_SYS_NICE).
     #[arg(long, value_name = "PRIO")]
     pub rt_priority: Option<u8>,
+    /// Keep the agent table in this file across restarts (snapshotted periodically and at
+    /// SIGTERM/SIGINT, restored at start; ours, mode 0600, not a symlink).
+    #[arg(long, value_name = "PATH")]
+    pub state_file: Option<PathBuf>,
+    /// Snapshot the state file this often [default: 1000].
+    #[arg(long, value_name = "MS", requires = "state_file")]
+    pub state_interval_ms: Option<u64>,
 }
 
 /// Fully checked settings.
@@ -244,6 +253,8 @@ pub struct Config {
     pub rt_priority: Option<u8>,
     /// Abort when the loop has not turned for this long.
     pub self_watchdog: Option<std::time::Duration>,
+    /// The state file.
+    pub state: Option<crate::daemon::state::StateConfig>,
 }
 
 /// The UDP listener's settings.

@@ -215,6 +215,22 @@ impl RunArgs {
             )?)),
             None => None,
         };
+        let state = match &self.state_file {
+            Some(p) if p.as_os_str().is_empty() => {
+                return Err(ConfigError::EmptyPath("state-file"))
+            }
+            Some(p) => Some(crate::daemon::state::StateConfig {
+                path: p.clone(),
+                interval_ns: ms_to_ns(
+                    "state-interval-ms",
+                    self.state_interval_ms,
+                    1_000,
+                    10,
+                    86_400_000,
+                )?,
+            }),
+            None => None,
+        };
         let me = rustix::process::geteuid().as_raw();
         let mut allowed_uids = vec![me];
         allowed_uids.extend(self.allow_uid.iter().copied().filter(|u| *u != me));
@@ -237,6 +253,7 @@ impl RunArgs {
             shutdown_grace,
             rt_priority,
             self_watchdog,
+            state,
         })
     }
 }

@@ -166,6 +166,18 @@ fn sample(key: &str, keys: &Path) -> Option<(Setting, Vec<Setting>)> {
         "recovery-allow-unattested" => (set(key, "true", &[]), rec()),
         "rt-priority" => (set(key, "10", &["10"]), vec![]),
         "self-watchdog-secs" => (set(key, "3", &["3"]), vec![]),
+        "state-file" => (
+            set(key, "\"/tmp/varta-cfg.state\"", &["/tmp/varta-cfg.state"]),
+            vec![],
+        ),
+        "state-interval-ms" => (
+            set(key, "250", &["250"]),
+            vec![set(
+                "state-file",
+                "\"/tmp/varta-cfg.state\"",
+                &["/tmp/varta-cfg.state"],
+            )],
+        ),
         _ => return None,
     };
     Some(s)

@@ -152,6 +152,7 @@ impl Daemon {
             self.tracker.poll_timeout(),
             self.recovery.as_ref().and_then(Recovery::next_deadline),
             self.supervisor.wake_by(),
+            self.state.as_ref().map(super::state::StateStore::next_due),
         ]
         .into_iter()
         .flatten()
@@ -232,6 +233,7 @@ impl Daemon {
             self.drain_events();
             self.expire_recovery(now);
             self.outputs.flush();
+            self.tick_state(now);
             if self.term.load(Ordering::Relaxed) {
                 break;
             }
@@ -272,6 +274,7 @@ impl Daemon {
         self.supervisor.stopping();
         self.stop_recovery();
         self.outputs.flush();
+        self.finish_state();
         let st = self.tracker.stats();
         eprintln!(
             "varta-watch: stopping; {} frames accepted, {} rejected, {} agents tracked",
