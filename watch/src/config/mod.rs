@@ -201,6 +201,18 @@ pub struct RunArgs {
     /// even when other processes load the CPU (needs CAP_SYS_NICE).
     #[arg(long, value_name = "PRIO")]
     pub rt_priority: Option<u8>,
+    /// Post alerts straight to this Alertmanager (base URL such as http://127.0.0.1:9093;
+    /// repeatable, one per instance of an HA cluster) the moment an agent stalls or crashes,
+    /// and resolve them when it recovers or exits.
+    #[arg(long, value_name = "URL")]
+    pub alertmanager_url: Vec<String>,
+    /// Re-send active alerts to Alertmanager this often [default: 30000].
+    #[arg(long, value_name = "MS")]
+    pub alert_resend_ms: Option<u64>,
+    /// Pet this hardware watchdog device (e.g. /dev/watchdog0) while the loop turns, at least
+    /// every half of its timeout; magic close (`V`) on a clean exit.
+    #[arg(long, value_name = "PATH")]
+    pub hw_watchdog: Option<PathBuf>,
 }
 
 /// Fully checked settings.
@@ -240,6 +252,10 @@ pub struct Config {
     pub rt_priority: Option<u8>,
     /// Abort when the loop has not turned for this long.
     pub self_watchdog: Option<std::time::Duration>,
+    /// Direct Alertmanager delivery.
+    pub alerting: Option<crate::alerting::AlertingConfig>,
+    /// Hardware watchdog device to pet.
+    pub hw_watchdog: Option<PathBuf>,
 }
 
 /// The UDP listener's settings.

@@ -166,6 +166,23 @@ fn sample(key: &str, keys: &Path) -> Option<(Setting, Vec<Setting>)> {
         "recovery-allow-unattested" => (set(key, "true", &[]), rec()),
         "rt-priority" => (set(key, "10", &["10"]), vec![]),
         "self-watchdog-secs" => (set(key, "3", &["3"]), vec![]),
+        "alertmanager-url" => (
+            set(
+                key,
+                "[\"http://127.0.0.1:9093\", \"http://127.0.0.2:9093\"]",
+                &["http://127.0.0.1:9093", "http://127.0.0.2:9093"],
+            ),
+            vec![],
+        ),
+        "alert-resend-ms" => (
+            set(key, "1500", &["1500"]),
+            vec![set(
+                "alertmanager-url",
+                "\"http://127.0.0.1:9093\"",
+                &["http://127.0.0.1:9093"],
+            )],
+        ),
+        "hw-watchdog" => (set(key, "\"/dev/watchdog0\"", &["/dev/watchdog0"]), vec![]),
         _ => return None,
     };
     Some(s)

@@ -86,6 +86,17 @@ pub enum SetupError {
     /// The self-watchdog thread could not be started.
     #[error("--self-watchdog-secs: {0}")]
     SelfWatchdog(io::Error),
+    /// The alert delivery thread could not be started.
+    #[error("--alertmanager-url: cannot start the delivery thread: {0}")]
+    Alerting(io::Error),
+    /// The hardware watchdog could not be opened.
+    #[error("--hw-watchdog {}: {source}", path.display())]
+    HwWatchdog {
+        /// The device.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
     /// `SCHED_FIFO` was refused.
     #[error("--rt-priority {prio}: cannot set SCHED_FIFO: {source}")]
     RtPriority {
@@ -114,6 +125,8 @@ pub struct Daemon {
     start: Instant,
     counters: Counters,
     supervisor: supervise::Supervisor,
+    /// Direct Alertmanager delivery (`--alertmanager-url`).
+    alerts: Option<crate::alerting::AlertShell>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -154,8 +167,17 @@ impl Daemon {
         // passed.
         let activated = activation::take()?;
         let start = Instant::now();
-        let supervisor = supervise::Supervisor::new(start, cfg.self_watchdog)
+        let mut supervisor = supervise::Supervisor::new(start, cfg.self_watchdog)
             .map_err(SetupError::SelfWatchdog)?;
+        if let Some(path) = cfg.hw_watchdog.clone() {
+            supervisor
+                .hw_watchdog(&path)
+                .map_err(|source| SetupError::HwWatchdog { path, source })?;
+        }
+        let alerts = match cfg.alerting.clone() {
+            Some(a) => Some(crate::alerting::AlertShell::start(a).map_err(SetupError::Alerting)?),
+            None => None,
+        };
         match (activated.unix, &cfg.socket) {
             (Some(sock), Some(_)) => {
                 let l = UnixListener::adopt(sock)?;
@@ -225,6 +247,9 @@ impl Daemon {
             }
             None => None,
         };
+        if let Some(n) = cfg.alerting.as_ref().map(|a| a.endpoints.len()) {
+            where_.push(format!("alerts to {n} Alertmanager(s)"));
+        }
         let (sig_rx, term) = signals().map_err(SetupError::Signals)?;
         os::exact_timers();
         if let Some(prio) = cfg.rt_priority {
@@ -282,6 +307,7 @@ impl Daemon {
             start,
             counters,
             supervisor,
+            alerts,
         })
     }
 }

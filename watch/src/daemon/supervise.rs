@@ -6,7 +6,19 @@
 //! service. When either is on, the loop bounds its sleep ([`Supervisor::wake_by`]) so that an
 //! idle observer still turns often enough: at least every `WATCHDOG_USEC / 2`, and every
 //! `--self-watchdog-secs / 2`. With neither, an idle observer never wakes.
+//!
+//! A hardware watchdog (`--hw-watchdog PATH`, e.g. `/dev/watchdog0`) follows the same rule as
+//! `WATCHDOG=1`: petted (one byte written) from the loop's turn only, at least every half of
+//! its timeout (read from the device with `WDIOC_GETTIMEOUT`; [`HW_UNKNOWN_TIMEOUT`] when the
+//! device cannot tell), the loop waking for it when idle. The device is opened non-blocking, so
+//! a pet never blocks the loop. On a clean exit the magic close (`V`) disarms it; an observer
+//! that dies or wedges stops petting, and the hardware resets the machine.
 
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +37,62 @@ pub struct Supervisor {
     /// Self-watchdog: half its limit, and the loop's last turn (ns since `start`).
     self_every: Option<Duration>,
     turned: Arc<AtomicU64>,
+    /// `--hw-watchdog`.
+    hw: Option<HwWatchdog>,
+}
+
+/// The timeout assumed for a watchdog device that does not report its own (a fake device, a
+/// driver without `WDIOC_GETTIMEOUT`): it is petted at least every half of this.
+pub const HW_UNKNOWN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// An open hardware watchdog.
+#[derive(Debug)]
+struct HwWatchdog {
+    dev: File,
+    /// Half its timeout: the longest the loop may go without petting it.
+    every: Duration,
+    last: Instant,
+}
+
+/// `WDIOC_GETTIMEOUT`: `_IOR('W', 7, int)` in the generic ioctl encoding (x86, Arm, RISC-V).
+const WDIOC_GETTIMEOUT: libc::c_ulong = (2 << 30) | (4 << 16) | ((b'W' as libc::c_ulong) << 8) | 7;
+
+impl HwWatchdog {
+    fn open(path: &Path) -> std::io::Result<HwWatchdog> {
+        let dev = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)?;
+        let mut secs: libc::c_int = 0;
+        // SAFETY: `dev` is an open descriptor for the call's duration and `secs` a live c_int,
+        // the argument WDIOC_GETTIMEOUT writes. Other files refuse the request (ENOTTY). rustix
+        // offers no safe wrapper for the watchdog ioctls.
+        let rc = unsafe { libc::ioctl(dev.as_raw_fd(), WDIOC_GETTIMEOUT, &mut secs) };
+        let timeout = match u64::try_from(secs) {
+            Ok(s) if rc == 0 && s > 0 => Duration::from_secs(s),
+            _ => HW_UNKNOWN_TIMEOUT,
+        };
+        let mut w = HwWatchdog {
+            dev,
+            every: timeout / 2,
+            last: Instant::now(),
+        };
+        w.pet();
+        Ok(w)
+    }
+
+    /// One byte (anything but `V`) is a keep-alive. Never blocks; a full fake device or a
+    /// write error is retried at the next due turn.
+    fn pet(&mut self) {
+        let _ = self.dev.write(b"1");
+        self.last = Instant::now();
+    }
+
+    /// Magic close: `V`, then close, disarms the watchdog (drivers built with `nowayout`
+    /// ignore it and keep running; then systemd's own watchdog is the better tool).
+    fn close(mut self) {
+        let _ = self.dev.write(b"V");
+    }
 }
 
 fn since(start: Instant) -> u64 {
@@ -56,7 +124,17 @@ impl Supervisor {
             last_ping: Instant::now(),
             self_every: self_watchdog.map(|d| d / 2),
             turned,
+            hw: None,
         })
+    }
+
+    /// Opens the hardware watchdog at `path` (arming it) and pets it once.
+    ///
+    /// # Errors
+    /// Opening the device.
+    pub fn hw_watchdog(&mut self, path: &Path) -> std::io::Result<()> {
+        self.hw = Some(HwWatchdog::open(path)?);
+        Ok(())
     }
 
     fn send(&self, states: &[NotifyState<'_>]) {
@@ -76,6 +154,12 @@ impl Supervisor {
     /// (then the loop calls [`Supervisor::ping`]).
     pub fn turn(&mut self) -> bool {
         self.turned.store(since(self.start), Ordering::Relaxed);
+        if let Some(hw) = self.hw.as_mut() {
+            // The same rule as WATCHDOG=1 below.
+            if hw.last.elapsed() >= hw.every / 2 {
+                hw.pet();
+            }
+        }
         self.ping_every
             .is_some_and(|every| self.last_ping.elapsed() >= every / 2)
     }
@@ -91,16 +175,17 @@ impl Supervisor {
     pub fn wake_by(&self) -> Option<u64> {
         let ping = self.ping_every.map(|e| self.last_ping + e);
         let selfw = self.self_every.map(|e| Instant::now() + e);
-        let at = match (ping, selfw) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }?;
+        let hw = self.hw.as_ref().map(|h| h.last + h.every);
+        let at = [ping, selfw, hw].into_iter().flatten().min()?;
         Some(u64::try_from(at.duration_since(self.start).as_nanos()).unwrap_or(u64::MAX))
     }
 
-    /// `STOPPING=1`.
-    pub fn stopping(&self) {
+    /// `STOPPING=1`; the hardware watchdog's magic close.
+    pub fn stopping(&mut self) {
         self.send(&[NotifyState::Stopping]);
+        if let Some(hw) = self.hw.take() {
+            hw.close();
+        }
     }
 }
 

@@ -356,6 +356,8 @@ pub struct Daemon {
     pub socket: PathBuf,
     /// Its metrics address.
     pub prom: SocketAddr,
+    /// Its UDP listener, when it has one.
+    pub udp: Option<SocketAddr>,
     /// Its event lines, with their arrival time.
     pub lines: Receiver<(Instant, String)>,
 }
@@ -385,6 +387,11 @@ impl Daemon {
             .and_then(|s| s.split('/').next())
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("no metrics address in {first}"));
+        let udp = first
+            .split("udp ")
+            .nth(1)
+            .and_then(|s| s.split([',', ';']).next())
+            .and_then(|s| s.trim().parse().ok());
         let (tx, lines) = std::sync::mpsc::channel();
         let out = child.stdout.take().unwrap();
         std::thread::spawn(move || {
@@ -398,8 +405,22 @@ impl Daemon {
             child,
             socket,
             prom,
+            udp,
             lines,
         }
+    }
+
+    /// The value of the series `name` (with its labels exactly as the exposition writes them,
+    /// e.g. `varta_alerts_sent_total{outcome="sent"}`) in a fresh scrape.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = http_get(self.prom, "/metrics")?;
+        body.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
     }
 
     /// Waits for an event line containing every needle; returns its arrival time and text.
@@ -428,10 +449,32 @@ impl Daemon {
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
-        let a = Agent { child };
+        let a = Agent {
+            child,
+            listener: "unix",
+        };
         let pid = format!("\"pid\":{}", a.pid());
         self.wait_line(&[&pid], Duration::from_secs(10));
         a
+    }
+
+    /// Starts a real agent beating every `interval_ms` over UDP to `to`, sealed with the shared
+    /// key in `key_file` (the observer's listener is `udp0`, so its alerts name it `udp0:PID`).
+    pub fn udp_agent(to: SocketAddr, key_file: &Path, interval_ms: u32) -> Agent {
+        let child = Command::new(varta_agent())
+            .arg("agent")
+            .arg("--udp")
+            .arg(to.to_string())
+            .arg("--key-file")
+            .arg(key_file)
+            .args(["--interval-ms", &interval_ms.to_string()])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Agent {
+            child,
+            listener: "udp0",
+        }
     }
 }
 
@@ -445,6 +488,8 @@ impl Drop for Daemon {
 /// A real agent process; killed on drop.
 pub struct Agent {
     child: Child,
+    /// The observer's listener it reaches.
+    listener: &'static str,
 }
 
 impl Agent {
@@ -454,23 +499,23 @@ impl Agent {
 
     /// The `agent` label the observer's alerts give it.
     pub fn alert_name(&self) -> String {
-        format!("unix:{}", self.pid())
+        format!("{}:{}", self.listener, self.pid())
     }
 
-    fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill(2) on our own, not yet reaped, child.
-        let rc = unsafe { libc::kill(i32::try_from(self.pid()).unwrap(), sig) };
-        assert_eq!(rc, 0, "kill({sig})");
+    fn signal(&self, sig: rustix::process::Signal) {
+        // Our own child, not yet reaped: the pid is still its.
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, sig).unwrap_or_else(|e| panic!("kill({sig:?}): {e}"));
     }
 
     /// SIGSTOP: the agent hangs.
     pub fn freeze(&self) {
-        self.signal(libc::SIGSTOP);
+        self.signal(rustix::process::Signal::STOP);
     }
 
     /// SIGCONT: it beats again.
     pub fn thaw(&self) {
-        self.signal(libc::SIGCONT);
+        self.signal(rustix::process::Signal::CONT);
     }
 }
 
