@@ -364,8 +364,14 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(dir: &Path, args: &[&str]) -> Daemon {
+        Daemon::start_env(dir, args, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables.
+    pub fn start_env(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Daemon {
         let socket = dir.join("s.sock");
         let mut child = Command::new(varta_watch())
+            .envs(env.iter().copied())
             .arg("run")
             .arg("--socket")
             .arg(&socket)
@@ -438,14 +444,33 @@ impl Daemon {
         }
     }
 
+    /// SIGTERM, then waits for the exit (a clean shutdown).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        self.child.wait().unwrap()
+    }
+
+    /// SIGKILL, then waits for the exit (a death without shutdown).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Starts a real agent (`varta agent`, which sends through `varta-client`) beating every
     /// `interval_ms` and waits until the observer saw it.
     pub fn agent(&self, interval_ms: u32) -> Agent {
+        self.agent_with(interval_ms, &[])
+    }
+
+    /// [`Daemon::agent`] with further `varta agent` flags (e.g. `--crash-after N`).
+    pub fn agent_with(&self, interval_ms: u32, extra: &[&str]) -> Agent {
         let child = Command::new(varta_agent())
             .arg("agent")
             .arg("--socket")
             .arg(&self.socket)
             .args(["--interval-ms", &interval_ms.to_string()])
+            .args(extra)
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
