@@ -5,7 +5,7 @@
 //!
 //! Some tests drive the alerting module directly (an [`AlertBook`] fed tracker events, a
 //! [`Delivery`] posting its batches); the `daemon_*` ones run the real daemon
-//! (`varta-watch --alertmanager-url`, see `ops_support::Daemon`) with real agents frozen by
+//! (`varta-watch --alertmanager-url`, see `ops_support::daemon`) with real agents frozen by
 //! SIGSTOP: one observer and one Alertmanager, then a fleet of three observers and two
 //! clustered Alertmanagers.
 
@@ -197,7 +197,7 @@ fn daemon_direct_path_frozen_agent_firing_then_resolved() {
     let hook = Webhook::start();
     let cfg = write_am_config(&dir, &hook);
     let am = Alertmanager::start(&dir, &cfg, None);
-    let obs = Daemon::start(
+    let obs = ops_support::daemon(
         &dir,
         &["--threshold-ms", "300", "--alertmanager-url", &am.url],
     );
@@ -269,7 +269,7 @@ fn daemon_fleet_three_observers_two_clustered_alertmanagers_one_notification() {
         .map(|host| {
             let own = dir.join(host);
             std::fs::create_dir_all(&own).unwrap();
-            Daemon::start(
+            ops_support::daemon(
                 &own,
                 &[
                     "--threshold-ms",
@@ -287,7 +287,7 @@ fn daemon_fleet_three_observers_two_clustered_alertmanagers_one_notification() {
         })
         .collect();
     let relay = fan_out(observers.iter().map(|o| o.udp.unwrap()).collect());
-    let agent = Daemon::udp_agent(relay, &key, 50);
+    let agent = observers[0].udp_agent(relay, &key, 50);
     let pid = format!("\"pid\":{}", agent.pid());
     for o in &observers {
         o.wait_line(&[&pid], Duration::from_secs(10));

@@ -6,12 +6,12 @@ mod ops_support;
 
 use std::time::Duration;
 
-use ops_support::{tmpdir, wait, Daemon};
+use ops_support::{tmpdir, wait};
 
 #[test]
 fn stalled_and_crashed_agents_are_exported_past_the_cap_healthy_ones_are_counted() {
     let dir = tmpdir("metrics-cap");
-    let obs = Daemon::start(
+    let obs = ops_support::daemon(
         &dir,
         &["--threshold-ms", "300", "--metrics-max-agents", "1"],
     );

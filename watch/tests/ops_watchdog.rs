@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use ops_support::{tmpdir, wait, Daemon};
+use ops_support::{tmpdir, wait};
 
 /// The read end of a fake watchdog device, and every byte read from it so far.
 struct FakeDevice {
@@ -75,7 +75,7 @@ fn hw_watchdog_is_petted_while_the_loop_turns_and_closed_with_v_on_a_clean_exit(
     let mut dev = FakeDevice::create(&dev_path);
     let block = dir.join("block");
     let dev_arg = dev_path.display().to_string();
-    let mut obs = Daemon::start_env(
+    let mut obs = ops_support::daemon_env(
         &dir,
         &["--hw-watchdog", &dev_arg],
         &[("VARTA_TEST_BLOCK_FILE", &block)],
@@ -108,7 +108,7 @@ fn hw_watchdog_is_not_disarmed_when_the_observer_dies() {
     let dev_path = dir.join("watchdog");
     let mut dev = FakeDevice::create(&dev_path);
     let dev_arg = dev_path.display().to_string();
-    let mut obs = Daemon::start(&dir, &["--hw-watchdog", &dev_arg]);
+    let mut obs = ops_support::daemon(&dir, &["--hw-watchdog", &dev_arg]);
     dev.wait_pets(1, "the first pet");
     obs.kill();
     dev.poll();
