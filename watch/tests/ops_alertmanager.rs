@@ -11,13 +11,15 @@
 
 mod ops_support;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use ops_support::{free_port, tmpdir, wait, write_am_config, Alertmanager, Daemon, Webhook};
-use varta_watch::alerting::{AgentFacts, AlertBook, AlertingConfig, Delivery, Now, ALERT_STALLED};
+use varta_watch::alerting::{
+    AgentFacts, AlertBook, AlertingConfig, Delivery, Now, ALERT_CRASHED, ALERT_STALLED,
+};
 use varta_watch::tracker::{AgentId, Event};
 
 /// Observer time of the test: nanoseconds since `t0`.
@@ -199,7 +201,14 @@ fn daemon_direct_path_frozen_agent_firing_then_resolved() {
     let am = Alertmanager::start(&dir, &cfg, None);
     let obs = ops_support::daemon(
         &dir,
-        &["--threshold-ms", "300", "--alertmanager-url", &am.url],
+        &[
+            "--threshold-ms",
+            "300",
+            "--alertmanager-url",
+            &am.url,
+            "--alert-resend-ms",
+            "300",
+        ],
     );
     let agent = obs.agent(50);
     let healthy = obs.agent(50);
@@ -213,6 +222,13 @@ fn daemon_direct_path_frozen_agent_firing_then_resolved() {
     assert_eq!(alerts[0]["annotations"]["listener"], "unix");
     assert_eq!(alerts[0]["annotations"]["last_status"], "ok");
     assert_eq!(firing["groupLabels"]["agent"], name.as_str());
+    // While it stays frozen, the alert is re-sent (every 300 ms here): firing, then re-sends.
+    wait(
+        Duration::from_secs(10),
+        "re-sends of the firing alert",
+        || (obs.metric("varta_alerts_sent_total{outcome=\"sent\"}")? >= 3.0).then_some(()),
+    );
+    assert_eq!(obs.metric("varta_alerts_active"), Some(1.0));
     agent.thaw();
     let resolved = hook.wait_for(ALERT_STALLED, &name, "resolved", Duration::from_secs(10));
     assert_eq!(
@@ -220,17 +236,68 @@ fn daemon_direct_path_frozen_agent_firing_then_resolved() {
         "recovered"
     );
     assert!(hook.about(ALERT_STALLED, &healthy.alert_name()).is_empty());
-    // Two posts (firing, resolved) accepted, none lost.
-    wait(
+    assert_eq!(obs.metric("varta_alerts_active"), Some(0.0));
+
+    // A crash report is an alert of its own, firing at once.
+    let crashing = obs.agent_with(50, &["--crash-after", "5"]);
+    let crashed = hook.wait_for(
+        ALERT_CRASHED,
+        &crashing.alert_name(),
+        "firing",
         Duration::from_secs(10),
-        "the observer's sent counter",
-        || (obs.metric("varta_alerts_sent_total{outcome=\"sent\"}")? >= 2.0).then_some(()),
     );
+    assert_eq!(
+        crashed["alerts"][0]["labels"]["pid"],
+        crashing.pid().to_string()
+    );
+    assert_eq!(obs.metric("varta_alerts_active"), Some(1.0));
+    // Nothing failed or was dropped on the way.
     for outcome in ["failed", "dropped"] {
         let series = format!("varta_alerts_sent_total{{outcome=\"{outcome}\"}}");
         assert_eq!(obs.metric(&series), Some(0.0), "{series}");
     }
-    assert_eq!(obs.metric("varta_alerts_active"), Some(0.0));
+}
+
+/// An "Alertmanager" that accepts connections and never answers.
+fn black_hole() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in l.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    url
+}
+
+#[test]
+fn daemon_shutdown_is_not_held_by_an_alertmanager_that_never_answers() {
+    let dir = tmpdir("black-hole");
+    let hole = black_hole();
+    let mut obs = ops_support::daemon(
+        &dir,
+        &["--threshold-ms", "300", "--alertmanager-url", &hole],
+    );
+    // Three stalls, each its own batch; each post waits for its 2 s timeout, four attempts.
+    let agents: Vec<_> = (0..3).map(|_| obs.agent(50)).collect();
+    for a in &agents {
+        a.freeze();
+        let pid = format!("\"pid\":{}", a.pid());
+        obs.wait_line(&["\"kind\":\"stall\"", &pid], Duration::from_secs(10));
+    }
+    // Detection went on regardless; the posts are being retried.
+    wait(Duration::from_secs(15), "a retried post", || {
+        (obs.metric("varta_alerts_sent_total{outcome=\"retried\"}")? >= 1.0).then_some(())
+    });
+    assert_eq!(
+        obs.metric("varta_alerts_sent_total{outcome=\"sent\"}"),
+        Some(0.0)
+    );
+    // Posting what is queued would take tens of seconds: the exit must come well within a
+    // service manager's stop timeout (10 s in the shipped unit).
+    let status = obs.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{status}");
 }
 
 /// Forwards every datagram reaching the returned address to each of `to`: one agent process

@@ -94,7 +94,7 @@ fn hw_watchdog_is_petted_while_the_loop_turns_and_closed_with_v_on_a_clean_exit(
     std::fs::remove_file(&block).unwrap();
     dev.wait_pets(1, "a pet once the loop turns again");
 
-    let status = obs.terminate();
+    let status = obs.terminate(Duration::from_secs(10));
     assert!(status.success(), "{status}");
     dev.poll();
     assert!(dev.closed, "the daemon's end is closed after exit");

@@ -56,3 +56,65 @@ pub fn resolve(args: &RunArgs) -> Result<Option<AlertingConfig>, ConfigError> {
     }
     Ok(Some(cfg))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+
+    use super::*;
+
+    fn load(args: &[&str]) -> Result<Option<AlertingConfig>, ConfigError> {
+        let argv: Vec<OsString> = args.iter().map(OsString::from).collect();
+        RunArgs::load(&argv).map(|c| c.alerting)
+    }
+
+    #[test]
+    fn urls_resend_interval_and_generator_url() {
+        assert!(load(&[]).unwrap().is_none());
+        let c = load(&[
+            "--alertmanager-url",
+            "http://127.0.0.1:9093",
+            "--alertmanager-url",
+            "http://127.0.0.2:9093/am",
+            "--alert-resend-ms",
+            "1500",
+            "--prom-addr",
+            "127.0.0.1:9465",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.endpoints.len(), 2);
+        assert_eq!(c.resend_interval, Duration::from_millis(1500));
+        assert_eq!(
+            c.generator_url.as_deref(),
+            Some("http://127.0.0.1:9465/metrics")
+        );
+        let d = load(&[
+            "--alertmanager-url",
+            "http://am:9093",
+            "--prom-addr",
+            "0.0.0.0:9465",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(d.resend_interval, Duration::from_millis(DEFAULT_RESEND_MS));
+        assert_eq!(d.generator_url, None, "a wildcard address links nowhere");
+        assert!(!d.observer.is_empty());
+    }
+
+    #[test]
+    fn refusals_name_the_flag() {
+        let msg = |args: &[&str]| load(args).unwrap_err().to_string();
+        assert!(msg(&["--alertmanager-url", "https://am:9093"]).starts_with("--alertmanager-url"));
+        assert!(msg(&["--alert-resend-ms", "500"]).contains("needs --alertmanager-url"));
+        assert_eq!(
+            msg(&[
+                "--alertmanager-url",
+                "http://am:9093",
+                "--alert-resend-ms",
+                "10"
+            ]),
+            "--alert-resend-ms 10: must be between 100 and 600000"
+        );
+    }
+}

@@ -461,17 +461,18 @@ impl Observer {
         })
     }
 
-    /// SIGTERM, then waits for the exit (a clean shutdown).
+    /// SIGTERM, then waits for the exit (a clean shutdown), at most `limit`.
     ///
     /// # Panics
-    /// When the signal cannot be sent.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
+    /// When the signal cannot be sent, or the observer is still running after `limit`.
+    pub fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
         let pid = rustix::process::Pid::from_child(&self.child);
         rustix::process::kill_process(pid, rustix::process::Signal::TERM)
             .unwrap_or_else(|e| panic!("SIGTERM to the observer: {e}"));
-        self.child
-            .wait()
-            .unwrap_or_else(|e| panic!("waiting for the observer: {e}"))
+        let child = &mut self.child;
+        wait(limit, "the observer's exit after SIGTERM", || {
+            child.try_wait().ok().flatten()
+        })
     }
 
     /// SIGKILL, then waits for the exit (a death without shutdown).
