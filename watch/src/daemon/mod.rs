@@ -16,7 +16,10 @@
 //! 4. answer a scrape's request with a snapshot (`snapshot`), published without waiting.
 //!
 //! Each turn also tells the supervisor (`supervise`) that the loop is alive: systemd's
-//! `WATCHDOG=1` and the self-watchdog are fed from here, never from another thread. Sockets
+//! `WATCHDOG=1`, the self-watchdog and a hardware watchdog (`--hw-watchdog`) are fed from
+//! here, never from another thread. With `--alertmanager-url`, tracker events also go to
+//! direct Alertmanager delivery (`crate::alerting`), whose batches are handed to its own
+//! thread without waiting. Sockets
 //! handed over by systemd (socket activation) replace the ones the loop would bind.
 
 mod counters;
@@ -169,11 +172,6 @@ impl Daemon {
         let start = Instant::now();
         let mut supervisor = supervise::Supervisor::new(start, cfg.self_watchdog)
             .map_err(SetupError::SelfWatchdog)?;
-        if let Some(path) = cfg.hw_watchdog.clone() {
-            supervisor
-                .hw_watchdog(&path)
-                .map_err(|source| SetupError::HwWatchdog { path, source })?;
-        }
         let alerts = match cfg.alerting.clone() {
             Some(a) => Some(crate::alerting::AlertShell::start(a).map_err(SetupError::Alerting)?),
             None => None,
@@ -291,6 +289,13 @@ impl Daemon {
             datagrams: vec![0; listeners.len()],
             ..Counters::default()
         };
+        // Last: opening a hardware watchdog arms it, and a setup error after that would leave
+        // it armed with nobody to pet it.
+        if let Some(path) = cfg.hw_watchdog.clone() {
+            supervisor
+                .hw_watchdog(&path)
+                .map_err(|source| SetupError::HwWatchdog { path, source })?;
+        }
         Ok(Daemon {
             tracker,
             capacity: cfg.capacity,
