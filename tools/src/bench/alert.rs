@@ -28,11 +28,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use varta_watch::alerting::{DeliveryCounters, ALERT_STALLED};
+
 use self::stack::{tmpdir, write_am_config, Alertmanager, Observer, Programs, Prometheus, Webhook};
 use super::BenchArgs;
-
-/// `alertname` of both paths' stall alerts.
-const ALERT_STALLED: &str = "VartaAgentStalled";
 /// Beat interval of the frozen agents, ms.
 const BEAT_MS: u32 = 20;
 /// Time between two freezes.
@@ -216,9 +215,11 @@ fn measure(root: &Path, progs: &Programs, freezes: usize, threshold_ms: u64) -> 
         threshold_ms,
         direct: path(&hook_direct),
         prometheus: path(&hook_prom),
-        outcomes: ["sent", "retried", "failed", "dropped"]
+        // The observer's outcome labels, as its delivery counts them.
+        outcomes: DeliveryCounters::default()
+            .outcomes()
             .iter()
-            .map(|o| {
+            .map(|(o, _)| {
                 let series = format!("varta_alerts_sent_total{{outcome=\"{o}\"}}");
                 ((*o).to_string(), obs.metric(&series).unwrap_or(f64::NAN))
             })

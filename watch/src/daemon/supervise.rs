@@ -14,15 +14,16 @@
 //! a pet never blocks the loop. On a clean exit the magic close (`V`) disarms it; an observer
 //! that dies or wedges stops petting, and the hardware resets the machine.
 
+use std::ffi::c_int;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustix::ioctl::{ioctl, opcode, Getter, Opcode};
 use sd_notify::NotifyState;
 
 /// The loop's supervisor.
@@ -31,9 +32,8 @@ pub struct Supervisor {
     start: Instant,
     /// `NOTIFY_SOCKET` is set.
     notify: bool,
-    /// Half of `WATCHDOG_USEC`: the longest the loop may go without a keep-alive.
-    ping_every: Option<Duration>,
-    last_ping: Instant,
+    /// `WATCHDOG=1`, owed every half of `WATCHDOG_USEC`.
+    ping: Option<Cadence>,
     /// Self-watchdog: half its limit, and the loop's last turn (ns since `start`).
     self_every: Option<Duration>,
     turned: Arc<AtomicU64>,
@@ -45,17 +45,47 @@ pub struct Supervisor {
 /// driver without `WDIOC_GETTIMEOUT`): it is petted at least every half of this.
 pub const HW_UNKNOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// An open hardware watchdog.
-#[derive(Debug)]
-struct HwWatchdog {
-    dev: File,
-    /// Half its timeout: the longest the loop may go without petting it.
+/// A keep-alive owed at least every `every`: the one cadence rule of `WATCHDOG=1` and of the
+/// hardware watchdog. It is sent at the first turn after half of `every` has passed, so a turn
+/// that comes late (the loop busy with a batch) still meets the deadline; the idle loop wakes
+/// by [`Cadence::deadline`].
+#[derive(Debug, Clone, Copy)]
+struct Cadence {
     every: Duration,
     last: Instant,
 }
 
-/// `WDIOC_GETTIMEOUT`: `_IOR('W', 7, int)` in the generic ioctl encoding (x86, Arm, RISC-V).
-const WDIOC_GETTIMEOUT: libc::c_ulong = (2 << 30) | (4 << 16) | ((b'W' as libc::c_ulong) << 8) | 7;
+impl Cadence {
+    fn new(every: Duration) -> Cadence {
+        Cadence {
+            every,
+            last: Instant::now(),
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.last.elapsed() >= self.every / 2
+    }
+
+    fn sent(&mut self) {
+        self.last = Instant::now();
+    }
+
+    fn deadline(&self) -> Instant {
+        self.last + self.every
+    }
+}
+
+/// An open hardware watchdog.
+#[derive(Debug)]
+struct HwWatchdog {
+    dev: File,
+    /// Petted every half of its timeout.
+    cadence: Cadence,
+}
+
+/// `WDIOC_GETTIMEOUT` (`linux/watchdog.h`): `_IOR('W', 7, int)`.
+const WDIOC_GETTIMEOUT: Opcode = opcode::read::<c_int>(b'W', 7);
 
 impl HwWatchdog {
     fn open(path: &Path) -> std::io::Result<HwWatchdog> {
@@ -63,19 +93,17 @@ impl HwWatchdog {
             .write(true)
             .custom_flags(libc::O_NONBLOCK)
             .open(path)?;
-        let mut secs: libc::c_int = 0;
-        // SAFETY: `dev` is an open descriptor for the call's duration and `secs` a live c_int,
-        // the argument WDIOC_GETTIMEOUT writes. Other files refuse the request (ENOTTY). rustix
-        // offers no safe wrapper for the watchdog ioctls.
-        let rc = unsafe { libc::ioctl(dev.as_raw_fd(), WDIOC_GETTIMEOUT, &mut secs) };
-        let timeout = match u64::try_from(secs) {
-            Ok(s) if rc == 0 && s > 0 => Duration::from_secs(s),
+        // SAFETY: WDIOC_GETTIMEOUT's argument is one int the driver writes, which is what
+        // `Getter<_, c_int>` provides; files that are no watchdog refuse the request (ENOTTY).
+        // rustix has no safe wrapper for the watchdog ioctls.
+        let secs = unsafe { ioctl(&dev, Getter::<WDIOC_GETTIMEOUT, c_int>::new()) };
+        let timeout = match secs.map(u64::try_from) {
+            Ok(Ok(s)) if s > 0 => Duration::from_secs(s),
             _ => HW_UNKNOWN_TIMEOUT,
         };
         let mut w = HwWatchdog {
             dev,
-            every: timeout / 2,
-            last: Instant::now(),
+            cadence: Cadence::new(timeout / 2),
         };
         w.pet();
         Ok(w)
@@ -85,7 +113,7 @@ impl HwWatchdog {
     /// write error is retried at the next due turn.
     fn pet(&mut self) {
         let _ = self.dev.write(b"1");
-        self.last = Instant::now();
+        self.cadence.sent();
     }
 
     /// Magic close: `V`, then close, disarms the watchdog (drivers built with `nowayout`
@@ -108,8 +136,8 @@ impl Supervisor {
     pub fn new(start: Instant, self_watchdog: Option<Duration>) -> std::io::Result<Supervisor> {
         let notify = std::env::var_os("NOTIFY_SOCKET").is_some();
         let mut usec = 0;
-        let ping_every = (notify && sd_notify::watchdog_enabled(false, &mut usec) && usec > 0)
-            .then(|| Duration::from_micros(usec) / 2);
+        let ping = (notify && sd_notify::watchdog_enabled(false, &mut usec) && usec > 0)
+            .then(|| Cadence::new(Duration::from_micros(usec) / 2));
         let turned = Arc::new(AtomicU64::new(since(start)));
         if let Some(limit) = self_watchdog {
             let turned = Arc::clone(&turned);
@@ -120,8 +148,7 @@ impl Supervisor {
         Ok(Supervisor {
             start,
             notify,
-            ping_every,
-            last_ping: Instant::now(),
+            ping,
             self_every: self_watchdog.map(|d| d / 2),
             turned,
             hw: None,
@@ -147,7 +174,9 @@ impl Supervisor {
     /// `READY=1` with a first status: every listener is bound.
     pub fn ready(&mut self, status: &str) {
         self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
-        self.last_ping = Instant::now();
+        if let Some(c) = self.ping.as_mut() {
+            c.sent();
+        }
     }
 
     /// Called by the loop at every turn: records the turn; tells whether a keep-alive is due
@@ -155,27 +184,27 @@ impl Supervisor {
     pub fn turn(&mut self) -> bool {
         self.turned.store(since(self.start), Ordering::Relaxed);
         if let Some(hw) = self.hw.as_mut() {
-            // The same rule as WATCHDOG=1 below.
-            if hw.last.elapsed() >= hw.every / 2 {
+            if hw.cadence.due() {
                 hw.pet();
             }
         }
-        self.ping_every
-            .is_some_and(|every| self.last_ping.elapsed() >= every / 2)
+        self.ping.is_some_and(|c| c.due())
     }
 
     /// `WATCHDOG=1` with a fresh `STATUS=`.
     pub fn ping(&mut self, status: &str) {
         self.send(&[NotifyState::Watchdog, NotifyState::Status(status)]);
-        self.last_ping = Instant::now();
+        if let Some(c) = self.ping.as_mut() {
+            c.sent();
+        }
     }
 
     /// The latest time (ns since start) the loop must turn again, if any.
     #[must_use]
     pub fn wake_by(&self) -> Option<u64> {
-        let ping = self.ping_every.map(|e| self.last_ping + e);
+        let ping = self.ping.map(|c| c.deadline());
         let selfw = self.self_every.map(|e| Instant::now() + e);
-        let hw = self.hw.as_ref().map(|h| h.last + h.every);
+        let hw = self.hw.as_ref().map(|h| h.cadence.deadline());
         let at = [ping, selfw, hw].into_iter().flatten().min()?;
         Some(u64::try_from(at.duration_since(self.start).as_nanos()).unwrap_or(u64::MAX))
     }
