@@ -3,14 +3,14 @@
 //! stalls or crashes, re-sends active alerts periodically, and resolves them when the agent
 //! recovers or exits.
 //!
-//! Two parts, in the observer's usual shape:
+//! A sans-I/O core and thin shells, in the observer's usual shape:
 //!
 //! * [`book`]: sans-I/O. [`AlertBook`] takes the tracker's events and the time, keeps one
 //!   active alert per agent (bounded) and yields batches of [`Alert`]s to post.
 //! * [`delivery`]: the I/O. [`Delivery`] owns a thread with a bounded queue (the loop's
 //!   [`Delivery::try_send`] never blocks), posting to every Alertmanager with retries and
-//!   backoff, counted by outcome in [`DeliveryCounters`].
-//!
+//!   backoff, counted by outcome in [`DeliveryCounters`]; its shutdown is bounded.
+//! * [`wire`]: the JSON body of `POST /api/v2/alerts`.
 //! * [`settings`]: the flags (`--alertmanager-url`, repeatable; `--alert-resend-ms`, default
 //!   30 s) into an [`AlertingConfig`].
 //! * [`shell`]: what the receive loop holds, an [`AlertShell`]: it feeds each tracker event
