@@ -46,6 +46,10 @@ pub enum Command {
     Audit(crate::recovery::verify::AuditArgs),
     /// Key provisioning: `key derive` writes an agent's own key from the master key.
     Key(crate::keytool::KeyArgs),
+    /// Every agent's state from a running observer (stalled first).
+    Status(crate::control::client::StatusArgs),
+    /// Silence agents for maintenance: add, list, expire.
+    Silence(crate::control::client::SilenceArgs),
 }
 
 /// Output format of event lines on stdout.
