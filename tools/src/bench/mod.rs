@@ -14,12 +14,17 @@
 //! * **100,000 distinct master-key agents** through a real UDP socket (queued, then drained):
 //!   beats/s, CPU per beat, memory ([`fleet::master_agents`]).
 //!
+//! Not part of `all` (it needs Debian's `prometheus` and `prometheus-alertmanager`): `varta
+//! bench alert`, freeze → notification latency of direct Alertmanager delivery vs the
+//! Prometheus path through the real daemon ([`alert`]).
+//!
 //! `--quick` shrinks every phase so the whole command runs in seconds (for tests; its figures
 //! are not the machine's). The load runs on `--load-cpu`, the observer and the bare receiver on
 //! `--observer-cpu`; `--rt` puts receivers under SCHED_FIFO 50 and the generator under 40.
 //! `--observer-exe PATH` measures another build's `varta-watch` instead of the observer linked
 //! into this binary (before/after comparisons in one session).
 
+pub mod alert;
 pub mod core;
 pub mod fleet;
 pub mod gen;
@@ -50,6 +55,9 @@ pub enum Which {
     Agents,
     /// Distinct master-key agents over UDP: beats/s, CPU per beat, memory.
     MasterAgents,
+    /// Freeze → Alertmanager notification latency, direct delivery vs Prometheus (not part of
+    /// `all`: needs Debian's prometheus and prometheus-alertmanager).
+    Alert,
 }
 
 /// Ingest transports.
@@ -123,7 +131,8 @@ pub struct BenchArgs {
     /// CPU for the load.
     #[arg(long, default_value_t = 1)]
     pub load_cpu: usize,
-    /// Stall samples [default: 60; --quick: 5].
+    /// Stall samples [default: 60; --quick: 5]; for `alert`, agents frozen [default: 24;
+    /// --quick: 5].
     #[arg(long)]
     pub samples: Option<usize>,
     /// Live agents during the stall benchmark [default: 1000; --quick: 100].
@@ -392,6 +401,26 @@ fn run_master_agents(
     Ok(())
 }
 
+fn run_alert(exe: &Path, a: &BenchArgs, sum: &mut Summary) -> Result<(), String> {
+    let f = alert::run(exe, a)?;
+    sum.add(format!(
+        "  freeze -> webhook notification ({} freezes, --threshold-ms {}, group_wait 0s; Prometheus scrape and evaluation every 1 s):",
+        f.freezes, f.threshold_ms
+    ));
+    sum.add(format!("    direct      {}", f.direct.line()));
+    sum.add(format!("    prometheus  {}", f.prometheus.line()));
+    sum.add(format!(
+        "    direct-path goal: threshold + group_wait + 50 ms = {} ms; observer's posts by outcome: {}",
+        f.threshold_ms + 50,
+        f.outcomes
+            .iter()
+            .map(|(o, n)| format!("{o} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    Ok(())
+}
+
 /// Runs the selected benchmarks and prints figures.
 ///
 /// # Errors
@@ -431,6 +460,9 @@ pub fn run(a: &BenchArgs) -> Result<i32, String> {
         }
         if all || a.which == Which::MasterAgents {
             run_master_agents(&exe, &obs, a, &dir, &mut sum)?;
+        }
+        if a.which == Which::Alert {
+            run_alert(&exe, a, &mut sum)?;
         }
         Ok(())
     })();

@@ -214,6 +214,18 @@ pub struct RunArgs {
     /// Snapshot the state file this often [default: 1000].
     #[arg(long, value_name = "MS", requires = "state_file")]
     pub state_interval_ms: Option<u64>,
+    /// Post alerts straight to this Alertmanager (base URL such as http://127.0.0.1:9093;
+    /// repeatable, one per instance of an HA cluster) the moment an agent stalls or crashes,
+    /// and resolve them when it recovers or exits.
+    #[arg(long, value_name = "URL")]
+    pub alertmanager_url: Vec<String>,
+    /// Re-send active alerts to Alertmanager this often [default: 30000].
+    #[arg(long, value_name = "MS")]
+    pub alert_resend_ms: Option<u64>,
+    /// Pet this hardware watchdog device (e.g. /dev/watchdog0) while the loop turns, at least
+    /// every half of its timeout; magic close (`V`) on a clean exit.
+    #[arg(long, value_name = "PATH")]
+    pub hw_watchdog: Option<PathBuf>,
 }
 
 /// Fully checked settings.
@@ -255,6 +267,10 @@ pub struct Config {
     pub self_watchdog: Option<std::time::Duration>,
     /// The state file.
     pub state: Option<crate::daemon::state::StateConfig>,
+    /// Direct Alertmanager delivery.
+    pub alerting: Option<crate::alerting::AlertingConfig>,
+    /// Hardware watchdog device to pet.
+    pub hw_watchdog: Option<PathBuf>,
 }
 
 /// The UDP listener's settings.

@@ -254,6 +254,13 @@ impl RunArgs {
             rt_priority,
             self_watchdog,
             state,
+            alerting: crate::alerting::settings::resolve(self)?,
+            hw_watchdog: match &self.hw_watchdog {
+                Some(p) if p.as_os_str().is_empty() => {
+                    return Err(ConfigError::EmptyPath("hw-watchdog"))
+                }
+                p => p.clone(),
+            },
         })
     }
 }

@@ -178,6 +178,23 @@ fn sample(key: &str, keys: &Path) -> Option<(Setting, Vec<Setting>)> {
                 &["/tmp/varta-cfg.state"],
             )],
         ),
+        "alertmanager-url" => (
+            set(
+                key,
+                "[\"http://127.0.0.1:9093\", \"http://127.0.0.2:9093\"]",
+                &["http://127.0.0.1:9093", "http://127.0.0.2:9093"],
+            ),
+            vec![],
+        ),
+        "alert-resend-ms" => (
+            set(key, "1500", &["1500"]),
+            vec![set(
+                "alertmanager-url",
+                "\"http://127.0.0.1:9093\"",
+                &["http://127.0.0.1:9093"],
+            )],
+        ),
+        "hw-watchdog" => (set(key, "\"/dev/watchdog0\"", &["/dev/watchdog0"]), vec![]),
         _ => return None,
     };
     Some(s)

@@ -22,6 +22,9 @@ impl Daemon {
             let row = Row::from_event(&ev);
             let now = self.now();
             self.outputs.emit(&row, now);
+            if let Some(a) = self.alerts.as_mut() {
+                a.handle_event(now, &ev, self.tracker.agent(ev.agent()).as_ref());
+            }
             let trigger = match ev {
                 Event::Stalled { at, agent, .. } => Some((at, agent, Reason::Stall, "stall")),
                 Event::Died {
@@ -47,6 +50,10 @@ impl Daemon {
                     self.emit_recovery(at, agent, decision.to_string());
                 }
             }
+        }
+        if let Some(a) = self.alerts.as_mut() {
+            // Hands the alerts to the delivery thread (never blocks).
+            a.flush();
         }
     }
 
@@ -153,6 +160,9 @@ impl Daemon {
             self.recovery.as_ref().and_then(Recovery::next_deadline),
             self.supervisor.wake_by(),
             self.state.as_ref().map(super::state::StateStore::next_due),
+            self.alerts
+                .as_ref()
+                .and_then(crate::alerting::AlertShell::poll_timeout),
         ]
         .into_iter()
         .flatten()
@@ -231,6 +241,10 @@ impl Daemon {
             let now = self.now();
             self.fire_due(now);
             self.drain_events();
+            if let Some(a) = self.alerts.as_mut() {
+                a.handle_timeout(now);
+                a.flush();
+            }
             self.expire_recovery(now);
             self.outputs.flush();
             self.tick_state(now);

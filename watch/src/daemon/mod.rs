@@ -16,7 +16,10 @@
 //! 4. answer a scrape's request with a snapshot (`snapshot`), published without waiting.
 //!
 //! Each turn also tells the supervisor (`supervise`) that the loop is alive: systemd's
-//! `WATCHDOG=1` and the self-watchdog are fed from here, never from another thread. Sockets
+//! `WATCHDOG=1`, the self-watchdog and a hardware watchdog (`--hw-watchdog`) are fed from
+//! here, never from another thread. With `--alertmanager-url`, tracker events also go to
+//! direct Alertmanager delivery (`crate::alerting`), whose batches are handed to its own
+//! thread without waiting. Sockets
 //! handed over by systemd (socket activation) replace the ones the loop would bind.
 
 mod counters;
@@ -90,6 +93,17 @@ pub enum SetupError {
     /// The self-watchdog thread could not be started.
     #[error("--self-watchdog-secs: {0}")]
     SelfWatchdog(io::Error),
+    /// The alert delivery thread could not be started.
+    #[error("--alertmanager-url: cannot start the delivery thread: {0}")]
+    Alerting(io::Error),
+    /// The hardware watchdog could not be opened.
+    #[error("--hw-watchdog {}: {source}", path.display())]
+    HwWatchdog {
+        /// The device.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
     /// `SCHED_FIFO` was refused.
     #[error("--rt-priority {prio}: cannot set SCHED_FIFO: {source}")]
     RtPriority {
@@ -119,6 +133,8 @@ pub struct Daemon {
     counters: Counters,
     supervisor: supervise::Supervisor,
     state: Option<state::StateStore>,
+    /// Direct Alertmanager delivery (`--alertmanager-url`).
+    alerts: Option<crate::alerting::AlertShell>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -167,8 +183,12 @@ impl Daemon {
             ),
             None => Instant::now(),
         };
-        let supervisor = supervise::Supervisor::new(start, cfg.self_watchdog)
+        let mut supervisor = supervise::Supervisor::new(start, cfg.self_watchdog)
             .map_err(SetupError::SelfWatchdog)?;
+        let alerts = match cfg.alerting.clone() {
+            Some(a) => Some(crate::alerting::AlertShell::start(a).map_err(SetupError::Alerting)?),
+            None => None,
+        };
         match (activated.unix, &cfg.socket) {
             (Some(sock), Some(_)) => {
                 let l = UnixListener::adopt(sock)?;
@@ -238,6 +258,9 @@ impl Daemon {
             }
             None => None,
         };
+        if let Some(n) = cfg.alerting.as_ref().map(|a| a.endpoints.len()) {
+            where_.push(format!("alerts to {n} Alertmanager(s)"));
+        }
         let (sig_rx, term) = signals().map_err(SetupError::Signals)?;
         os::exact_timers();
         if let Some(prio) = cfg.rt_priority {
@@ -280,6 +303,13 @@ impl Daemon {
             datagrams: vec![0; listeners.len()],
             ..Counters::default()
         };
+        // Last: opening a hardware watchdog arms it, and a setup error after that would leave
+        // it armed with nobody to pet it.
+        if let Some(path) = cfg.hw_watchdog.clone() {
+            supervisor
+                .hw_watchdog(&path)
+                .map_err(|source| SetupError::HwWatchdog { path, source })?;
+        }
         let mut daemon = Daemon {
             tracker,
             capacity: cfg.capacity,
@@ -297,6 +327,7 @@ impl Daemon {
             counters,
             supervisor,
             state,
+            alerts,
         };
         if let Some(line) = state_notice {
             eprintln!("varta-watch: {line}");

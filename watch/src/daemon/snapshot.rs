@@ -1,18 +1,25 @@
-//! The loop's copy of everything a scrape shows, bounded by `--metrics-max-agents`.
+//! The loop's copy of everything a scrape shows, bounded by `--metrics-max-agents`: healthy
+//! agents past the bound are left out (counted in `varta_agents_omitted`); stalled and crashed
+//! agents are always exported, so per-agent alert rules see every one of them.
 
 use super::Daemon;
 use crate::metrics::{AgentRow, Snapshot};
-use crate::tracker::{EventKind, Listener, ReasonClass};
+use crate::tracker::{AgentState, EventKind, Listener, ReasonClass};
 
 impl Daemon {
     /// Copies the figures of a scrape.
     pub(super) fn snapshot(&self) -> Snapshot {
         let mut agents = Vec::new();
         let mut omitted = 0u64;
+        let mut healthy = 0usize;
         for a in self.tracker.agents() {
-            if agents.len() >= self.metrics_max_agents {
-                omitted += 1;
-                continue;
+            let crashed = a.state == AgentState::Dead { clean: false };
+            if !crashed && a.state != AgentState::Stalled {
+                if healthy >= self.metrics_max_agents {
+                    omitted += 1;
+                    continue;
+                }
+                healthy += 1;
             }
             agents.push(AgentRow {
                 pid: a.id.pid,
@@ -23,6 +30,7 @@ impl Daemon {
                 beats: a.beats,
                 stalls: a.stalls,
                 status: a.reported_status().as_u8(),
+                crashed,
             });
         }
         let c = &self.counters;
@@ -88,6 +96,15 @@ impl Daemon {
                 )
                 .as_secs_f64(),
             state: self.state.as_ref().map(|s| s.figures),
+            alerts_sent: self
+                .alerts
+                .as_ref()
+                .map(|a| a.outcomes().to_vec())
+                .unwrap_or_default(),
+            alerts_active: self
+                .alerts
+                .as_ref()
+                .map(|a| (a.active() as u64, a.refused())),
         }
     }
 }

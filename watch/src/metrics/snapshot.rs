@@ -26,6 +26,8 @@ pub struct AgentRow {
     pub stalls: u64,
     /// 0 ok, 1 degraded, 2 critical, 3 stall.
     pub status: u8,
+    /// Its last frame was a crash report (`varta_agent_crashed`).
+    pub crashed: bool,
 }
 
 /// Everything a scrape shows, copied by the loop.
@@ -33,7 +35,7 @@ pub struct AgentRow {
 pub struct Snapshot {
     /// Per-agent rows (bounded).
     pub agents: Vec<AgentRow>,
-    /// Agents left out of `agents` by the bound.
+    /// Agents left out of `agents` by the bound (stalled and crashed agents never are).
     pub agents_omitted: u64,
     /// Entries in the tracker.
     pub agents_tracked: u64,
@@ -81,6 +83,11 @@ pub struct Snapshot {
     pub state: Option<crate::daemon::state::StateFigures>,
     /// Seconds since start.
     pub uptime_s: f64,
+    /// Direct Alertmanager delivery, when configured: posts by outcome
+    /// (`varta_alerts_sent_total{outcome}`).
+    pub alerts_sent: Vec<(&'static str, u64)>,
+    /// Direct delivery: alerts firing, and alerts refused because the book was full.
+    pub alerts_active: Option<(u64, u64)>,
 }
 
 type Labels = Vec<(String, String)>;
@@ -100,12 +107,14 @@ impl Snapshot {
         let beats = Family::<Labels, Counter>::default();
         let stalls = Family::<Labels, Counter>::default();
         let status = Family::<Labels, Gauge>::default();
+        let crashed = Family::<Labels, Gauge>::default();
         for a in &self.agents {
             let pid = a.pid.to_string();
             let l = lab(&[("pid", &pid), ("listener", a.listener)]);
             beats.get_or_create(&l).inc_by(a.beats);
             stalls.get_or_create(&l).inc_by(a.stalls);
             status.get_or_create(&l).set(i64::from(a.status));
+            crashed.get_or_create(&l).set(i64::from(a.crashed));
         }
         reg.register(
             "varta_beats",
@@ -117,6 +126,11 @@ impl Snapshot {
             "varta_status",
             "Agent status: 0 ok, 1 degraded, 2 critical, 3 stall",
             status,
+        );
+        reg.register(
+            "varta_agent_crashed",
+            "1 when the agent's last frame was a crash report (until it restarts or is forgotten), else 0",
+            crashed,
         );
         let fam = |pairs: &[(&'static str, u64)], key: &str| {
             let f = Family::<Labels, Counter>::default();
@@ -306,6 +320,23 @@ impl Snapshot {
             "HTTP connections closed by the observer, by reason (capacity: over --http-max-connections; header_timeout; idle)",
             dropped,
         );
+        if let Some((active, refused)) = self.alerts_active {
+            reg.register(
+                "varta_alerts_sent",
+                "Direct Alertmanager posts by outcome, per Alertmanager (sent; retried attempts; failed after the last attempt; dropped: batches refused by the full delivery queue)",
+                fam(&self.alerts_sent, "outcome"),
+            );
+            reg.register(
+                "varta_alerts_active",
+                "Alerts firing through direct Alertmanager delivery",
+                gauge(as_i64(active)),
+            );
+            reg.register(
+                "varta_alerts_refused",
+                "Alerts not raised because as many alerts as the book holds were already firing",
+                counter(refused),
+            );
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &reg);
