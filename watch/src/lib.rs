@@ -49,6 +49,7 @@
 //! time and request size, and served apart from the loop.
 
 pub mod alerting;
+pub mod compat;
 pub mod config;
 pub mod daemon;
 pub mod keytool;

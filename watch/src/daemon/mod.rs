@@ -86,6 +86,9 @@ pub enum SetupError {
     /// The self-watchdog thread could not be started.
     #[error("--self-watchdog-secs: {0}")]
     SelfWatchdog(io::Error),
+    /// The heartbeat file could not be opened.
+    #[error("{0}")]
+    Heartbeat(io::Error),
     /// `SCHED_FIFO` was refused.
     #[error("--rt-priority {prio}: cannot set SCHED_FIFO: {source}")]
     RtPriority {
@@ -114,6 +117,12 @@ pub struct Daemon {
     start: Instant,
     counters: Counters,
     supervisor: supervise::Supervisor,
+    /// The daemon's clock (`--clock-source`).
+    clock: crate::compat::Clock,
+    /// Heartbeat file, namespace gate, iteration histogram, timed shutdown.
+    compat: crate::compat::Runtime,
+    /// `SO_RCVBUF` of the Unix socket as the kernel reports it.
+    uds_rcvbuf: u64,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -236,6 +245,7 @@ impl Daemon {
             evict_after: cfg.evict_after_ns,
             allowed_uids: cfg.allowed_uids.clone(),
             udp: udp_modes.clone(),
+            eviction: cfg.compat.eviction,
             ..TrackerConfig::default()
         });
         let recovery = match cfg.recovery {
@@ -262,6 +272,16 @@ impl Daemon {
                 );
             }
         }
+        let compat = crate::compat::Runtime::new(&cfg.compat).map_err(SetupError::Heartbeat)?;
+        let mut uds_rcvbuf = 0;
+        for l in &listeners {
+            if let Listener::Unix(u) = l {
+                if let Some(bytes) = cfg.compat.uds_rcvbuf {
+                    u.set_rcvbuf(bytes);
+                }
+                uds_rcvbuf = u.rcvbuf().unwrap_or(0) as u64;
+            }
+        }
         let counters = Counters {
             datagrams: vec![0; listeners.len()],
             ..Counters::default()
@@ -282,6 +302,9 @@ impl Daemon {
             start,
             counters,
             supervisor,
+            clock: crate::compat::Clock::start(cfg.compat.clock),
+            compat,
+            uds_rcvbuf,
         })
     }
 }

@@ -6,7 +6,9 @@ use vlp_core::{Frame, Iv, ReplayWindow};
 use super::pipeline::Verified;
 use super::streams::{Histories, History, Seen, SeenKind};
 use super::table::{tag, Agent, ListId, Phase};
-use super::{AcceptKind, Accepted, Event, Nanos, Rejection, Tracker, REORDER_SLACK};
+use super::{
+    AcceptKind, Accepted, Event, EvictionPolicy, Nanos, Rejection, Tracker, REORDER_SLACK,
+};
 
 /// How a frame of a known agent is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,16 +254,36 @@ impl Tracker {
             self.evict(victim, now);
             return Ok(());
         }
-        if proven {
-            let live = self
+        let victim = match self.eviction {
+            None if proven => self
                 .table
                 .head(ListId::Stalled, false)
-                .or_else(|| self.table.head(ListId::Alive, false));
-            if let Some(victim) = live {
-                self.stats.displaced += 1;
-                self.evict(victim, now);
-                return Ok(());
+                .or_else(|| self.table.head(ListId::Alive, false)),
+            None => None,
+            Some(policy) => {
+                // The longest-silent entry of a list among the classes this newcomer may
+                // displace: an unproven identity never pushes out a proven one.
+                let oldest = |list: ListId| {
+                    [
+                        Some(self.table.head(list, false)),
+                        proven.then(|| self.table.head(list, true)),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .min_by_key(|&s| last_beat(s))
+                };
+                let stalled = oldest(ListId::Stalled);
+                match policy {
+                    EvictionPolicy::Strict => stalled,
+                    EvictionPolicy::Balanced => stalled.or_else(|| oldest(ListId::Alive)),
+                }
             }
+        };
+        if let Some(victim) = victim {
+            self.stats.displaced += 1;
+            self.evict(victim, now);
+            return Ok(());
         }
         Err(Rejection::CapacityExceeded)
     }
