@@ -155,7 +155,7 @@ impl Daemon {
     ///
     /// # Errors
     /// [`SetupError`] naming what failed.
-    pub fn new(cfg: Config) -> Result<Daemon, SetupError> {
+    pub fn new(mut cfg: Config) -> Result<Daemon, SetupError> {
         let mut udp_modes = Vec::new();
         let mut listeners = Vec::new();
         let mut where_ = Vec::new();
@@ -227,7 +227,11 @@ impl Daemon {
         };
         let metrics = match cfg.prom_addr {
             Some(addr) => {
-                let (publisher, bound) = crate::metrics::serve(addr, cfg.http)
+                let guard = crate::metrics::Guard::new(
+                    cfg.compat.prom_token.take(),
+                    cfg.compat.prom_rate_limit,
+                );
+                let (publisher, bound) = crate::metrics::serve(addr, cfg.http, guard)
                     .map_err(|source| SetupError::Metrics { addr, source })?;
                 where_.push(format!("metrics http://{bound}/metrics"));
                 Some(publisher)
