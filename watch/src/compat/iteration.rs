@@ -69,7 +69,8 @@ impl IterationHistogram {
             .zip(self.counts)
             .map(|(b, c)| (*b as f64 / 1e9, c))
             .collect();
-        v.push((f64::INFINITY, self.counts[self.bounds.len()]));
+        // `f64::MAX` is how the encoder spells `+Inf`.
+        v.push((f64::MAX, self.counts[self.bounds.len()]));
         v
     }
 
@@ -108,7 +109,7 @@ mod tests {
         assert_eq!(b[0], (0.001, 1));
         assert_eq!(b[4].1, 1);
         assert_eq!(b[6].1, 1);
-        assert_eq!(b[8], (f64::INFINITY, 1));
+        assert_eq!(b[8], (f64::MAX, 1));
         assert_eq!(h.count(), 4);
         assert_eq!(h.over_budget(), 2);
         assert!((h.sum_seconds() - 5.401).abs() < 1e-9);

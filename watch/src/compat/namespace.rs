@@ -5,8 +5,11 @@
 //! container is attested under a pid that means something only here; recovery acting on it
 //! (or an operator reading it) could hit the wrong process if the namespaces are confused.
 //! The gate compares the agent's `/proc/PID/ns/pid` with ours (device and inode) and refuses
-//! an agent from another namespace unless allowed. An agent whose namespace cannot be read
-//! (gone already, `/proc` hidden) is accepted, or refused under `--strict-namespace-check`.
+//! an agent from another namespace unless allowed; an allowed one is tracked under the pid
+//! the kernel attests in our namespace (its frames carry its own namespace's pid, which
+//! means nothing here). An agent whose namespace cannot be read (gone already, or a sender
+//! our namespace cannot see, attested as pid 0) is accepted, or refused under
+//! `--strict-namespace-check`.
 //!
 //! Checking costs a `stat`; verdicts are remembered per pid for [`RECHECK`] in a table of at
 //! most [`MAX_REMEMBERED`] pids (cleared when full), so a beating agent costs one `stat` a
@@ -71,13 +74,6 @@ impl NsGate {
         }
     }
 
-    /// Whether the gate needs to look at all (it admits everything when cross-namespace
-    /// agents are allowed and unknown ones are not refused).
-    #[must_use]
-    pub fn active(&self) -> bool {
-        !(self.cfg.allow_cross && !self.cfg.strict)
-    }
-
     fn verdict(&mut self, now: Nanos, pid: u32) -> NsVerdict {
         if let Some((v, at)) = self.seen.get(&pid) {
             if now.saturating_sub(*at) < RECHECK {
@@ -96,23 +92,19 @@ impl NsGate {
         v
     }
 
-    /// Whether a datagram of the Unix agent `pid` is admitted (refusals are counted).
-    pub fn admit(&mut self, now: Nanos, pid: u32) -> bool {
-        if !self.active() {
-            return true;
-        }
+    /// What becomes of a datagram of the Unix agent `pid` (refusals are counted): `None`
+    /// refused, else the verdict it is admitted with ([`NsVerdict::Cross`] only when allowed).
+    pub fn admit(&mut self, now: Nanos, pid: u32) -> Option<NsVerdict> {
         match self.verdict(now, pid) {
-            NsVerdict::Same => true,
-            NsVerdict::Cross if self.cfg.allow_cross => true,
-            NsVerdict::Cross => {
+            NsVerdict::Cross if !self.cfg.allow_cross => {
                 self.refused_cross += 1;
-                false
+                None
             }
             NsVerdict::Unknown if self.cfg.strict => {
                 self.refused_unknown += 1;
-                false
+                None
             }
-            NsVerdict::Unknown => true,
+            v => Some(v),
         }
     }
 }
@@ -125,20 +117,15 @@ mod tests {
     fn our_own_pid_is_in_our_namespace_and_a_missing_pid_is_unknown() {
         let me = std::process::id();
         let mut gate = NsGate::new(NamespaceGate::default());
-        assert!(gate.admit(0, me));
+        assert_eq!(gate.admit(0, me), Some(NsVerdict::Same));
         // Pid 0 has no /proc entry: unknown, accepted unless strict.
-        assert!(gate.admit(0, 0));
+        assert_eq!(gate.admit(0, 0), Some(NsVerdict::Unknown));
         let mut strict = NsGate::new(NamespaceGate {
             allow_cross: false,
             strict: true,
         });
-        assert!(strict.admit(0, me));
-        assert!(!strict.admit(0, 0));
+        assert_eq!(strict.admit(0, me), Some(NsVerdict::Same));
+        assert_eq!(strict.admit(0, 0), None);
         assert_eq!(strict.refused_unknown, 1);
-        assert!(!NsGate::new(NamespaceGate {
-            allow_cross: true,
-            strict: false
-        })
-        .active());
     }
 }

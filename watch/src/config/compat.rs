@@ -61,8 +61,9 @@ pub struct CompatArgs {
     /// Allow secure UDP (keys given) on an address other than loopback.
     #[arg(long)]
     pub i_accept_secure_udp_non_loopback: bool,
-    /// Accept Unix agents in another PID namespace than ours (refused and counted in
-    /// varta_rejections_total{reason="cross_namespace"} otherwise).
+    /// Accept Unix agents in another PID namespace than ours, tracked under the pid this
+    /// observer sees (refused and counted in varta_rejections_total{reason="cross_namespace"}
+    /// otherwise).
     #[arg(long)]
     pub allow_cross_namespace_agents: bool,
     /// Also refuse Unix agents whose PID namespace cannot be read (process gone, /proc

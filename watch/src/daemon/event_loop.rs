@@ -7,9 +7,10 @@ use std::sync::atomic::Ordering;
 use rustix::event::{PollFd, PollFlags, Timespec};
 
 use super::{Daemon, MAX_BATCHES_PER_TURN};
+use crate::compat::NsVerdict;
 use crate::output::Row;
 use crate::recovery::{Reason, Recovery, Request, Transport};
-use crate::tracker::{AgentId, Event, EventKind, Nanos};
+use crate::tracker::{AgentId, Event, EventKind, Nanos, Origin};
 
 impl Daemon {
     pub(super) fn now(&self) -> Nanos {
@@ -85,10 +86,14 @@ impl Daemon {
             self.counters.datagrams[at] += n as u64;
             for i in 0..n {
                 self.counters.truncated += u64::from(self.batch.truncated(i));
-                let origin = self.listeners[at].origin(&self.batch, i);
-                if let Some(crate::tracker::Origin::Unix { pid, .. }) = origin {
-                    if !self.compat.ns_gate.admit(now, pid) {
-                        continue;
+                let mut origin = self.listeners[at].origin(&self.batch, i);
+                if let Some(Origin::Unix { pid, uid }) = origin {
+                    match self.compat.ns_gate.admit(now, pid) {
+                        None => continue,
+                        Some(NsVerdict::Cross) => {
+                            origin = Some(Origin::UnixOtherNamespace { pid, uid });
+                        }
+                        Some(_) => {}
                     }
                 }
                 match origin {

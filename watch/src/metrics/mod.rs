@@ -8,7 +8,7 @@
 //!   side's behalf);
 //! * a scrape that finds the last snapshot older than [`FRESH`] asks for a new one (a flag and
 //!   an eventfd the loop polls, [`Publisher::take_request`]) and waits for it a bounded time;
-//!   if the loop is busy it is answered from the last snapshot, whose `varta_uptime_seconds`
+//!   if the loop is busy it is answered from the last snapshot, whose `varta_watch_uptime_seconds`
 //!   then stops advancing, which is how a wedged loop shows on a dashboard;
 //! * many scrapes at once are answered from one snapshot.
 //!

@@ -36,6 +36,16 @@ pub enum Origin {
         /// The datagram's source address.
         source: SocketAddr,
     },
+    /// A Unix sender the shell found in another PID namespace than the observer's and the
+    /// operator admits (`--allow-cross-namespace-agents`). Its frames carry the pid of its
+    /// own namespace; it is tracked under `pid`, the kernel-attested pid in ours (the one a
+    /// recovery command can act on), and the frame's pid is not compared.
+    UnixOtherNamespace {
+        /// The sender's pid as this observer's namespace sees it.
+        pid: u32,
+        /// The sender's real uid.
+        uid: u32,
+    },
 }
 
 /// What a UDP listener accepts.

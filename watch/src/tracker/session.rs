@@ -229,13 +229,27 @@ impl Tracker {
     /// table is full, the longest-dead entry makes room; for a proven newcomer, if no entry
     /// is dead, the unproven entry with the earliest deadline is evicted (stalled ones
     /// first), counted in [`super::Stats::displaced`]. Proven live agents are never pushed
-    /// out.
+    /// out. With an [`EvictionPolicy`] (`--tracker-eviction-policy`), after dead entries the
+    /// longest-stalled entry makes room (`strict`), then the longest-silent live one
+    /// (`balanced`), among the classes the newcomer may displace (an unproven newcomer only
+    /// unproven identities).
     fn make_room(&mut self, now: Nanos, proven: bool) -> Result<(), Rejection> {
         let quota = self.table.capacity().saturating_sub(self.proven_reserve);
         if !proven && self.table.unproven_len() >= quota {
-            let Some(victim) = self.table.head(ListId::Dead, false) else {
+            let dead = self.table.head(ListId::Dead, false);
+            let by_policy = || match self.eviction? {
+                EvictionPolicy::Strict => self.table.head(ListId::Stalled, false),
+                EvictionPolicy::Balanced => self
+                    .table
+                    .head(ListId::Stalled, false)
+                    .or_else(|| self.table.head(ListId::Alive, false)),
+            };
+            let Some(victim) = dead.or_else(by_policy) else {
                 return Err(Rejection::UnprovenCapacity);
             };
+            if dead.is_none() {
+                self.stats.displaced += 1;
+            }
             self.evict(victim, now);
             return Ok(());
         }
