@@ -52,7 +52,10 @@ pub fn run_to_exit(args: &[String]) -> (ExitStatus, String) {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 impl Observer {
@@ -153,7 +156,12 @@ impl Observer {
     }
 
     /// Waits until `cond` holds on a scrape (made with `token`).
-    pub fn wait_scrape(&self, token: Option<&str>, what: &str, cond: impl Fn(&str) -> bool) -> String {
+    pub fn wait_scrape(
+        &self,
+        token: Option<&str>,
+        what: &str,
+        cond: impl Fn(&str) -> bool,
+    ) -> String {
         wait_until(what, || {
             let (code, body) = self.get("/metrics", token);
             (code == 200 && cond(&body)).then_some(body)
