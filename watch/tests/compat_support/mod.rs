@@ -64,8 +64,14 @@ impl Observer {
     /// # Panics
     /// When it exits instead, with its stderr.
     pub fn start(args: &[String]) -> Observer {
+        Observer::start_env(args, &[])
+    }
+
+    /// [`Observer::start`] with environment variables added.
+    pub fn start_env(args: &[String], env: &[(&str, &Path)]) -> Observer {
         let mut child = Command::new(BIN)
             .args(args)
+            .envs(env.iter().copied())
             .args(["--format", "json"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
