@@ -638,7 +638,10 @@ fn cases() -> Vec<(&'static str, Check)> {
         (
             "allow-cross-namespace-agents",
             Box::new(|d: &Path| {
-                let refused = namespaced_agent(d, &[]);
+                let refused = namespaced_agent(d, &[], |b| {
+                    sample(b, "varta_rejections_total{reason=\"cross_namespace\"}").unwrap_or(0.0)
+                        >= 5.0
+                });
                 assert!(
                     sample(
                         &refused,
@@ -649,7 +652,35 @@ fn cases() -> Vec<(&'static str, Check)> {
                     "{refused}"
                 );
                 assert_eq!(sample(&refused, "varta_watch_pids_tracked"), Some(0.0));
-                let allowed = namespaced_agent(d, &["--allow-cross-namespace-agents"]);
+                let allowed = namespaced_agent(
+                    d,
+                    &[
+                        "--allow-cross-namespace-agents",
+                        "--threshold-ms",
+                        "300",
+                        "--recovery-exec",
+                        "/bin/true",
+                    ],
+                    |b| {
+                        sample(
+                            b,
+                            "varta_recovery_refused_total{reason=\"cross_namespace_agent\"}",
+                        )
+                        .unwrap_or(0.0)
+                            >= 1.0
+                    },
+                );
+                // Tracked under the pid we see, and never recovered: its pid means another
+                // process in its own namespace.
+                assert!(
+                    sample(
+                        &allowed,
+                        "varta_recovery_refused_total{reason=\"cross_namespace_agent\"}"
+                    )
+                    .unwrap()
+                        >= 1.0,
+                    "{allowed}"
+                );
                 assert_eq!(
                     sample(&allowed, "varta_watch_pids_tracked"),
                     Some(1.0),
@@ -720,30 +751,28 @@ fn unshare_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// A real agent (`varta agent`) in a PID namespace of its own beats to an observer started
-/// with `args`; returns a scrape once its beats were handled.
-fn namespaced_agent(d: &Path, args: &[&str]) -> String {
+/// A real agent (`varta agent`) in a PID namespace of its own beats 5 times, then hangs, to
+/// an observer started with `args`; returns the first scrape where `done` holds.
+fn namespaced_agent(d: &Path, args: &[&str], done: impl Fn(&str) -> bool) -> String {
     let obs = start(d, args);
     let varta = PathBuf::from(compat_support::BIN).with_file_name("varta");
     assert!(varta.exists(), "build it first: cargo build -p varta-tools");
     // Through `sh`, which is pid 1 there: pid 1 is not a valid agent pid (VLP).
     let script = format!(
-        "{} agent --socket {} --interval-ms 20 --count 5; exit 0",
+        "{} agent --socket {} --interval-ms 20 --hang-after 5; exit 0",
         p(&varta),
         p(&d.join("s.sock"))
     );
     let mut agent = Command::new("unshare")
-        .args(["-Urpf", "--", "/bin/sh", "-c", &script])
+        .args(["-Urpf", "--kill-child", "--", "/bin/sh", "-c", &script])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let body = obs.wait_scrape(None, "the namespaced agent's beats handled", done);
+    let _ = agent.kill();
     let _ = agent.wait();
-    obs.wait_scrape(None, "the namespaced agent's beats handled", |b| {
-        sample(b, "varta_frames_accepted_total").unwrap_or(0.0)
-            + sample(b, "varta_rejections_total{reason=\"cross_namespace\"}").unwrap_or(0.0)
-            >= 1.0
-    })
+    body
 }
 
 /// An observer in a PID (and user) namespace of its own, with `args`; we beat to it from

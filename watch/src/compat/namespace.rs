@@ -13,7 +13,9 @@
 //!
 //! Checking costs a `stat`; verdicts are remembered per pid for [`RECHECK`] in a table of at
 //! most [`MAX_REMEMBERED`] pids (cleared when full), so a beating agent costs one `stat` a
-//! second, not one per beat.
+//! second, not one per beat. The same verdict decides recovery: an agent of another
+//! namespace is never recovered (`varta_recovery_refused_total{reason="cross_namespace_agent"}`),
+//! its pid there naming another process.
 
 use std::collections::HashMap;
 
@@ -80,16 +82,27 @@ impl NsGate {
                 return *v;
             }
         }
-        let v = match (self.ours, ns_of(&format!("/proc/{pid}/ns/pid"))) {
+        let fresh = match (self.ours, ns_of(&format!("/proc/{pid}/ns/pid"))) {
             (Some(a), Some(b)) if a == b => NsVerdict::Same,
             (Some(_), Some(_)) => NsVerdict::Cross,
             _ => NsVerdict::Unknown,
+        };
+        // A process that has just gone keeps the verdict it had while it could be seen.
+        let v = match (fresh, self.seen.get(&pid)) {
+            (NsVerdict::Unknown, Some((old, _))) => *old,
+            (v, _) => v,
         };
         if self.seen.len() >= MAX_REMEMBERED {
             self.seen.clear();
         }
         self.seen.insert(pid, (v, now));
         v
+    }
+
+    /// Whether the Unix agent `pid` lives in another PID namespace (a remembered verdict, or
+    /// a fresh look).
+    pub fn is_cross(&mut self, now: Nanos, pid: u32) -> bool {
+        self.verdict(now, pid) == NsVerdict::Cross
     }
 
     /// What becomes of a datagram of the Unix agent `pid` (refusals are counted): `None`

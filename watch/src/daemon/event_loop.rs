@@ -34,7 +34,13 @@ impl Daemon {
                 _ => None,
             };
             if let Some((at, agent, reason, status)) = trigger {
-                let transport = Transport::of(agent.listener, &self.udp_modes);
+                let mut transport = Transport::of(agent.listener, &self.udp_modes);
+                let now = self.now();
+                if transport == Transport::UnixAttested
+                    && self.compat.ns_gate.is_cross(now, agent.pid)
+                {
+                    transport = Transport::UnixOtherNamespace;
+                }
                 if let Some(rec) = self.recovery.as_mut() {
                     let decision = rec.trigger(
                         at,
