@@ -22,9 +22,10 @@ for p in rustc-web cargo-web rust-web-src binutils-arm-none-eabi qemu-system-arm
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
 done
 if [ "${QUICK:-0}" = 1 ]; then need_pkgs=(); fi
-# The operations stack is needed by the host tests themselves (watch/tests/ops_*.rs start a real
-# Alertmanager and Prometheus), so it is installed even with QUICK=1.
-for p in prometheus prometheus-alertmanager; do
+# The operations stack and the browser are needed by the host tests themselves
+# (watch/tests/ops_*.rs start a real Alertmanager and Prometheus, watch/tests/policy_status_page.rs
+# loads the status page in headless Chromium), so they are installed even with QUICK=1.
+for p in prometheus prometheus-alertmanager chromium; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

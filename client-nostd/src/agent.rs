@@ -173,7 +173,7 @@ impl Agent {
     /// [`Error::Entropy`] for an all-`0x00` / all-`0xFF` salt, [`Error::SaltReused`] for the
     /// running session's salt; the agent is then unchanged.
     pub fn try_start(&mut self, salt: [u8; SALT_LEN]) -> Result<(), Error> {
-        if self.sender.key_class() != Security::Plain {
+        if self.sender.key_class().is_sealed() {
             entropy::check_salt(salt)?;
             if salt == self.salt {
                 return Err(Error::SaltReused);

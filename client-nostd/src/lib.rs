@@ -2,12 +2,13 @@
 //!
 //! # Architecture
 //!
-//! The decisions (nonces, timestamps, AEAD IVs, commit-on-success) live in `vlp-core`'s
-//! [`vlp_core::Session`]; this crate wraps one session and its key in an [`Agent`] and adds
-//! what firmware needs around it:
+//! The decisions (framing, sealing, nonces, timestamps, AEAD IVs, commit-on-success) live in
+//! `vlp-core`'s [`vlp_core::sender::Sender`], shared with the Linux client; this crate wraps
+//! one sender in an [`Agent`] and adds what firmware needs around it:
 //!
-//! * [`Agent`]: `const` constructors ([`Agent::plain`], [`Agent::shared`], [`Agent::master`])
-//!   so it can live in a `static`; [`Agent::try_start`] once per boot with a fresh salt
+//! * [`Agent`]: `const` constructors ([`Agent::plain`], [`Agent::shared`],
+//!   [`Agent::agent_key`] (the device holds only its own key, never the master),
+//!   [`Agent::master`]) so it can live in a `static`; [`Agent::try_start`] once per boot with a fresh salt
 //!   ([`entropy`] explains why a rebooted device never reuses an AEAD nonce). Sends are
 //!   *prepare → transport → commit*: a send the stack certainly refused consumes no frame
 //!   nonce and no AEAD counter; an accepted one, or one whose outcome is uncertain (timeout,

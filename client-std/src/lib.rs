@@ -485,12 +485,12 @@ impl<T: BeatTransport> Varta<T> {
     /// We are a forked child: new pid, new session, new salt, new socket.
     #[cold]
     fn recover_from_fork(&mut self, pid: u32) -> Result<(), BeatError> {
-        let salt = if self.sender.key_class() == vlp_core::KeyClass::Plain {
-            None
-        } else {
+        let salt = if self.sender.key_class().is_sealed() {
             // Without fresh entropy the child must not send at all: continuing the parent's
             // IV stream would reuse AEAD nonces. Nothing changes; the next beat tries again.
             Some(entropy::salt().map_err(|e| BeatError::from_io(&e))?)
+        } else {
+            None
         };
         let id = if self.follows_pid {
             pid

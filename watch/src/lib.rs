@@ -29,7 +29,12 @@
 //! * [`recovery`]: the operator's recovery program, run without a shell, debounced per agent,
 //!   admitted by policy, with a tamper-evident audit trail (`varta-watch audit verify`);
 //! * [`alerting`]: direct delivery of stall and crash alerts to Alertmanager, off the loop;
-//! * [`keytool`]: `varta-watch key derive`, per-agent key provisioning.
+//! * [`keytool`]: `varta-watch key derive`, per-agent key provisioning;
+//! * [`policy`]: who each agent is (from `/proc` or configuration), its class (own threshold,
+//!   recovery, severity, labels) and maintenance silences, decided once per agent session;
+//! * [`control`]: the owner-only control socket (`varta-watch status`, `varta-watch silence`)
+//!   served from snapshots the loop publishes on request;
+//! * [`http_assets`]: the status page and the `/api/agents` and `/api/events` JSON.
 //!
 //! The demo, the benchmarks and the agent simulator live in the `varta-tools` crate (the
 //! `varta` command), which uses this library.
@@ -51,11 +56,14 @@
 pub mod alerting;
 pub mod compat;
 pub mod config;
+pub mod control;
 pub mod daemon;
+pub mod http_assets;
 pub mod keytool;
 pub mod listener;
 pub mod metrics;
 pub mod output;
+pub mod policy;
 pub mod recovery;
 
 pub mod tracker;

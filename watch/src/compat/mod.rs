@@ -46,20 +46,21 @@ fn read(id: ClockId) -> u128 {
 }
 
 impl Clock {
-    /// A clock reading 0 now.
+    /// A clock reading `back` now (the daemon's clock starts in the past when a state file
+    /// is restored).
     #[must_use]
-    pub fn start(source: ClockSource) -> Clock {
+    pub fn start(source: ClockSource, back: Duration) -> Clock {
         let id = match source {
             ClockSource::Monotonic => ClockId::Monotonic,
             ClockSource::Boottime => ClockId::Boottime,
         };
         Clock {
             id,
-            origin: read(id),
+            origin: read(id).saturating_sub(back.as_nanos()),
         }
     }
 
-    /// Nanoseconds since [`Clock::start`].
+    /// Nanoseconds since the clock's origin.
     #[must_use]
     pub fn now(&self) -> Nanos {
         u64::try_from(read(self.id).saturating_sub(self.origin)).unwrap_or(u64::MAX)

@@ -47,6 +47,12 @@ pub enum Command {
     Audit(crate::recovery::verify::AuditArgs),
     /// Key provisioning: `key derive` writes an agent's own key from the master key.
     Key(crate::keytool::KeyArgs),
+    /// Every agent's state from a running observer (stalled first).
+    Status(crate::control::client::StatusArgs),
+    /// Silence agents for maintenance: add, list, expire.
+    Silence(crate::control::client::SilenceArgs),
+    /// State-file tools: `state anchor FILE` prints the audit anchor it records.
+    State(crate::daemon::state::StateArgs),
 }
 
 /// Output format of event lines on stdout.
@@ -205,6 +211,13 @@ pub struct RunArgs {
     /// Flags of the original observer without an older name here.
     #[command(flatten)]
     pub compat: compat::CompatArgs,
+    /// Keep the agent table in this file across restarts (snapshotted periodically and at
+    /// SIGTERM/SIGINT, restored at start; ours, mode 0600, not a symlink).
+    #[arg(long, value_name = "PATH")]
+    pub state_file: Option<PathBuf>,
+    /// Snapshot the state file this often [default: 1000].
+    #[arg(long, value_name = "MS", requires = "state_file")]
+    pub state_interval_ms: Option<u64>,
 }
 
 /// Fully checked settings.
@@ -246,6 +259,8 @@ pub struct Config {
     pub self_watchdog: Option<std::time::Duration>,
     /// Settings of the original observer's flags (HTTP guard, heartbeat file, clock, ...).
     pub compat: crate::compat::CompatConfig,
+    /// The state file.
+    pub state: Option<crate::daemon::state::StateConfig>,
 }
 
 /// The UDP listener's settings.

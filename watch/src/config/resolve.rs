@@ -226,6 +226,22 @@ impl RunArgs {
             )?)),
             None => None,
         };
+        let state = match &self.state_file {
+            Some(p) if p.as_os_str().is_empty() => {
+                return Err(ConfigError::EmptyPath("state-file"))
+            }
+            Some(p) => Some(crate::daemon::state::StateConfig {
+                path: p.clone(),
+                interval_ns: ms_to_ns(
+                    "state-interval-ms",
+                    self.state_interval_ms,
+                    1_000,
+                    10,
+                    86_400_000,
+                )?,
+            }),
+            None => None,
+        };
         let secure_off_loopback =
             matches!(&udp, Some(u) if !u.plaintext_only() && !u.addr.ip().is_loopback());
         let compat = self.compat.resolve(secure_off_loopback)?;
@@ -251,6 +267,7 @@ impl RunArgs {
             shutdown_grace,
             rt_priority,
             self_watchdog,
+            state,
             compat,
         })
     }

@@ -196,6 +196,18 @@ fn sample(key: &str, keys: &Path) -> Option<(Setting, Vec<Setting>)> {
             (set(key, "100", &["100"]), vec![])
         }
         "signal-handler-mode" => (set(key, "\"libc\"", &["libc"]), vec![]),
+        "state-file" => (
+            set(key, "\"/tmp/varta-cfg.state\"", &["/tmp/varta-cfg.state"]),
+            vec![],
+        ),
+        "state-interval-ms" => (
+            set(key, "250", &["250"]),
+            vec![set(
+                "state-file",
+                "\"/tmp/varta-cfg.state\"",
+                &["/tmp/varta-cfg.state"],
+            )],
+        ),
         _ => return None,
     };
     Some(s)

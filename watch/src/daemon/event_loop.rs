@@ -174,6 +174,7 @@ impl Daemon {
             self.recovery.as_ref().and_then(Recovery::next_deadline),
             self.supervisor.wake_by(),
             self.compat.wake_by(),
+            self.state.as_ref().map(super::state::StateStore::next_due),
         ]
         .into_iter()
         .flatten()
@@ -255,6 +256,7 @@ impl Daemon {
             self.drain_events();
             self.expire_recovery(now);
             self.outputs.flush();
+            self.tick_state(now);
             if self.term.load(Ordering::Relaxed) || self.compat.shutdown_due(now) {
                 break;
             }
@@ -298,6 +300,7 @@ impl Daemon {
         self.supervisor.stopping();
         self.stop_recovery();
         self.outputs.flush();
+        self.finish_state();
         let st = self.tracker.stats();
         eprintln!(
             "varta-watch: stopping; {} frames accepted, {} rejected, {} agents tracked",

@@ -23,6 +23,7 @@ mod counters;
 mod event_loop;
 mod os;
 mod snapshot;
+pub mod state;
 mod supervise;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
@@ -83,6 +84,9 @@ pub enum SetupError {
         /// The error.
         source: crate::recovery::AuditOpenError,
     },
+    /// The state file is unsafe or cannot be read.
+    #[error(transparent)]
+    State(#[from] state::StateError),
     /// The self-watchdog thread could not be started.
     #[error("--self-watchdog-secs: {0}")]
     SelfWatchdog(io::Error),
@@ -123,6 +127,7 @@ pub struct Daemon {
     compat: crate::compat::Runtime,
     /// `SO_RCVBUF` of the Unix socket as the kernel reports it.
     uds_rcvbuf: u64,
+    state: Option<state::StateStore>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -162,7 +167,17 @@ impl Daemon {
         // First, while no other thread reads the environment: take (and unset) what systemd
         // passed.
         let activated = activation::take()?;
-        let start = Instant::now();
+        // With a state file the tracker clock starts in the past, so restored beats keep
+        // their times (`state::clock_back`).
+        let start = match &cfg.state {
+            Some(_) => state::clock_origin(
+                Instant::now(),
+                state::clock_back(cfg.threshold_ns, cfg.evict_after_ns),
+            ),
+            None => Instant::now(),
+        };
+        // The daemon's clock (`--clock-source`) reads what `start.elapsed()` reads now.
+        let clock = crate::compat::Clock::start(cfg.compat.clock, start.elapsed());
         let supervisor = supervise::Supervisor::new(start, cfg.self_watchdog)
             .map_err(SetupError::SelfWatchdog)?;
         match (activated.unix, &cfg.socket) {
@@ -243,7 +258,7 @@ impl Daemon {
         if let Some(prio) = cfg.rt_priority {
             os::realtime(prio).map_err(|source| SetupError::RtPriority { prio, source })?;
         }
-        let tracker = Tracker::new(TrackerConfig {
+        let tracker_cfg = TrackerConfig {
             threshold: cfg.threshold_ns,
             capacity: cfg.capacity,
             evict_after: cfg.evict_after_ns,
@@ -251,7 +266,8 @@ impl Daemon {
             udp: udp_modes.clone(),
             eviction: cfg.compat.eviction,
             ..TrackerConfig::default()
-        });
+        };
+        let (tracker, state, state_notice) = state::restore(cfg.state, tracker_cfg, start)?;
         let recovery = match cfg.recovery {
             Some(r) => {
                 let path = r.audit.as_ref().map(|a| a.path.clone()).unwrap_or_default();
@@ -290,7 +306,7 @@ impl Daemon {
             datagrams: vec![0; listeners.len()],
             ..Counters::default()
         };
-        Ok(Daemon {
+        let mut daemon = Daemon {
             tracker,
             capacity: cfg.capacity,
             listeners,
@@ -306,9 +322,15 @@ impl Daemon {
             start,
             counters,
             supervisor,
-            clock: crate::compat::Clock::start(cfg.compat.clock),
+            clock,
             compat,
             uds_rcvbuf,
-        })
+            state,
+        };
+        if let Some(line) = state_notice {
+            eprintln!("varta-watch: {line}");
+            daemon.outputs.info(&line);
+        }
+        Ok(daemon)
     }
 }

@@ -80,7 +80,16 @@ impl Daemon {
                 .filter_map(|l| l.kernel_drops().map(|d| (l.label(), u64::from(d))))
                 .collect(),
             output_errors: self.outputs.write_errors,
-            uptime_s: self.start.elapsed().as_secs_f64(),
+            uptime_s: self
+                .start
+                .elapsed()
+                .saturating_sub(
+                    self.state
+                        .as_ref()
+                        .map_or_else(Default::default, |s| s.clock_back),
+                )
+                .as_secs_f64(),
+            state: self.state.as_ref().map(|s| s.figures),
             last_turn_unix: self.compat.last_turn_unix,
             evicted: st
                 .event_counts()

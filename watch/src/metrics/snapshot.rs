@@ -77,6 +77,8 @@ pub struct Snapshot {
     pub busy_turns: u64,
     /// Output write errors.
     pub output_errors: u64,
+    /// State-file figures, when `--state-file` is set.
+    pub state: Option<crate::daemon::state::StateFigures>,
     /// Seconds since start.
     pub uptime_s: f64,
     /// Unix time of the last loop turn, seconds.
@@ -361,6 +363,43 @@ impl Snapshot {
                 "varta_observer_iteration_over_budget",
                 "Loop turns longer than --iteration-budget-ms",
                 counter(h.over_budget()),
+            );
+        }
+        if let Some(st) = &self.state {
+            reg.register(
+                "varta_state_snapshots",
+                "State-file snapshots written completely",
+                counter(st.snapshots),
+            );
+            reg.register(
+                "varta_state_write_errors",
+                "State-file snapshot writes that failed (disk full, I/O error)",
+                counter(st.write_errors),
+            );
+            reg.register(
+                "varta_state_restore_failures",
+                "State files that could not be restored at start (set aside)",
+                counter(st.restore_failures),
+            );
+            let fgauge = |v: f64| {
+                let g = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+                g.set(v);
+                g
+            };
+            reg.register(
+                "varta_state_snapshot_encode_seconds",
+                "Time the loop spent encoding the last snapshot",
+                fgauge(st.encode_seconds),
+            );
+            reg.register(
+                "varta_state_snapshot_write_seconds",
+                "Time to write and fsync the last snapshot (helper thread)",
+                fgauge(st.write_seconds),
+            );
+            reg.register(
+                "varta_state_snapshot_bytes",
+                "Size of the last snapshot written",
+                gauge(as_i64(st.bytes)),
             );
         }
         let dropped = Family::<Labels, Counter>::default();
