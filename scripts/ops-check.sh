@@ -44,7 +44,7 @@ echo "-- sysctl fragment"
 grep -Eq '^net\.unix\.max_dgram_qlen *= *[0-9]+$' deploy/sysctl/60-varta.conf
 
 echo "-- promtool check rules / test rules"
-promtool check rules deploy/prometheus/varta.rules.yml
+promtool check rules deploy/prometheus/varta.rules.yml deploy/prometheus/upstream.rules.yml
 promtool test rules deploy/prometheus/varta.rules.test.yml
 
 echo "-- amtool check-config"

@@ -54,6 +54,7 @@
 //! time and request size, and served apart from the loop.
 
 pub mod alerting;
+pub mod compat;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -59,7 +59,7 @@ fn sigterm_saves_the_table_and_the_next_start_restores_it() {
     );
     obs.wait_for(&["\"kind\":\"info\"", "state restored"], 5);
     let body = obs.scrape();
-    assert_eq!(metric_in(&body, "varta_agents_tracked"), 3.0, "{body}");
+    assert_eq!(metric_in(&body, "varta_watch_pids_tracked"), 3.0, "{body}");
     for p in &pids {
         assert!(
             body.contains(&format!("pid=\"{p}\"")),
@@ -172,7 +172,7 @@ fn a_damaged_or_foreign_state_file_is_set_aside_and_the_observer_starts_empty() 
         obs.wait_for(&["\"kind\":\"info\"", "not restored"], 5);
         let body = obs.scrape();
         assert_eq!(metric_in(&body, "varta_state_restore_failures_total"), 1.0);
-        assert_eq!(metric_in(&body, "varta_agents_tracked"), 0.0);
+        assert_eq!(metric_in(&body, "varta_watch_pids_tracked"), 0.0);
         let aside: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().path())

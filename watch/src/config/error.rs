@@ -105,4 +105,10 @@ pub enum ConfigError {
     /// An empty path.
     #[error("--{0}: empty path")]
     EmptyPath(&'static str),
+    /// Secure UDP bound off loopback without the operator's opt-in.
+    #[error("--udp-bind-addr: secure UDP on an address other than loopback needs --i-accept-secure-udp-non-loopback")]
+    SecureUdpOffLoopback,
+    /// A scrape burst without a rate.
+    #[error("--prom-rate-limit-burst needs --prom-rate-limit-per-sec")]
+    BurstWithoutRate,
 }

@@ -8,6 +8,7 @@
 //! ([`RunArgs::resolve`]), before any socket is opened, so a bad flag or file gives one line naming the
 //! problem ([`ConfigError`]) and exit status 2.
 
+pub mod compat;
 mod error;
 pub mod file;
 mod resolve;
@@ -94,8 +95,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     pub udp_bind_addr: Option<IpAddr>,
     /// Accept plaintext (unauthenticated) UDP frames. Anyone who can reach the port can then
-    /// claim any pid.
-    #[arg(long)]
+    /// claim any pid. Alias: --i-accept-plaintext-udp.
+    #[arg(long, alias = "i-accept-plaintext-udp")]
     pub allow_plaintext_udp: bool,
     /// Shared key for secure UDP (60-byte datagrams).
     #[arg(long, value_name = "FILE")]
@@ -207,6 +208,9 @@ pub struct RunArgs {
     /// even when other processes load the CPU (needs CAP_SYS_NICE).
     #[arg(long, value_name = "PRIO")]
     pub rt_priority: Option<u8>,
+    /// Flags of the original observer without an older name here.
+    #[command(flatten)]
+    pub compat: compat::CompatArgs,
     /// Keep the agent table in this file across restarts (snapshotted periodically and at
     /// SIGTERM/SIGINT, restored at start; ours, mode 0600, not a symlink).
     #[arg(long, value_name = "PATH")]
@@ -265,6 +269,8 @@ pub struct Config {
     pub rt_priority: Option<u8>,
     /// Abort when the loop has not turned for this long.
     pub self_watchdog: Option<std::time::Duration>,
+    /// Settings of the original observer's flags (HTTP guard, heartbeat file, clock, ...).
+    pub compat: crate::compat::CompatConfig,
     /// The state file.
     pub state: Option<crate::daemon::state::StateConfig>,
     /// Direct Alertmanager delivery.
@@ -286,6 +292,14 @@ pub struct UdpConfig {
     pub keys: Vec<Key>,
     /// Master key.
     pub master: Option<Key>,
+}
+
+impl UdpConfig {
+    /// No key is configured: the listener takes plaintext frames only.
+    #[must_use]
+    pub fn plaintext_only(&self) -> bool {
+        self.keys.is_empty() && self.master.is_none()
+    }
 }
 
 impl RunArgs {

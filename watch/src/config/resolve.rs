@@ -29,7 +29,7 @@ fn read_key(path: &Path, flag: &'static str) -> Result<Key, ConfigError> {
 }
 
 /// `value` (default `default`) checked against `min..=max`.
-fn ranged(
+pub(super) fn ranged(
     flag: &'static str,
     value: Option<u64>,
     default: u64,
@@ -51,7 +51,7 @@ fn ranged(
 
 /// A millisecond setting in nanoseconds, range-checked (at most [`MAX_MS`] unless `max` is
 /// lower).
-fn ms_to_ns(
+pub(super) fn ms_to_ns(
     flag: &'static str,
     value: Option<u64>,
     default: u64,
@@ -61,7 +61,7 @@ fn ms_to_ns(
     Ok(ranged(flag, value, default, min, max.min(MAX_MS))? * 1_000_000)
 }
 
-fn usize_ranged(
+pub(super) fn usize_ranged(
     flag: &'static str,
     value: Option<usize>,
     default: usize,
@@ -77,6 +77,17 @@ fn usize_ranged(
     )?;
     // In range of a usize bound, so it fits.
     Ok(usize::try_from(v).unwrap_or(max))
+}
+
+/// A `u32` setting checked against `min..=max`.
+pub(super) fn ranged_u32(
+    flag: &'static str,
+    value: u32,
+    min: u32,
+    max: u32,
+) -> Result<u32, ConfigError> {
+    let v = ranged(flag, Some(value.into()), 0, min.into(), max.into())?;
+    Ok(u32::try_from(v).unwrap_or(max))
 }
 
 impl RunArgs {
@@ -231,6 +242,9 @@ impl RunArgs {
             }),
             None => None,
         };
+        let secure_off_loopback =
+            matches!(&udp, Some(u) if !u.plaintext_only() && !u.addr.ip().is_loopback());
+        let compat = self.compat.resolve(secure_off_loopback)?;
         let me = rustix::process::geteuid().as_raw();
         let mut allowed_uids = vec![me];
         allowed_uids.extend(self.allow_uid.iter().copied().filter(|u| *u != me));
@@ -261,6 +275,7 @@ impl RunArgs {
                 }
                 p => p.clone(),
             },
+            compat,
         })
     }
 }

@@ -166,6 +166,36 @@ fn sample(key: &str, keys: &Path) -> Option<(Setting, Vec<Setting>)> {
         "recovery-allow-unattested" => (set(key, "true", &[]), rec()),
         "rt-priority" => (set(key, "10", &["10"]), vec![]),
         "self-watchdog-secs" => (set(key, "3", &["3"]), vec![]),
+        "prom-token-file" => (set(key, format!("\"{}\"", k("k1")), &[&k("k1")]), vec![]),
+        "prom-rate-limit-per-sec" => (set(key, "5", &["5"]), vec![]),
+        "prom-rate-limit-burst" => (
+            set(key, "7", &["7"]),
+            vec![set("prom-rate-limit-per-sec", "5", &["5"])],
+        ),
+        "heartbeat-file" => (
+            set(key, "\"/tmp/varta-cfg.hb\"", &["/tmp/varta-cfg.hb"]),
+            vec![],
+        ),
+        "clock-source" => (set(key, "\"boottime\"", &["boottime"]), vec![]),
+        "uds-rcvbuf-bytes" => (set(key, "65536", &["65536"]), vec![]),
+        "tracker-eviction-policy" => (set(key, "\"balanced\"", &["balanced"]), vec![]),
+        "shutdown-after-secs" => (set(key, "60", &["60"]), vec![]),
+        "i-accept-secure-udp-non-loopback" => (
+            set(key, "true", &[]),
+            vec![
+                set("udp-port", "0", &["0"]),
+                set("key-file", format!("\"{}\"", k("k1")), &[&k("k1")]),
+                set("udp-bind-addr", "\"0.0.0.0\"", &["0.0.0.0"]),
+            ],
+        ),
+        "allow-cross-namespace-agents" | "strict-namespace-check" => {
+            (set(key, "true", &[]), vec![])
+        }
+        "iteration-budget-ms" => (set(key, "100", &["100"]), vec![]),
+        "read-timeout-ms" | "eviction-scan-window" | "scrape-budget-ms" => {
+            (set(key, "100", &["100"]), vec![])
+        }
+        "signal-handler-mode" => (set(key, "\"libc\"", &["libc"]), vec![]),
         "state-file" => (
             set(key, "\"/tmp/varta-cfg.state\"", &["/tmp/varta-cfg.state"]),
             vec![],

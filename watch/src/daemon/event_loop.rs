@@ -7,13 +7,14 @@ use std::sync::atomic::Ordering;
 use rustix::event::{PollFd, PollFlags, Timespec};
 
 use super::{Daemon, MAX_BATCHES_PER_TURN};
+use crate::compat::NsVerdict;
 use crate::output::Row;
 use crate::recovery::{Reason, Recovery, Request, Transport};
-use crate::tracker::{AgentId, Event, EventKind, Nanos};
+use crate::tracker::{AgentId, Event, EventKind, Nanos, Origin};
 
 impl Daemon {
     pub(super) fn now(&self) -> Nanos {
-        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        self.clock.now()
     }
 
     /// Drains tracker events to the outputs (and recovery).
@@ -36,7 +37,13 @@ impl Daemon {
                 _ => None,
             };
             if let Some((at, agent, reason, status)) = trigger {
-                let transport = Transport::of(agent.listener, &self.udp_modes);
+                let mut transport = Transport::of(agent.listener, &self.udp_modes);
+                let now = self.now();
+                if transport == Transport::UnixAttested
+                    && self.compat.ns_gate.is_cross(now, agent.pid)
+                {
+                    transport = Transport::UnixOtherNamespace;
+                }
                 if let Some(rec) = self.recovery.as_mut() {
                     let decision = rec.trigger(
                         at,
@@ -91,7 +98,18 @@ impl Daemon {
             let now = self.now();
             self.counters.datagrams[at] += n as u64;
             for i in 0..n {
-                match self.listeners[at].origin(&self.batch, i) {
+                self.counters.truncated += u64::from(self.batch.truncated(i));
+                let mut origin = self.listeners[at].origin(&self.batch, i);
+                if let Some(Origin::Unix { pid, uid }) = origin {
+                    match self.compat.ns_gate.admit(now, pid) {
+                        None => continue,
+                        Some(NsVerdict::Cross) => {
+                            origin = Some(Origin::UnixOtherNamespace { pid, uid });
+                        }
+                        Some(_) => {}
+                    }
+                }
+                match origin {
                     // A datagram longer than the buffer arrives cut to DGRAM_BUF bytes, still
                     // a wrong length. Acceptance and every rejection are counted inside the
                     // tracker.
@@ -100,7 +118,10 @@ impl Daemon {
                             .tracker
                             .handle_datagram(now, &origin, self.batch.data(i));
                     }
-                    None => self.counters.no_credentials += 1,
+                    None => {
+                        self.counters.no_credentials += 1;
+                        self.counters.ctrl_truncated += u64::from(self.batch.ctrl_truncated(i));
+                    }
                 }
             }
             self.drain_events();
@@ -110,13 +131,13 @@ impl Daemon {
     }
 
     fn reap(&mut self) {
+        let now = self.now();
         let Some(rec) = self.recovery.as_mut() else {
             return;
         };
         if rec.running() == 0 {
             return;
         }
-        let now = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let done = rec.reap(now);
         for f in done {
             self.emit_recovery(now, f.agent, f.to_string());
@@ -125,11 +146,11 @@ impl Daemon {
 
     /// Terminates and reaps every recovery child (SIGTERM, grace, SIGKILL to their groups).
     fn stop_recovery(&mut self) {
-        let start = self.start;
+        let daemon_clock = self.clock;
         let Some(rec) = self.recovery.as_mut() else {
             return;
         };
-        let clock = move || u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let clock = move || daemon_clock.now();
         for f in rec.shutdown(&clock, self.shutdown_grace) {
             self.emit_recovery(clock(), f.agent, f.to_string());
         }
@@ -159,6 +180,7 @@ impl Daemon {
             self.tracker.poll_timeout(),
             self.recovery.as_ref().and_then(Recovery::next_deadline),
             self.supervisor.wake_by(),
+            self.compat.wake_by(),
             self.state.as_ref().map(super::state::StateStore::next_due),
             self.alerts
                 .as_ref()
@@ -239,6 +261,7 @@ impl Daemon {
             self.alive();
             // 1. Deadlines first, right after the wake-up.
             let now = self.now();
+            self.compat.awake(now);
             self.fire_due(now);
             self.drain_events();
             if let Some(a) = self.alerts.as_mut() {
@@ -248,12 +271,15 @@ impl Daemon {
             self.expire_recovery(now);
             self.outputs.flush();
             self.tick_state(now);
-            if self.term.load(Ordering::Relaxed) {
+            if self.term.load(Ordering::Relaxed) || self.compat.shutdown_due(now) {
                 break;
             }
 
             // 2. Sleep until something happens or the next deadline.
-            let Some((signals, scrape, captures)) = self.wait(&mut ready) else {
+            self.compat.asleep(self.now());
+            let woken = self.wait(&mut ready);
+            self.compat.awake(self.now());
+            let Some((signals, scrape, captures)) = woken else {
                 continue;
             };
 

@@ -104,6 +104,9 @@ pub enum SetupError {
         /// The error.
         source: io::Error,
     },
+    /// The heartbeat file could not be opened.
+    #[error("{0}")]
+    Heartbeat(io::Error),
     /// `SCHED_FIFO` was refused.
     #[error("--rt-priority {prio}: cannot set SCHED_FIFO: {source}")]
     RtPriority {
@@ -132,6 +135,12 @@ pub struct Daemon {
     start: Instant,
     counters: Counters,
     supervisor: supervise::Supervisor,
+    /// The daemon's clock (`--clock-source`).
+    clock: crate::compat::Clock,
+    /// Heartbeat file, namespace gate, iteration histogram, timed shutdown.
+    compat: crate::compat::Runtime,
+    /// `SO_RCVBUF` of the Unix socket as the kernel reports it.
+    uds_rcvbuf: u64,
     state: Option<state::StateStore>,
     /// Direct Alertmanager delivery (`--alertmanager-url`).
     alerts: Option<crate::alerting::AlertShell>,
@@ -167,7 +176,7 @@ impl Daemon {
     ///
     /// # Errors
     /// [`SetupError`] naming what failed.
-    pub fn new(cfg: Config) -> Result<Daemon, SetupError> {
+    pub fn new(mut cfg: Config) -> Result<Daemon, SetupError> {
         let mut udp_modes = Vec::new();
         let mut listeners = Vec::new();
         let mut where_ = Vec::new();
@@ -183,6 +192,8 @@ impl Daemon {
             ),
             None => Instant::now(),
         };
+        // The daemon's clock (`--clock-source`) reads what `start.elapsed()` reads now.
+        let clock = crate::compat::Clock::start(cfg.compat.clock, start.elapsed());
         let mut supervisor = supervise::Supervisor::new(start, cfg.self_watchdog)
             .map_err(SetupError::SelfWatchdog)?;
         let alerts = match cfg.alerting.clone() {
@@ -251,7 +262,11 @@ impl Daemon {
         };
         let metrics = match cfg.prom_addr {
             Some(addr) => {
-                let (publisher, bound) = crate::metrics::serve(addr, cfg.http)
+                let guard = crate::metrics::Guard::new(
+                    cfg.compat.prom_token.take(),
+                    cfg.compat.prom_rate_limit,
+                );
+                let (publisher, bound) = crate::metrics::serve(addr, cfg.http, guard)
                     .map_err(|source| SetupError::Metrics { addr, source })?;
                 where_.push(format!("metrics http://{bound}/metrics"));
                 Some(publisher)
@@ -272,6 +287,7 @@ impl Daemon {
             evict_after: cfg.evict_after_ns,
             allowed_uids: cfg.allowed_uids.clone(),
             udp: udp_modes.clone(),
+            eviction: cfg.compat.eviction,
             ..TrackerConfig::default()
         };
         let (tracker, state, state_notice) = state::restore(cfg.state, tracker_cfg, start)?;
@@ -297,6 +313,16 @@ impl Daemon {
                 eprintln!(
                     "varta-watch: note: net.unix.max_dgram_qlen is {q}: the socket queues only {q} datagrams, senders get EAGAIN beyond that; for many agents raise it (sysctl -w net.unix.max_dgram_qlen=512)"
                 );
+            }
+        }
+        let compat = crate::compat::Runtime::new(&cfg.compat).map_err(SetupError::Heartbeat)?;
+        let mut uds_rcvbuf = 0;
+        for l in &listeners {
+            if let Listener::Unix(u) = l {
+                if let Some(bytes) = cfg.compat.uds_rcvbuf {
+                    u.set_rcvbuf(bytes);
+                }
+                uds_rcvbuf = u.rcvbuf().unwrap_or(0) as u64;
             }
         }
         let counters = Counters {
@@ -326,6 +352,9 @@ impl Daemon {
             start,
             counters,
             supervisor,
+            clock,
+            compat,
+            uds_rcvbuf,
             state,
             alerts,
         };

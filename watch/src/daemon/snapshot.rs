@@ -51,6 +51,8 @@ impl Daemon {
         let mut rejections: Vec<(&'static str, u64)> =
             st.rejections().map(|(r, n)| (r.as_str(), n)).collect();
         rejections.push(("no_credentials", c.no_credentials));
+        rejections.push(("cross_namespace", self.compat.ns_gate.refused_cross));
+        rejections.push(("namespace_unknown", self.compat.ns_gate.refused_unknown));
         Snapshot {
             agents,
             agents_omitted: omitted,
@@ -105,6 +107,18 @@ impl Daemon {
                 .alerts
                 .as_ref()
                 .map(|a| (a.active() as u64, a.refused())),
+            last_turn_unix: self.compat.last_turn_unix,
+            evicted: st
+                .event_counts()
+                .find(|(k, _)| *k == EventKind::Evicted)
+                .map_or(0, |(_, n)| n),
+            origin_conflicts: st.rejected(crate::tracker::Reason::OriginConflict),
+            truncated_datagrams: c.truncated,
+            ctrl_truncated: c.ctrl_truncated,
+            // No beat rate limit is built into this loop yet: both reasons stay at zero.
+            rate_limited: vec![("per_pid", 0), ("global", 0)],
+            uds_rcvbuf_bytes: self.uds_rcvbuf,
+            iterations: Some(self.compat.iterations.clone()),
         }
     }
 }

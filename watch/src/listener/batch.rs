@@ -129,6 +129,12 @@ impl RecvBatch {
         self.hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0
     }
 
+    /// Whether datagram `i`'s control data (the credentials) was cut by the kernel.
+    #[must_use]
+    pub fn ctrl_truncated(&self, i: usize) -> bool {
+        self.hdrs[i].msg_hdr.msg_flags & libc::MSG_CTRUNC != 0
+    }
+
     /// The kernel-attested `(pid, uid)` of datagram `i` (Unix listener), if present.
     #[must_use]
     pub fn creds(&self, i: usize) -> Option<(u32, u32)> {

@@ -97,6 +97,26 @@ impl UnixListener {
         Ok(self)
     }
 
+    /// Asks for a receive buffer of `bytes` instead of [`RCVBUF`] (best effort, as at bind);
+    /// 0 restores the kernel's default (`net.core.rmem_default`).
+    pub fn set_rcvbuf(&self, bytes: usize) {
+        let bytes = if bytes == 0 {
+            std::fs::read_to_string("/proc/sys/net/core/rmem_default")
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or(212_992)
+        } else {
+            bytes
+        };
+        set_rcvbuf(self.sock.as_fd(), bytes);
+    }
+
+    /// The receive buffer as the kernel reports it (twice what was asked, for its overhead).
+    #[must_use]
+    pub fn rcvbuf(&self) -> Option<usize> {
+        rustix::net::sockopt::socket_recv_buffer_size(&self.sock).ok()
+    }
+
     /// The socket path.
     #[must_use]
     pub fn path(&self) -> &Path {

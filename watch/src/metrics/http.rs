@@ -24,7 +24,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Semaphore};
 
 use super::link::{Published, Shared};
-use super::{HttpCounters, HttpLimits, Publisher, FRESH, MAX_REQUEST_BODY, MAX_REQUEST_HEAD};
+use super::{
+    Guard, HttpCounters, HttpLimits, Peer, Publisher, FRESH, MAX_REQUEST_BODY, MAX_REQUEST_HEAD,
+};
 
 /// How long a scrape waits for the loop's fresh snapshot before it is answered from the last
 /// one.
@@ -36,15 +38,21 @@ pub struct AppState {
     shared: Arc<Shared>,
     snapshots: watch::Receiver<Option<Arc<Published>>>,
     counters: Arc<HttpCounters>,
+    guard: Arc<Guard>,
 }
 
 /// The routes, declared in one place. A new page or API is one more `.route` here, reading
 /// the same published snapshot; an authentication or rate-limit layer wraps them all here.
 pub fn router(state: AppState) -> Router {
+    let guard = (Arc::clone(&state.guard), Arc::clone(&state.counters));
     Router::new()
         .route("/metrics", get(metrics))
         .route("/", get(metrics))
         .fallback(|| async { (StatusCode::NOT_FOUND, "try /metrics\n") })
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            super::guard::check,
+        ))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
         .with_state(state)
 }
@@ -83,7 +91,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
 ///
 /// # Errors
 /// Binding the listener, creating the eventfd, the runtime or the thread.
-pub fn serve(addr: SocketAddr, limits: HttpLimits) -> io::Result<(Publisher, SocketAddr)> {
+pub fn serve(
+    addr: SocketAddr,
+    limits: HttpLimits,
+    guard: Guard,
+) -> io::Result<(Publisher, SocketAddr)> {
     let listener = bind(addr)?;
     let bound = listener.local_addr()?;
     let (publisher, snapshots) = Publisher::new()?;
@@ -91,6 +103,7 @@ pub fn serve(addr: SocketAddr, limits: HttpLimits) -> io::Result<(Publisher, Soc
         shared: Arc::clone(&publisher.shared),
         snapshots,
         counters: Arc::new(HttpCounters::default()),
+        guard: Arc::new(guard),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -135,8 +148,8 @@ async fn accept_loop(listener: std::net::TcpListener, limits: HttpLimits, state:
     let app = router(state);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
             Err(_) => {
                 // Out of descriptors or a reset before accept: back off briefly, never spin.
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -148,7 +161,7 @@ async fn accept_loop(listener: std::net::TcpListener, limits: HttpLimits, state:
             drop(stream);
             continue;
         };
-        let app = app.clone();
+        let app = app.clone().layer(axum::Extension(Peer(peer.ip())));
         let counters = Arc::clone(&counters);
         tokio::spawn(async move {
             serve_connection(stream, app, limits, &counters).await;

@@ -88,6 +88,48 @@ pub struct Snapshot {
     pub alerts_sent: Vec<(&'static str, u64)>,
     /// Direct delivery: alerts firing, and alerts refused because the book was full.
     pub alerts_active: Option<(u64, u64)>,
+    /// Unix time of the last loop turn, seconds.
+    pub last_turn_unix: f64,
+    /// Agents evicted from the tracker.
+    pub evicted: u64,
+    /// Plain UDP frames refused for a pid already seen from another source.
+    pub origin_conflicts: u64,
+    /// Datagrams longer than the receive buffer.
+    pub truncated_datagrams: u64,
+    /// Unix datagrams whose credentials the kernel cut.
+    pub ctrl_truncated: u64,
+    /// Beats dropped by rate limit, by reason (`per_pid`, `global`).
+    pub rate_limited: Vec<(&'static str, u64)>,
+    /// `SO_RCVBUF` of the Unix socket, bytes (0 without one).
+    pub uds_rcvbuf_bytes: u64,
+    /// Durations of loop turns.
+    pub iterations: Option<crate::compat::IterationHistogram>,
+}
+
+/// A histogram the loop already aggregated (buckets not cumulative, `+Inf` last).
+#[derive(Debug)]
+struct Aggregated {
+    sum: f64,
+    count: u64,
+    buckets: Vec<(f64, u64)>,
+}
+
+impl prometheus_client::encoding::EncodeMetric for Aggregated {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            self.sum,
+            self.count,
+            &self.buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
+    }
 }
 
 type Labels = Vec<(String, String)>;
@@ -200,9 +242,44 @@ impl Snapshot {
             counter(self.events_dropped),
         );
         reg.register(
-            "varta_receive_errors",
+            "varta_io_errors",
             "Socket receive errors (other than would-block)",
             counter(self.recv_errors),
+        );
+        reg.register(
+            "varta_truncated_datagrams",
+            "Datagrams longer than the receive buffer, cut by the kernel (refused as a wrong length)",
+            counter(self.truncated_datagrams),
+        );
+        reg.register(
+            "varta_ctrl_truncated",
+            "Unix datagrams whose credentials the kernel cut (refused: cannot be attested)",
+            counter(self.ctrl_truncated),
+        );
+        reg.register(
+            "varta_tracker_evicted",
+            "Agents evicted from the tracker (forgotten after --evict-after-ms, or to make room)",
+            counter(self.evicted),
+        );
+        reg.register(
+            "varta_origin_conflict",
+            "Plain UDP frames refused because their pid is held by another source address",
+            counter(self.origin_conflicts),
+        );
+        reg.register(
+            "varta_rate_limited",
+            "Beats dropped by a rate limit, by reason (per_pid, global)",
+            fam(&self.rate_limited, "reason"),
+        );
+        reg.register(
+            "varta_prom_auth_failures",
+            "HTTP requests refused for a missing or wrong bearer token (--prom-token-file)",
+            counter(http.auth_failures()),
+        );
+        reg.register(
+            "varta_prom_rate_limited",
+            "Scrapes refused with 429 by the per-source-IP limit (--prom-rate-limit-per-sec)",
+            counter(http.rate_limited()),
         );
         reg.register(
             "varta_frame_auth_failures",
@@ -251,7 +328,7 @@ impl Snapshot {
             counter(self.recovery_duration.1),
         );
         reg.register(
-            "varta_agents_tracked",
+            "varta_watch_pids_tracked",
             "Agents in the tracker",
             gauge(as_i64(self.agents_tracked)),
         );
@@ -270,10 +347,38 @@ impl Snapshot {
             );
         up.set(self.uptime_s);
         reg.register(
-            "varta_uptime_seconds",
-            "Seconds since the observer started",
+            "varta_watch_uptime_seconds",
+            "Seconds since the observer started; stops advancing when the loop is wedged",
             up,
         );
+        let last = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        last.set(self.last_turn_unix);
+        reg.register(
+            "varta_watch_last_poll_loop_timestamp_seconds",
+            "Unix time of the observer loop's last turn",
+            last,
+        );
+        reg.register(
+            "varta_observer_uds_rcvbuf_bytes",
+            "Receive buffer of the Unix socket as the kernel reports it (0 without one)",
+            gauge(as_i64(self.uds_rcvbuf_bytes)),
+        );
+        if let Some(h) = &self.iterations {
+            reg.register(
+                "varta_observer_iteration_seconds",
+                "Duration of the observer loop's turns (wake-up to sleep); buckets scaled to --iteration-budget-ms",
+                Aggregated {
+                    sum: h.sum_seconds(),
+                    count: h.count(),
+                    buckets: h.buckets(),
+                },
+            );
+            reg.register(
+                "varta_observer_iteration_over_budget",
+                "Loop turns longer than --iteration-budget-ms",
+                counter(h.over_budget()),
+            );
+        }
         if let Some(st) = &self.state {
             reg.register(
                 "varta_state_snapshots",

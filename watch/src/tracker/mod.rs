@@ -125,7 +125,7 @@ mod view;
 use std::collections::VecDeque;
 use std::fmt;
 
-pub use config::{AgentId, KeyClass, Listener, Origin, TrackerConfig, UdpMode};
+pub use config::{AgentId, EvictionPolicy, KeyClass, Listener, Origin, TrackerConfig, UdpMode};
 pub use events::{AcceptKind, Accepted, Event, EventKind};
 pub use persist::{ClockMapping, PersistError, STATE_MAGIC, STATE_VERSION};
 pub use reject::{Reason, ReasonClass, Rejection};
@@ -176,6 +176,8 @@ pub struct Tracker {
     tombs: Tombstones,
     /// Slots reserved for proven identities ([`AgentId::is_proven`]).
     proven_reserve: usize,
+    /// What a full table evicts for a newcomer, beyond dead entries.
+    eviction: Option<EvictionPolicy>,
     /// Key of the IPv6 source-address fingerprints (persisted with the table).
     origin_seed: u64,
     events: VecDeque<Event>,
@@ -229,6 +231,7 @@ impl Tracker {
             histories: Histories::with_capacity(early),
             tombs: Tombstones::new(tombstones, early),
             proven_reserve: cfg.proven_reserve.unwrap_or(capacity / 4).min(capacity),
+            eviction: cfg.eviction,
             origin_seed: seed,
             events: VecDeque::with_capacity(64),
             stats: Stats::ZERO,

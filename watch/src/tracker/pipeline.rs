@@ -38,11 +38,14 @@ impl Tracker {
         bytes: &[u8],
     ) -> Result<Accepted, Rejection> {
         let v = match *origin {
-            Origin::Unix { pid, uid } => {
+            Origin::Unix { pid, uid } | Origin::UnixOtherNamespace { pid, uid } => {
                 if !self.allowed_uids.contains(&uid) {
                     return Err(Rejection::UidRefused { uid });
                 }
-                let frame = Frame::parse(bytes).map_err(Rejection::Decode)?;
+                let mut frame = Frame::parse(bytes).map_err(Rejection::Decode)?;
+                if matches!(origin, Origin::UnixOtherNamespace { .. }) {
+                    frame = with_pid(&frame, pid).map_err(Rejection::Decode)?;
+                }
                 if frame.pid() != pid {
                     return Err(Rejection::PidMismatch {
                         attested: pid,
@@ -189,5 +192,23 @@ pub(super) fn origin_fingerprint(seed: u64, addr: SocketAddr) -> u64 {
                 .hash_one((u128::from(ip), addr.port()));
             (h >> 1).max(1)
         }
+    }
+}
+
+/// `frame` as sent under `pid` instead (an agent of another PID namespace, tracked under the
+/// pid this observer sees).
+fn with_pid(frame: &Frame, pid: u32) -> Result<Frame, vlp_core::DecodeError> {
+    if frame.is_goodbye() {
+        Frame::goodbye(pid, frame.timestamp())
+    } else if frame.is_terminal() {
+        Frame::terminal(pid, frame.timestamp(), frame.payload())
+    } else {
+        Frame::new(
+            frame.status(),
+            pid,
+            frame.timestamp(),
+            frame.nonce(),
+            frame.payload(),
+        )
     }
 }

@@ -31,6 +31,7 @@ fn cfg() -> TrackerConfig {
         ],
         proven_reserve: None,
         tombstones: None,
+        eviction: None,
     }
 }
 
