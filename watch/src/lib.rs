@@ -50,6 +50,7 @@
 
 pub mod alerting;
 pub mod config;
+pub mod fsutil;
 pub mod daemon;
 pub mod keytool;
 pub mod listener;

@@ -166,6 +166,15 @@ fn sample(key: &str, keys: &Path) -> Option<(Setting, Vec<Setting>)> {
         "recovery-allow-unattested" => (set(key, "true", &[]), rec()),
         "rt-priority" => (set(key, "10", &["10"]), vec![]),
         "self-watchdog-secs" => (set(key, "3", &["3"]), vec![]),
+        "export-file-sync-every" => (set(key, "16", &["16"]), vec![]),
+        "export-format" => (set(key, "\"varta\"", &["varta"]), vec![]),
+        "max-beat-rate" => (set(key, "50", &["50"]), vec![]),
+        "global-beat-rate" => (set(key, "5000", &["5000"]), vec![]),
+        "global-beat-burst" => (
+            set(key, "9000", &["9000"]),
+            vec![set("global-beat-rate", "5000", &["5000"])],
+        ),
+        "max-key-derivations-per-sec" => (set(key, "100", &["100"]), vec![]),
         _ => return None,
     };
     Some(s)

@@ -89,9 +89,12 @@ impl Daemon {
                     // a wrong length. Acceptance and every rejection are counted inside the
                     // tracker.
                     Some(origin) => {
-                        let _ = self
-                            .tracker
-                            .handle_datagram(now, &origin, self.batch.data(i));
+                        if let Err(r) =
+                            self.tracker
+                                .handle_datagram(now, &origin, self.batch.data(i))
+                        {
+                            self.outputs.rejected(now, &r);
+                        }
                     }
                     None => self.counters.no_credentials += 1,
                 }
@@ -271,7 +274,7 @@ impl Daemon {
         }
         self.supervisor.stopping();
         self.stop_recovery();
-        self.outputs.flush();
+        self.outputs.close();
         let st = self.tracker.stats();
         eprintln!(
             "varta-watch: stopping; {} frames accepted, {} rejected, {} agents tracked",

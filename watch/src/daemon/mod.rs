@@ -59,8 +59,11 @@ pub enum SetupError {
         /// The file.
         path: PathBuf,
         /// The error.
-        source: io::Error,
+        source: crate::fsutil::PrivateFileError,
     },
+    /// An output writer thread could not be started.
+    #[error("output writer thread: {0}")]
+    Output(io::Error),
     /// The metrics endpoint could not be started.
     #[error("--prom-addr {addr}: {source}")]
     Metrics {
@@ -211,7 +214,7 @@ impl Daemon {
         }
         let export = match cfg.export_file {
             Some(path) => Some(
-                ExportFile::open(path.clone(), cfg.export_max_bytes)
+                ExportFile::open(path.clone(), cfg.export_max_bytes, cfg.export_sync_every)
                     .map_err(|source| SetupError::Export { path, source })?,
             ),
             None => None,
@@ -238,6 +241,8 @@ impl Daemon {
             udp: udp_modes.clone(),
             ..TrackerConfig::default()
         });
+        let mut tracker = tracker;
+        tracker.set_rate_limits(&cfg.rate);
         let recovery = match cfg.recovery {
             Some(r) => {
                 let path = r.audit.as_ref().map(|a| a.path.clone()).unwrap_or_default();
@@ -271,7 +276,8 @@ impl Daemon {
             capacity: cfg.capacity,
             listeners,
             batch: RecvBatch::new(),
-            outputs: Outputs::new(cfg.format, export),
+            outputs: Outputs::new(cfg.format, export, cfg.export_format)
+                .map_err(SetupError::Output)?,
             recovery,
             shutdown_grace: cfg.shutdown_grace,
             udp_modes,

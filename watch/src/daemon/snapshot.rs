@@ -77,7 +77,9 @@ impl Daemon {
                 .iter()
                 .filter_map(|l| l.kernel_drops().map(|d| (l.label(), u64::from(d))))
                 .collect(),
-            output_errors: self.outputs.write_errors,
+            output_errors: self.outputs.write_errors(),
+            output_dropped: self.outputs.dropped(),
+            rate_limited: self.tracker.rate_limited().to_vec(),
             uptime_s: self.start.elapsed().as_secs_f64(),
         }
     }

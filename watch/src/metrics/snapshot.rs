@@ -77,6 +77,10 @@ pub struct Snapshot {
     pub busy_turns: u64,
     /// Output write errors.
     pub output_errors: u64,
+    /// Output lines dropped on a full writer queue, by sink (`stdout`, `export`).
+    pub output_dropped: Vec<(&'static str, u64)>,
+    /// Beats refused by rate limits, by reason (`per_pid`, `global`).
+    pub rate_limited: Vec<(&'static str, u64)>,
     /// Seconds since start.
     pub uptime_s: f64,
 }
@@ -147,6 +151,16 @@ impl Snapshot {
             "varta_events",
             "Events emitted, by kind",
             fam(&self.events, "kind"),
+        );
+        reg.register(
+            "varta_output_dropped",
+            "Output lines dropped because the sink's writer queue was full (a stuck stdout reader or a slow disk), by sink",
+            fam(&self.output_dropped, "sink"),
+        );
+        reg.register(
+            "varta_rate_limited",
+            "Beats refused by --max-beat-rate (per_pid) or --global-beat-rate (global)",
+            fam(&self.rate_limited, "reason"),
         );
         reg.register(
             "varta_recovery_outcomes",
