@@ -74,10 +74,9 @@ pub fn open_private(path: &Path, read: bool) -> Result<File, PrivateFileError> {
                 }
             }
         })?;
-    let meta = file.metadata().map_err(|source| PrivateFileError::Io {
-        op: "stat",
-        source,
-    })?;
+    let meta = file
+        .metadata()
+        .map_err(|source| PrivateFileError::Io { op: "stat", source })?;
     if !meta.file_type().is_file() {
         return Err(PrivateFileError::NotRegular);
     }

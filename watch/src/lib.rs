@@ -50,8 +50,8 @@
 
 pub mod alerting;
 pub mod config;
-pub mod fsutil;
 pub mod daemon;
+pub mod fsutil;
 pub mod keytool;
 pub mod listener;
 pub mod metrics;

@@ -172,7 +172,10 @@ impl Outputs {
     /// Closes every queue and waits (bounded per sink, [`writer::CLOSE_WAIT`]) for the writers
     /// to write and sync what they accepted.
     pub fn close(&mut self) {
-        for s in [self.export.as_mut(), self.stdout.as_mut()].into_iter().flatten() {
+        for s in [self.export.as_mut(), self.stdout.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             s.close(writer::CLOSE_WAIT);
         }
     }
@@ -196,6 +199,8 @@ impl Outputs {
     }
 
     fn sinks(&self) -> impl Iterator<Item = &Sink> {
-        [self.stdout.as_ref(), self.export.as_ref()].into_iter().flatten()
+        [self.stdout.as_ref(), self.export.as_ref()]
+            .into_iter()
+            .flatten()
     }
 }

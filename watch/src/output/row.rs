@@ -461,7 +461,7 @@ mod tests {
                 at: 1,
                 agent: a,
                 clean: true,
-                payload: 0
+                payload: 0,
             })
             .unwrap(),
             rejection_tsv(1, &Rejection::OriginConflict).unwrap(),

@@ -228,11 +228,7 @@ impl Tracker {
     }
 
     /// [`Tracker::track`] under the beat limits: checked before, charged on acceptance.
-    pub(super) fn track_limited(
-        &mut self,
-        now: Nanos,
-        v: Verified,
-    ) -> Result<Accepted, Rejection> {
+    pub(super) fn track_limited(&mut self, now: Nanos, v: Verified) -> Result<Accepted, Rejection> {
         if !self.rate.beats_limited() || v.frame.is_terminal() {
             return self.track(now, v);
         }

@@ -372,9 +372,9 @@ impl fmt::Display for Rejection {
             Rejection::RateLimited { scope } => {
                 write!(f, "over the {} beat rate limit", scope.as_str())
             }
-            Rejection::DeriveBudget => f.write_str(
-                "key derivations for unknown agents are over their per-second budget",
-            ),
+            Rejection::DeriveBudget => {
+                f.write_str("key derivations for unknown agents are over their per-second budget")
+            }
         }
     }
 }
