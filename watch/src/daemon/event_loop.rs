@@ -68,40 +68,57 @@ impl Daemon {
         }
     }
 
-    /// Drains listener `at`, bounded to [`MAX_BATCHES_PER_TURN`] batches; returns whether the
-    /// bound was hit. The one receive path of every kind of listener.
-    fn drain(&mut self, at: usize) -> bool {
+    /// Drains the ready listeners round-robin, one `recvmmsg` batch from each in turn, at
+    /// most [`MAX_BATCHES_PER_TURN`] rounds; returns whether the bound was hit. A flood on one
+    /// listener thus costs the others at most one batch of waiting per batch of theirs.
+    fn drain_ready(&mut self, ready: &mut [bool]) -> bool {
         for _ in 0..MAX_BATCHES_PER_TURN {
-            let n = match self.listeners[at].try_recv(&mut self.batch) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    self.counters.recv_errors += 1;
-                    return false;
-                }
-            };
-            let now = self.now();
-            self.counters.datagrams[at] += n as u64;
-            for i in 0..n {
-                match self.listeners[at].origin(&self.batch, i) {
-                    // A datagram longer than the buffer arrives cut to DGRAM_BUF bytes, still
-                    // a wrong length. Acceptance and every rejection are counted inside the
-                    // tracker.
-                    Some(origin) => {
-                        if let Err(r) =
-                            self.tracker
-                                .handle_datagram(now, &origin, self.batch.data(i))
-                        {
-                            self.outputs.rejected(now, &r);
-                        }
-                    }
-                    None => self.counters.no_credentials += 1,
+            let mut more = false;
+            for at in 0..ready.len() {
+                if ready[at] {
+                    ready[at] = self.drain_batch(at);
+                    more |= ready[at];
                 }
             }
-            self.drain_events();
-            self.fire_due(self.now());
+            if !more {
+                return false;
+            }
         }
+        true
+    }
+
+    /// Takes one batch from listener `at`; returns whether it may hold more. The one receive
+    /// path of every kind of listener.
+    fn drain_batch(&mut self, at: usize) -> bool {
+        let n = match self.listeners[at].try_recv(&mut self.batch) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
+            Err(_) => {
+                self.counters.recv_errors += 1;
+                return false;
+            }
+        };
+        let now = self.now();
+        self.counters.datagrams[at] += n as u64;
+        for i in 0..n {
+            match self.listeners[at].origin(&self.batch, i) {
+                // A datagram longer than the buffer arrives cut to DGRAM_BUF bytes, still
+                // a wrong length. Acceptance and every rejection are counted inside the
+                // tracker.
+                Some(origin) => {
+                    if let Err(r) = self
+                        .tracker
+                        .handle_datagram(now, &origin, self.batch.data(i))
+                    {
+                        self.outputs.rejected(now, &r);
+                    }
+                }
+                None => self.counters.no_credentials += 1,
+            }
+        }
+        self.drain_events();
+        self.fire_due(self.now());
         true
     }
 
@@ -245,13 +262,7 @@ impl Daemon {
             };
 
             // 3. Datagrams, bounded per listener per turn.
-            let mut busy = false;
-            for (at, r) in ready.iter().enumerate() {
-                if *r {
-                    busy |= self.drain(at);
-                }
-            }
-            if busy {
+            if self.drain_ready(&mut ready) {
                 self.counters.busy_turns += 1;
             }
             if signals {

@@ -10,9 +10,11 @@
 //! 3. drain each readable listener until it would block (a short batch is no sign of an empty
 //!    queue: the Unix socket queues only `net.unix.max_dgram_qlen` datagrams, often 10, and a
 //!    fast sender refills it while we work), in `recvmmsg` batches of
-//!    [`crate::listener::BATCH`], at most [`MAX_BATCHES_PER_TURN`] batches per listener per
-//!    turn, reading the clock and firing due deadlines between batches, so a flood of
-//!    datagrams (valid or garbage) cannot delay stall detection by more than one batch;
+//!    [`crate::listener::BATCH`], round-robin over the ready listeners (one batch from each
+//!    in turn, so a flood on one listener does not starve the others), at most
+//!    [`MAX_BATCHES_PER_TURN`] batches per listener per turn, reading the clock and firing due
+//!    deadlines between batches, so a flood of datagrams (valid or garbage) cannot delay stall
+//!    detection by more than one batch;
 //! 4. answer a scrape's request with a snapshot (`snapshot`), published without waiting.
 //!
 //! Each turn also tells the supervisor (`supervise`) that the loop is alive: systemd's
