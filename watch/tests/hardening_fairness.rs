@@ -79,7 +79,11 @@ fn run(dir: &Path, extra: &[&str]) -> Run {
             })
             .collect(),
     );
-    let pids: Vec<String> = agents.0.iter().map(|c| format!("\"pid\":{},", c.id())).collect();
+    let pids: Vec<String> = agents
+        .0
+        .iter()
+        .map(|c| format!("\"pid\":{},", c.id()))
+        .collect();
     let end = Instant::now() + Duration::from_secs(20);
     while pids
         .iter()

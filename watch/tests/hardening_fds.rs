@@ -19,7 +19,9 @@ use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use vlp_core::Status;
 
 fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 #[test]
@@ -42,8 +44,13 @@ fn passed_descriptors_do_not_accumulate() {
         let mut cmsg = SendAncillaryBuffer::new(&mut space);
         assert!(cmsg.push(SendAncillaryMessage::ScmRights(&fds)));
         // Blocking send: each datagram waits for room in the observer's queue.
-        rustix::net::sendmsg(&sock, &[IoSlice::new(&bytes)], &mut cmsg, SendFlags::empty())
-            .unwrap();
+        rustix::net::sendmsg(
+            &sock,
+            &[IoSlice::new(&bytes)],
+            &mut cmsg,
+            SendFlags::empty(),
+        )
+        .unwrap();
     }
     // Every datagram was read once the beats are all counted.
     let end = Instant::now() + Duration::from_secs(30);

@@ -74,10 +74,10 @@ impl Daemon {
     fn drain_ready(&mut self, ready: &mut [bool]) -> bool {
         for _ in 0..MAX_BATCHES_PER_TURN {
             let mut more = false;
-            for at in 0..ready.len() {
-                if ready[at] {
-                    ready[at] = self.drain_batch(at);
-                    more |= ready[at];
+            for (at, r) in ready.iter_mut().enumerate() {
+                if *r {
+                    *r = self.drain_batch(at);
+                    more |= *r;
                 }
             }
             if !more {
