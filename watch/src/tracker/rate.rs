@@ -309,6 +309,45 @@ mod tests {
     }
 
     #[test]
+    fn refused_frames_cost_no_tokens_and_terminal_frames_pass() {
+        use super::super::{Origin, TrackerConfig};
+        use vlp_core::{Frame, Status};
+        let mut t = Tracker::new(TrackerConfig {
+            allowed_uids: vec![0],
+            ..TrackerConfig::default()
+        });
+        t.set_rate_limits(&RateConfig {
+            per_identity: Some(2),
+            ..RateConfig::default()
+        });
+        let o = Origin::Unix { pid: 9, uid: 0 };
+        let beat = |n: u64| Frame::new(Status::Ok, 9, 1_000 + n, n, 0).unwrap().emit();
+        let now = 1_000_000_000;
+        assert!(t.handle_datagram(now, &o, &beat(1)).is_ok());
+        // Replays of an accepted frame are refused by the session rules, not charged.
+        for _ in 0..100 {
+            let r = t.handle_datagram(now, &o, &beat(1));
+            assert!(matches!(r, Err(Rejection::StaleNonce { .. })), "{r:?}");
+        }
+        assert!(t.handle_datagram(now, &o, &beat(2)).is_ok());
+        assert_eq!(
+            t.handle_datagram(now, &o, &beat(3)),
+            Err(Rejection::RateLimited {
+                scope: RateScope::PerPid
+            })
+        );
+        assert_eq!(t.rate_limited(), [("per_pid", 1), ("global", 0)]);
+        assert_eq!(t.stats().rejected(super::super::Reason::RateLimited), 1);
+        // The bucket refills: one beat per 500 ms.
+        let later = now + 500_000_000;
+        assert!(t.handle_datagram(later, &o, &beat(4)).is_ok());
+        assert!(t.handle_datagram(later, &o, &beat(5)).is_err());
+        // A crash report is never limited.
+        let crash = Frame::terminal(9, 2_000, 0xdead).unwrap().emit();
+        assert!(t.handle_datagram(later, &o, &crash).is_ok());
+    }
+
+    #[test]
     fn derivation_budget_refills_with_time() {
         let mut l = Limiter::new(
             &RateConfig {
