@@ -123,9 +123,33 @@ pub struct RunArgs {
     /// Append events to this TSV file (observer_ns, kind, pid, nonce, status, detail).
     #[arg(long, value_name = "FILE")]
     pub export_file: Option<PathBuf>,
-    /// Rotate the export file to FILE.1 once it reaches this size [default: 67108864].
-    #[arg(long, value_name = "BYTES")]
+    /// Rotate the export file once it reaches this size, keeping 5 generations FILE.1 …
+    /// FILE.5 [default: 67108864]. Alias: --export-file-max-bytes.
+    #[arg(long, alias = "export-file-max-bytes", value_name = "BYTES")]
     pub export_max_bytes: Option<u64>,
+    /// fdatasync the export file every N records; 0: only at rotation and shutdown
+    /// [default: 0].
+    #[arg(long, value_name = "N")]
+    pub export_file_sync_every: Option<u32>,
+    /// Line format of the export file: `compat` (the existing Varta observer's six columns) or
+    /// `varta` (our event kinds and details) [default: compat].
+    #[arg(long, value_enum)]
+    pub export_format: Option<crate::output::ExportFormat>,
+    /// Refuse beats of one agent beyond N per second (burst N), counted in
+    /// varta_rate_limited_total{reason="per_pid"}; 0 or absent: off.
+    #[arg(long, value_name = "N")]
+    pub max_beat_rate: Option<u32>,
+    /// Refuse beats of all agents together beyond N per second, counted in
+    /// varta_rate_limited_total{reason="global"}; 0 or absent: off.
+    #[arg(long, value_name = "N")]
+    pub global_beat_rate: Option<u32>,
+    /// Burst of --global-beat-rate [default: one second's worth].
+    #[arg(long, value_name = "N")]
+    pub global_beat_burst: Option<u32>,
+    /// Master-key derivations per second for agents not yet tracked (a flood of forged pids
+    /// costs at most this much HKDF work); 0: no bound [default: 20000].
+    #[arg(long, value_name = "N")]
+    pub max_key_derivations_per_sec: Option<u32>,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9100).
     #[arg(long, value_name = "ADDR")]
     pub prom_addr: Option<SocketAddr>,
@@ -255,6 +279,12 @@ pub struct Config {
     pub export_file: Option<PathBuf>,
     /// Rotation size.
     pub export_max_bytes: u64,
+    /// Export fdatasync period, records (0: rotation and shutdown only).
+    pub export_sync_every: u32,
+    /// Export line format.
+    pub export_format: crate::output::ExportFormat,
+    /// Beat rate limits and the key-derivation budget.
+    pub rate: crate::tracker::RateConfig,
     /// Metrics address.
     pub prom_addr: Option<SocketAddr>,
     /// Per-agent series cap.

@@ -260,6 +260,9 @@ impl RunArgs {
             format: self.format.unwrap_or_default(),
             export_file: self.export_file.clone(),
             export_max_bytes,
+            export_sync_every: self.export_file_sync_every.unwrap_or(0),
+            export_format: self.export_format.unwrap_or_default(),
+            rate: self.rate_config()?,
             prom_addr: self.prom_addr,
             metrics_max_agents,
             http,
@@ -276,6 +279,39 @@ impl RunArgs {
                 p => p.clone(),
             },
             compat,
+        })
+    }
+}
+
+impl RunArgs {
+    /// `--max-beat-rate`, `--global-beat-rate`, `--global-beat-burst`,
+    /// `--max-key-derivations-per-sec`.
+    fn rate_config(&self) -> Result<crate::tracker::RateConfig, ConfigError> {
+        let rate = |flag, v: Option<u32>| -> Result<Option<u32>, ConfigError> {
+            match v {
+                Some(n) => Ok(Some(
+                    u32::try_from(ranged(flag, Some(n.into()), 0, 0, 1_000_000_000)?)
+                        .unwrap_or(u32::MAX),
+                )),
+                None => Ok(None),
+            }
+        };
+        let global = rate("global-beat-rate", self.global_beat_rate)?.filter(|n| *n > 0);
+        let global_burst = rate("global-beat-burst", self.global_beat_burst)?;
+        if global_burst.is_some() && global.is_none() {
+            return Err(ConfigError::Args(
+                "--global-beat-burst needs --global-beat-rate".into(),
+            ));
+        }
+        Ok(crate::tracker::RateConfig {
+            per_identity: rate("max-beat-rate", self.max_beat_rate)?.filter(|n| *n > 0),
+            global,
+            global_burst: global_burst.map(|b| b.max(1)),
+            derivations_per_sec: rate(
+                "max-key-derivations-per-sec",
+                self.max_key_derivations_per_sec,
+            )?
+            .unwrap_or(crate::tracker::DEFAULT_DERIVATIONS_PER_SEC),
         })
     }
 }

@@ -225,6 +225,15 @@ fn sample(key: &str, keys: &Path) -> Option<(Setting, Vec<Setting>)> {
             )],
         ),
         "hw-watchdog" => (set(key, "\"/dev/watchdog0\"", &["/dev/watchdog0"]), vec![]),
+        "export-file-sync-every" => (set(key, "16", &["16"]), vec![]),
+        "export-format" => (set(key, "\"varta\"", &["varta"]), vec![]),
+        "max-beat-rate" => (set(key, "50", &["50"]), vec![]),
+        "global-beat-rate" => (set(key, "5000", &["5000"]), vec![]),
+        "global-beat-burst" => (
+            set(key, "9000", &["9000"]),
+            vec![set("global-beat-rate", "5000", &["5000"])],
+        ),
+        "max-key-derivations-per-sec" => (set(key, "100", &["100"]), vec![]),
         _ => return None,
     };
     Some(s)

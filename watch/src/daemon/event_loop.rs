@@ -82,51 +82,71 @@ impl Daemon {
         }
     }
 
-    /// Drains listener `at`, bounded to [`MAX_BATCHES_PER_TURN`] batches; returns whether the
-    /// bound was hit. The one receive path of every kind of listener.
-    fn drain(&mut self, at: usize) -> bool {
+    /// Drains the ready listeners round-robin, one `recvmmsg` batch from each in turn, at
+    /// most [`MAX_BATCHES_PER_TURN`] rounds; returns whether the bound was hit. A flood on one
+    /// listener thus costs the others at most one batch of waiting per batch of theirs.
+    fn drain_ready(&mut self, ready: &mut [bool]) -> bool {
         for _ in 0..MAX_BATCHES_PER_TURN {
-            let n = match self.listeners[at].try_recv(&mut self.batch) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    self.counters.recv_errors += 1;
-                    return false;
-                }
-            };
-            let now = self.now();
-            self.counters.datagrams[at] += n as u64;
-            for i in 0..n {
-                self.counters.truncated += u64::from(self.batch.truncated(i));
-                let mut origin = self.listeners[at].origin(&self.batch, i);
-                if let Some(Origin::Unix { pid, uid }) = origin {
-                    match self.compat.ns_gate.admit(now, pid) {
-                        None => continue,
-                        Some(NsVerdict::Cross) => {
-                            origin = Some(Origin::UnixOtherNamespace { pid, uid });
-                        }
-                        Some(_) => {}
-                    }
-                }
-                match origin {
-                    // A datagram longer than the buffer arrives cut to DGRAM_BUF bytes, still
-                    // a wrong length. Acceptance and every rejection are counted inside the
-                    // tracker.
-                    Some(origin) => {
-                        let _ = self
-                            .tracker
-                            .handle_datagram(now, &origin, self.batch.data(i));
-                    }
-                    None => {
-                        self.counters.no_credentials += 1;
-                        self.counters.ctrl_truncated += u64::from(self.batch.ctrl_truncated(i));
-                    }
+            let mut more = false;
+            for (at, r) in ready.iter_mut().enumerate() {
+                if *r {
+                    *r = self.drain_batch(at);
+                    more |= *r;
                 }
             }
-            self.drain_events();
-            self.fire_due(self.now());
+            if !more {
+                return false;
+            }
         }
+        true
+    }
+
+    /// Takes one batch from listener `at`; returns whether it may hold more. The one receive
+    /// path of every kind of listener.
+    fn drain_batch(&mut self, at: usize) -> bool {
+        let n = match self.listeners[at].try_recv(&mut self.batch) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
+            Err(_) => {
+                self.counters.recv_errors += 1;
+                return false;
+            }
+        };
+        let now = self.now();
+        self.counters.datagrams[at] += n as u64;
+        for i in 0..n {
+            self.counters.truncated += u64::from(self.batch.truncated(i));
+            let mut origin = self.listeners[at].origin(&self.batch, i);
+            if let Some(Origin::Unix { pid, uid }) = origin {
+                match self.compat.ns_gate.admit(now, pid) {
+                    None => continue,
+                    Some(NsVerdict::Cross) => {
+                        origin = Some(Origin::UnixOtherNamespace { pid, uid });
+                    }
+                    Some(_) => {}
+                }
+            }
+            match origin {
+                // A datagram longer than the buffer arrives cut to DGRAM_BUF bytes, still
+                // a wrong length. Acceptance and every rejection are counted inside the
+                // tracker.
+                Some(origin) => {
+                    if let Err(r) = self
+                        .tracker
+                        .handle_datagram(now, &origin, self.batch.data(i))
+                    {
+                        self.outputs.rejected(now, &r);
+                    }
+                }
+                None => {
+                    self.counters.no_credentials += 1;
+                    self.counters.ctrl_truncated += u64::from(self.batch.ctrl_truncated(i));
+                }
+            }
+        }
+        self.drain_events();
+        self.fire_due(self.now());
         true
     }
 
@@ -284,13 +304,7 @@ impl Daemon {
             };
 
             // 3. Datagrams, bounded per listener per turn.
-            let mut busy = false;
-            for (at, r) in ready.iter().enumerate() {
-                if *r {
-                    busy |= self.drain(at);
-                }
-            }
-            if busy {
+            if self.drain_ready(&mut ready) {
                 self.counters.busy_turns += 1;
             }
             if signals {
@@ -313,8 +327,8 @@ impl Daemon {
         }
         self.supervisor.stopping();
         self.stop_recovery();
-        self.outputs.flush();
         self.finish_state();
+        self.outputs.close();
         let st = self.tracker.stats();
         eprintln!(
             "varta-watch: stopping; {} frames accepted, {} rejected, {} agents tracked",

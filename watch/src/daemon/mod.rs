@@ -10,9 +10,11 @@
 //! 3. drain each readable listener until it would block (a short batch is no sign of an empty
 //!    queue: the Unix socket queues only `net.unix.max_dgram_qlen` datagrams, often 10, and a
 //!    fast sender refills it while we work), in `recvmmsg` batches of
-//!    [`crate::listener::BATCH`], at most [`MAX_BATCHES_PER_TURN`] batches per listener per
-//!    turn, reading the clock and firing due deadlines between batches, so a flood of
-//!    datagrams (valid or garbage) cannot delay stall detection by more than one batch;
+//!    [`crate::listener::BATCH`], round-robin over the ready listeners (one batch from each
+//!    in turn, so a flood on one listener does not starve the others), at most
+//!    [`MAX_BATCHES_PER_TURN`] batches per listener per turn, reading the clock and firing due
+//!    deadlines between batches, so a flood of datagrams (valid or garbage) cannot delay stall
+//!    detection by more than one batch;
 //! 4. answer a scrape's request with a snapshot (`snapshot`), published without waiting.
 //!
 //! Each turn also tells the supervisor (`supervise`) that the loop is alive: systemd's
@@ -63,8 +65,11 @@ pub enum SetupError {
         /// The file.
         path: PathBuf,
         /// The error.
-        source: io::Error,
+        source: crate::fsutil::PrivateFileError,
     },
+    /// An output writer thread could not be started.
+    #[error("output writer thread: {0}")]
+    Output(io::Error),
     /// The metrics endpoint could not be started.
     #[error("--prom-addr {addr}: {source}")]
     Metrics {
@@ -255,7 +260,7 @@ impl Daemon {
         }
         let export = match cfg.export_file {
             Some(path) => Some(
-                ExportFile::open(path.clone(), cfg.export_max_bytes)
+                ExportFile::open(path.clone(), cfg.export_max_bytes, cfg.export_sync_every)
                     .map_err(|source| SetupError::Export { path, source })?,
             ),
             None => None,
@@ -290,7 +295,8 @@ impl Daemon {
             eviction: cfg.compat.eviction,
             ..TrackerConfig::default()
         };
-        let (tracker, state, state_notice) = state::restore(cfg.state, tracker_cfg, start)?;
+        let (mut tracker, state, state_notice) = state::restore(cfg.state, tracker_cfg, start)?;
+        tracker.set_rate_limits(&cfg.rate);
         let recovery = match cfg.recovery {
             Some(r) => {
                 let path = r.audit.as_ref().map(|a| a.path.clone()).unwrap_or_default();
@@ -341,7 +347,8 @@ impl Daemon {
             capacity: cfg.capacity,
             listeners,
             batch: RecvBatch::new(),
-            outputs: Outputs::new(cfg.format, export),
+            outputs: Outputs::new(cfg.format, export, cfg.export_format)
+                .map_err(SetupError::Output)?,
             recovery,
             shutdown_grace: cfg.shutdown_grace,
             udp_modes,

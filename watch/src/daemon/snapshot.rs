@@ -87,7 +87,8 @@ impl Daemon {
                 .iter()
                 .filter_map(|l| l.kernel_drops().map(|d| (l.label(), u64::from(d))))
                 .collect(),
-            output_errors: self.outputs.write_errors,
+            output_errors: self.outputs.write_errors(),
+            output_dropped: self.outputs.dropped(),
             uptime_s: self
                 .start
                 .elapsed()
@@ -115,8 +116,7 @@ impl Daemon {
             origin_conflicts: st.rejected(crate::tracker::Reason::OriginConflict),
             truncated_datagrams: c.truncated,
             ctrl_truncated: c.ctrl_truncated,
-            // No beat rate limit is built into this loop yet: both reasons stay at zero.
-            rate_limited: vec![("per_pid", 0), ("global", 0)],
+            rate_limited: self.tracker.rate_limited().to_vec(),
             uds_rcvbuf_bytes: self.uds_rcvbuf,
             iterations: Some(self.compat.iterations.clone()),
         }

@@ -81,6 +81,8 @@ pub struct Snapshot {
     pub output_errors: u64,
     /// State-file figures, when `--state-file` is set.
     pub state: Option<crate::daemon::state::StateFigures>,
+    /// Output lines dropped on a full writer queue, by sink (`stdout`, `export`).
+    pub output_dropped: Vec<(&'static str, u64)>,
     /// Seconds since start.
     pub uptime_s: f64,
     /// Direct Alertmanager delivery, when configured: posts by outcome
@@ -207,6 +209,16 @@ impl Snapshot {
             fam(&self.events, "kind"),
         );
         reg.register(
+            "varta_output_dropped",
+            "Output lines dropped because the sink's writer queue was full (a stuck stdout reader or a slow disk), by sink",
+            fam(&self.output_dropped, "sink"),
+        );
+        reg.register(
+            "varta_rate_limited",
+            "Beats refused by --max-beat-rate (per_pid) or --global-beat-rate (global)",
+            fam(&self.rate_limited, "reason"),
+        );
+        reg.register(
             "varta_recovery_outcomes",
             "Recovery command outcomes",
             fam(&self.recovery, "outcome"),
@@ -265,11 +277,6 @@ impl Snapshot {
             "varta_origin_conflict",
             "Plain UDP frames refused because their pid is held by another source address",
             counter(self.origin_conflicts),
-        );
-        reg.register(
-            "varta_rate_limited",
-            "Beats dropped by a rate limit, by reason (per_pid, global)",
-            fam(&self.rate_limited, "reason"),
         );
         reg.register(
             "varta_prom_auth_failures",

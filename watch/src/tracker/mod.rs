@@ -14,6 +14,7 @@
 //! | `deadlines` | stalls and evictions |
 //! | `table` | the slab, its index and the deadline lists |
 //! | `keys` | master-derived agent keys per slot |
+//! | `rate` | beat rate limits per identity and global, the key-derivation budget |
 //! | `events`, `reject`, `stats`, `view` | what comes out: [`Event`]/[`EventKind`], [`Rejection`]/[`Reason`], [`Stats`], [`AgentView`] |
 //! | `persist` | the state file's codec ([`Tracker::snapshot`], [`Tracker::restore`]) |
 //! | `invariants`, `fuzz` (feature `fuzz`) | self-checks and the fuzz entry points |
@@ -113,6 +114,7 @@ mod invariants;
 mod keys;
 mod persist;
 mod pipeline;
+mod rate;
 mod reject;
 mod session;
 mod stats;
@@ -128,6 +130,7 @@ use std::fmt;
 pub use config::{AgentId, EvictionPolicy, KeyClass, Listener, Origin, TrackerConfig, UdpMode};
 pub use events::{AcceptKind, Accepted, Event, EventKind};
 pub use persist::{ClockMapping, PersistError, STATE_MAGIC, STATE_VERSION};
+pub use rate::{Gcra, RateConfig, RateScope, DEFAULT_DERIVATIONS_PER_SEC};
 pub use reject::{Reason, ReasonClass, Rejection};
 pub use stats::Stats;
 pub use streams::STREAM_HISTORY;
@@ -183,6 +186,8 @@ pub struct Tracker {
     events: VecDeque<Event>,
     stats: Stats,
     now: Nanos,
+    /// Beat limits and the key-derivation budget (`rate`).
+    rate: rate::Limiter,
 }
 
 impl fmt::Debug for Tracker {
@@ -236,6 +241,7 @@ impl Tracker {
             events: VecDeque::with_capacity(64),
             stats: Stats::ZERO,
             now: 0,
+            rate: rate::Limiter::new(&RateConfig::default(), capacity),
         }
     }
 

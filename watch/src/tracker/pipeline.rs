@@ -119,6 +119,10 @@ impl Tracker {
                                     (iv, frame, None)
                                 }
                                 None => {
+                                    // An identity not tracked yet: bounded HKDF work (`rate`).
+                                    if slot.is_none() && !self.rate.try_derive(now) {
+                                        return Err(Rejection::DeriveBudget);
+                                    }
                                     self.stats.key_derivations += 1;
                                     let k = derive_agent_key(master, d.pid());
                                     let (iv, frame) = d.open(&k).map_err(Rejection::Open)?;
@@ -126,7 +130,7 @@ impl Tracker {
                                 }
                             };
                             let pid = frame.pid();
-                            let r = self.track(
+                            let r = self.track_limited(
                                 now,
                                 Verified {
                                     listener: code,
@@ -152,7 +156,7 @@ impl Tracker {
                 }
             }
         };
-        self.track(now, v)
+        self.track_limited(now, v)
     }
 
     /// Keeps a master-derived agent key in `slot`'s key store (if the slot is within it).
