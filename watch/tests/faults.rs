@@ -221,6 +221,9 @@ fn sigterm_under_load_export_and_audit_hold_every_accepted_event() {
         "200",
         "--export-file",
         s(&export),
+        // Our richer lines (every event, recoveries too), so stdout and the file compare.
+        "--export-format",
+        "varta",
         "--recovery-exec",
         "/bin/sleep 0.05",
         "--recovery-debounce-ms",
@@ -370,6 +373,9 @@ fn disk_full_for_export_audit_and_state_stalls_still_detected_and_writes_resume(
         "300",
         "--export-file",
         s(&export),
+        // Our richer lines (every event, recoveries too), so stdout and the file compare.
+        "--export-format",
+        "varta",
         "--recovery-exec",
         "/bin/true",
         "--recovery-debounce-ms",
