@@ -117,7 +117,7 @@ fn forged_pid_flood_costs_bounded_derivations() {
     // Derivations: at most the burst plus the rate over the time the flood took.
     let bound = f64::from(budget) * (elapsed.as_secs_f64() + 1.0);
     assert!(derived <= bound, "{derived} derivations > {bound}");
-    assert_eq!(metric_in(&body, "varta_agents_tracked"), 0.0);
+    assert_eq!(metric_in(&body, "varta_watch_pids_tracked"), 0.0);
 
     // A real agent with its own key still gets in once the budget refills.
     std::thread::sleep(Duration::from_millis(1100));
@@ -133,7 +133,7 @@ fn forged_pid_flood_costs_bounded_derivations() {
     );
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.send_to(&d.0, obs.udp.unwrap()).unwrap();
-    obs.wait_metric_at_least("varta_agents_tracked", 1.0, Duration::from_secs(5));
+    obs.wait_metric_at_least("varta_watch_pids_tracked", 1.0, Duration::from_secs(5));
     assert!(obs.terminate().success());
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -161,7 +161,7 @@ fn forged_pid_flood_figures_with_the_default_budget() {
         metric_in(&body, r#"varta_rejections_total{reason="derive_budget"}"#),
         ticks * 10
     );
-    assert_eq!(metric_in(&body, "varta_agents_tracked"), 0.0);
+    assert_eq!(metric_in(&body, "varta_watch_pids_tracked"), 0.0);
     assert!(obs.terminate().success());
     std::fs::remove_dir_all(&dir).unwrap();
 }
