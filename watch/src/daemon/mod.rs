@@ -186,10 +186,14 @@ impl Daemon {
             ));
         }
         if let Some(u) = cfg.udp {
-            let l = match passed_udp.next() {
+            let mut l = match passed_udp.next() {
                 Some(sock) => UdpListener::adopt(sock)?,
                 None => UdpListener::bind(u.addr)?,
             };
+            if u.keys.is_empty() && u.master.is_none() {
+                // Plaintext: the source address feeds the tracker's origin checks.
+                l.record_sources();
+            }
             if u.rcvbuf != crate::listener::RCVBUF {
                 l.set_rcvbuf(u.rcvbuf);
             }

@@ -16,7 +16,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::PathBuf;
 
-pub use batch::{parse_creds, RecvBatch};
+pub use batch::{parse_creds, parse_rights, parse_sockaddr, RecvBatch};
 pub use udp::UdpListener;
 pub use unix::UnixListener;
 
@@ -92,12 +92,19 @@ impl Listener {
     }
 
     /// Who sent datagram `i` of the last batch: the kernel-attested pid and uid on the Unix
-    /// socket (`None` when the kernel attached no credentials), the listener on UDP.
+    /// socket (`None` when the kernel attached no credentials), the listener on UDP, with the
+    /// source address where the listener records it ([`UdpListener::record_sources`]).
     #[must_use]
     pub fn origin(&self, batch: &RecvBatch, i: usize) -> Option<Origin> {
         match self {
             Listener::Unix(_) => batch.creds(i).map(|(pid, uid)| Origin::Unix { pid, uid }),
-            Listener::Udp { index, .. } => Some(Origin::Udp { listener: *index }),
+            Listener::Udp { index, .. } => Some(match batch.source(i) {
+                Some(source) => Origin::UdpFrom {
+                    listener: *index,
+                    source,
+                },
+                None => Origin::Udp { listener: *index },
+            }),
         }
     }
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::Mode;
 
+use super::batch::Want;
 use super::{io_err, set_rcvbuf, ListenError, RecvBatch, RCVBUF};
 
 /// The Unix datagram listener. Removes its socket file on drop if the file is still the one
@@ -103,12 +104,19 @@ impl UnixListener {
         &self.path
     }
 
-    /// Receives up to [`super::BATCH`] datagrams with their credentials into `batch`.
+    /// Receives up to [`super::BATCH`] datagrams with their credentials into `batch`;
+    /// descriptors a sender attached are closed and counted there.
     ///
     /// # Errors
     /// The `recvmmsg` error; `WouldBlock` when nothing is queued.
     pub fn try_recv(&self, batch: &mut RecvBatch) -> io::Result<usize> {
-        batch.recv(self.sock.as_raw_fd(), true)
+        batch.recv(
+            self.sock.as_raw_fd(),
+            Want {
+                control: true,
+                source: false,
+            },
+        )
     }
 }
 
