@@ -7,9 +7,10 @@ use std::sync::atomic::Ordering;
 use rustix::event::{PollFd, PollFlags, Timespec};
 
 use super::{Daemon, MAX_BATCHES_PER_TURN};
+use crate::listener::BATCH;
 use crate::output::Row;
 use crate::recovery::{Reason, Recovery, Request, Transport};
-use crate::tracker::{AgentId, Event, EventKind, Nanos};
+use crate::tracker::{AgentId, Event, EventKind, Nanos, Origin};
 
 impl Daemon {
     pub(super) fn now(&self) -> Nanos {
@@ -83,19 +84,13 @@ impl Daemon {
             };
             let now = self.now();
             self.counters.datagrams[at] += n as u64;
-            for i in 0..n {
-                match self.listeners[at].origin(&self.batch, i) {
-                    // A datagram longer than the buffer arrives cut to DGRAM_BUF bytes, still
-                    // a wrong length. Acceptance and every rejection are counted inside the
-                    // tracker.
-                    Some(origin) => {
-                        let _ = self
-                            .tracker
-                            .handle_datagram(now, &origin, self.batch.data(i));
-                    }
-                    None => self.counters.no_credentials += 1,
-                }
-            }
+            // Secure datagrams of the batch are opened together; acceptance and every
+            // rejection are counted inside the tracker. A datagram longer than the buffer
+            // arrives cut to DGRAM_BUF bytes, still a wrong length.
+            let mut items = [(Origin::Udp { listener: 0 }, &[][..]); BATCH];
+            let (k, unattested) = self.listeners[at].origins(&self.batch, n, &mut items);
+            self.counters.no_credentials += unattested;
+            self.tracker.handle_batch(now, &items[..k], |_, _| {});
             self.drain_events();
             self.fire_due(self.now());
         }

@@ -108,6 +108,28 @@ impl Listener {
         }
     }
 
+    /// The first `n` datagrams of the last batch with their origins, in order, into `out`
+    /// (for [`crate::tracker::Tracker::handle_batch`]). Returns how many were put there and
+    /// how many were left out because the kernel attached no credentials (Unix socket).
+    pub fn origins<'b>(
+        &self,
+        batch: &'b RecvBatch,
+        n: usize,
+        out: &mut [(Origin, &'b [u8]); BATCH],
+    ) -> (usize, u64) {
+        let (mut k, mut unattested) = (0, 0);
+        for i in 0..n.min(BATCH) {
+            match self.origin(batch, i) {
+                Some(origin) => {
+                    out[k] = (origin, batch.data(i));
+                    k += 1;
+                }
+                None => unattested += 1,
+            }
+        }
+        (k, unattested)
+    }
+
     /// The label of metrics and event lines: `unix` or `udpN`.
     #[must_use]
     pub fn label(&self) -> &'static str {
