@@ -675,7 +675,8 @@ fn replayed_older_sessions_never_hide_a_hang() {
 }
 
 /// Runs the scenario in receive batches (as the daemon reads them: up to 64 datagrams that
-/// arrived before the next deadline, all handled at the last one's arrival time), through
+/// arrived before the next deadline, each at its own arrival time or all at the last one's),
+/// through
 /// [`Tracker::handle_batch`] when `batched`, else one by one through `handle_datagram` at the
 /// same times. Returns the event log, every datagram's outcome and the tracker.
 fn run_in_batches(
@@ -709,15 +710,24 @@ fn run_in_batches(
                 j += 1;
             }
             let now = dgrams[j - 1].at;
-            let group: Vec<(Origin, &[u8])> = dgrams[i..j]
+            // Half the batches at their own arrival times (kernel stamps), half all at the
+            // time the batch was read.
+            let stamped = rng.chance(50);
+            let group: Vec<(Nanos, Origin, &[u8])> = dgrams[i..j]
                 .iter()
-                .map(|d| (d.origin, d.bytes.as_slice()))
+                .map(|d| {
+                    (
+                        if stamped { d.at } else { now },
+                        d.origin,
+                        d.bytes.as_slice(),
+                    )
+                })
                 .collect();
             if batched.is_some() {
-                t.handle_batch(now, &group, |_, r| out.push(r));
+                t.handle_batch(&group, |_, r| out.push(r));
             } else {
-                for (origin, bytes) in &group {
-                    out.push(t.handle_datagram(now, origin, bytes));
+                for (at, origin, bytes) in &group {
+                    out.push(t.handle_datagram(*at, origin, bytes));
                 }
             }
             i = j;

@@ -135,12 +135,12 @@ pub fn tracker_cost(quick: bool) -> Result<([f64; 2], [f64; 2]), String> {
         });
         let start = Instant::now();
         if batched {
-            let mut items = [(origin, &[][..]); BATCH];
+            let mut items = [(0, origin, &[][..]); BATCH];
             for (now, chunk) in (1..).zip(data.chunks(BATCH)) {
                 for (it, d) in items.iter_mut().zip(chunk) {
-                    *it = (origin, &d[..len]);
+                    *it = (now, origin, &d[..len]);
                 }
-                t.handle_batch(now, &items[..chunk.len()], |_, r| {
+                t.handle_batch(&items[..chunk.len()], |_, r| {
                     let _ = std::hint::black_box(r);
                 });
                 while t.poll_event().is_some() {}

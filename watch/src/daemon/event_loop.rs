@@ -87,10 +87,13 @@ impl Daemon {
             // Secure datagrams of the batch are opened together; acceptance and every
             // rejection are counted inside the tracker. A datagram longer than the buffer
             // arrives cut to DGRAM_BUF bytes, still a wrong length.
-            let mut items = [(Origin::Udp { listener: 0 }, &[][..]); BATCH];
+            // Each datagram is taken at its kernel receive time: reading late moves no
+            // deadline.
+            self.batch.stamp(now);
+            let mut items = [(0, Origin::Udp { listener: 0 }, &[][..]); BATCH];
             let (k, unattested) = self.listeners[at].origins(&self.batch, n, &mut items);
             self.counters.no_credentials += unattested;
-            self.tracker.handle_batch(now, &items[..k], |_, _| {});
+            self.tracker.handle_batch(&items[..k], |_, _| {});
             self.drain_events();
             self.fire_due(self.now());
         }
@@ -173,14 +176,22 @@ impl Daemon {
         }
     }
 
-    /// Sleeps until a descriptor is ready or the next deadline. Returns which are ready:
-    /// `(signals, scrape, captures)` (listeners into `ready`); `None` on timeout or
-    /// interruption.
-    fn wait(&self, ready: &mut Vec<bool>) -> Option<(bool, bool, bool)> {
+    /// Sleeps until a descriptor is ready, the next deadline or the end of a hold-off
+    /// ([`crate::listener::Pace`]: sockets are not watched meanwhile). Returns which are
+    /// ready: `(signals, scrape, captures)` (listeners into `ready`); on timeout or
+    /// interruption every listener is marked ready, so what arrived before a deadline is read
+    /// (at its kernel receive time) before the deadline fires.
+    fn wait(&self, ready: &mut Vec<bool>) -> (bool, bool, bool) {
+        let hold = self.hold_until > self.now();
+        let listen = if hold {
+            PollFlags::empty()
+        } else {
+            PollFlags::IN
+        };
         let mut fds = Vec::with_capacity(self.listeners.len() + 2);
         fds.push(PollFd::new(&self.sig_rx, PollFlags::IN));
         for l in &self.listeners {
-            fds.push(PollFd::new(l, PollFlags::IN));
+            fds.push(PollFd::new(l, listen));
         }
         if let Some(m) = &self.metrics {
             fds.push(PollFd::from_borrowed_fd(m.fd(), PollFlags::IN));
@@ -194,24 +205,32 @@ impl Daemon {
                     .map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN)),
             );
         }
-        let timeout = self.next_deadline().map(|d| {
+        let until = [self.next_deadline(), hold.then_some(self.hold_until)]
+            .into_iter()
+            .flatten()
+            .min();
+        let timeout = until.map(|d| {
             let wait = d.saturating_sub(self.now());
             Timespec {
                 tv_sec: i64::try_from(wait / 1_000_000_000).unwrap_or(i64::MAX),
                 tv_nsec: i64::try_from(wait % 1_000_000_000).unwrap_or(0),
             }
         });
+        ready.clear();
         match rustix::event::poll(&mut fds, timeout.as_ref()) {
             Ok(n) if n > 0 => {}
-            // Timeout (deadline due) or EINTR: back to the top, which fires deadlines.
-            _ => return None,
+            // Timeout (deadline due, hold-off over) or EINTR: read every socket, then back to
+            // the top, which fires deadlines.
+            _ => {
+                ready.resize(self.listeners.len(), true);
+                return (false, false, false);
+            }
         }
         let is_ready = |fd: &PollFd<'_>| !fd.revents().is_empty();
-        ready.clear();
         ready.extend(fds[1..=self.listeners.len()].iter().map(is_ready));
         let scrape = self.metrics.is_some() && is_ready(&fds[captures_at - 1]);
         let captures = fds[captures_at..].iter().any(is_ready);
-        Some((is_ready(&fds[0]), scrape, captures))
+        (is_ready(&fds[0]), scrape, captures)
     }
 
     /// Runs until SIGINT or SIGTERM. Returns the process exit status.
@@ -231,18 +250,21 @@ impl Daemon {
                 break;
             }
 
-            // 2. Sleep until something happens or the next deadline.
-            let Some((signals, scrape, captures)) = self.wait(&mut ready) else {
-                continue;
-            };
+            // 2. Sleep until something happens, the next deadline or a hold-off's end.
+            let (signals, scrape, captures) = self.wait(&mut ready);
 
-            // 3. Datagrams, bounded per listener per turn.
+            // 3. Datagrams, bounded per listener per turn; then how long the sockets may
+            // wait before the next read (few wake-ups; kernel stamps keep every time).
+            let read_before: u64 = self.counters.datagrams.iter().sum();
             let mut busy = false;
             for (at, r) in ready.iter().enumerate() {
                 if *r {
                     busy |= self.drain(at);
                 }
             }
+            let read = self.counters.datagrams.iter().sum::<u64>() - read_before;
+            let now = self.now();
+            self.hold_until = now + self.pace.after_turn(now, read, busy);
             if busy {
                 self.counters.busy_turns += 1;
             }

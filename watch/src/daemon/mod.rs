@@ -12,7 +12,11 @@
 //!    fast sender refills it while we work), in `recvmmsg` batches of
 //!    [`crate::listener::BATCH`], at most [`MAX_BATCHES_PER_TURN`] batches per listener per
 //!    turn, reading the clock and firing due deadlines between batches, so a flood of
-//!    datagrams (valid or garbage) cannot delay stall detection by more than one batch;
+//!    datagrams (valid or garbage) cannot delay stall detection by more than one batch; each
+//!    datagram is taken at its kernel receive time (`SO_TIMESTAMPNS`), so after a turn that
+//!    read datagrams the sockets may be left unread for a short hold-off
+//!    ([`crate::listener::Pace`], bounded by the queues' room and the next deadline, whose
+//!    wake-up reads every socket before it fires): few wake-ups for many agents;
 //! 4. answer a scrape's request with a snapshot (`snapshot`), published without waiting.
 //!
 //! Each turn also tells the supervisor (`supervise`) that the loop is alive: systemd's
@@ -42,7 +46,7 @@ use crate::listener::{activation, ListenError, Listener, RecvBatch, UdpListener,
 use crate::metrics::Publisher;
 use crate::output::{ExportFile, Outputs};
 use crate::recovery::Recovery;
-use crate::tracker::{Tracker, TrackerConfig, UdpMode};
+use crate::tracker::{Nanos, Tracker, TrackerConfig, UdpMode};
 
 /// Upper bound of `recvmmsg` batches taken from one listener in one loop turn.
 pub const MAX_BATCHES_PER_TURN: usize = 16;
@@ -114,6 +118,10 @@ pub struct Daemon {
     start: Instant,
     counters: Counters,
     supervisor: supervise::Supervisor,
+    /// How long the sockets may stay unread after a turn (few wake-ups).
+    pace: crate::listener::Pace,
+    /// Sockets are left unread until then (a hold-off of [`crate::listener::Pace`]).
+    hold_until: Nanos,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -270,6 +278,11 @@ impl Daemon {
             datagrams: vec![0; listeners.len()],
             ..Counters::default()
         };
+        let has_unix = listeners.iter().any(|l| matches!(l, Listener::Unix(_)));
+        let pace = crate::listener::Pace::new(
+            crate::listener::Pace::room_of(has_unix, crate::listener::UDP_ROOM),
+            crate::listener::pace::MAX_HOLD_NS,
+        );
         Ok(Daemon {
             tracker,
             capacity: cfg.capacity,
@@ -286,6 +299,8 @@ impl Daemon {
             start,
             counters,
             supervisor,
+            pace,
+            hold_until: 0,
         })
     }
 }

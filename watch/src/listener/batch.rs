@@ -28,9 +28,10 @@ use super::{BATCH, DGRAM_BUF};
 #[repr(C, align(8))]
 struct CmsgBuf([u8; CMSG_ROOM]);
 
-/// `SCM_CREDENTIALS` (16-byte header + 12, padded: 32 bytes) and one `SCM_RIGHTS` message of
-/// up to 8 descriptors (16 + 32).
-const CMSG_ROOM: usize = 80;
+/// `SCM_TIMESTAMPNS` (16-byte header + a 16-byte `timespec`), `SCM_CREDENTIALS` (16 + 12,
+/// padded: 32 bytes) and one `SCM_RIGHTS` message of up to 8 descriptors (16 + 32); a sender
+/// can pass no more per datagram (with no stamp, 16).
+const CMSG_ROOM: usize = 112;
 
 /// Room for one source address (`struct sockaddr_storage`), aligned as the kernel writes it.
 #[derive(Clone, Copy)]
@@ -42,7 +43,8 @@ const NAME_ROOM: usize = mem::size_of::<libc::sockaddr_storage>();
 /// What a receive asks the kernel for besides the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Want {
-    /// Control messages (`SCM_CREDENTIALS` on a Unix socket with `SO_PASSCRED`).
+    /// Control messages (`SCM_CREDENTIALS` on a Unix socket with `SO_PASSCRED`,
+    /// `SCM_TIMESTAMPNS` on a socket with `SO_TIMESTAMPNS`).
     pub control: bool,
     /// Each datagram's source address (costs the kernel a copy per datagram: asked only
     /// where it is used).
@@ -59,6 +61,11 @@ pub struct RecvBatch {
     got: usize,
     want: Want,
     passed_fds_closed: u64,
+    /// Arrival time of each datagram of the last batch on the daemon's monotonic clock
+    /// ([`RecvBatch::stamp`]).
+    arrivals: Box<[u64; BATCH]>,
+    /// The latest arrival handed out: arrivals never go back.
+    last_arrival: u64,
 }
 
 impl Default for RecvBatch {
@@ -97,6 +104,8 @@ impl RecvBatch {
             got: 0,
             want: Want::default(),
             passed_fds_closed: 0,
+            arrivals: Box::new([0; BATCH]),
+            last_arrival: 0,
         }
     }
 
@@ -229,6 +238,34 @@ impl RecvBatch {
         parse_creds(&self.cmsgs[i].0[..self.control_len(i)])
     }
 
+    /// The kernel's receive time of datagram `i` (`SCM_TIMESTAMPNS`, wall-clock ns since the
+    /// epoch), if the socket has `SO_TIMESTAMPNS` on.
+    #[must_use]
+    pub fn kernel_stamp(&self, i: usize) -> Option<u64> {
+        parse_stamp(&self.cmsgs[i].0[..self.control_len(i)])
+    }
+
+    /// Sets the arrival time of every datagram of the last batch on the daemon's monotonic
+    /// clock, `now` being that clock read just now ([`arrival_time`]): the kernel's wall-clock
+    /// stamp moved by the wall-minus-monotonic offset read here, clamped between the previous
+    /// arrival and `now`; `now` for a datagram without a stamp.
+    pub fn stamp(&mut self, now: u64) {
+        let wall = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+        let wall = u64::try_from(wall.tv_sec).unwrap_or(0) * 1_000_000_000
+            + u64::try_from(wall.tv_nsec).unwrap_or(0);
+        for i in 0..self.got {
+            let at = arrival_time(self.kernel_stamp(i), wall, now, self.last_arrival);
+            self.arrivals[i] = at;
+            self.last_arrival = at;
+        }
+    }
+
+    /// Datagram `i`'s arrival time as set by the last [`RecvBatch::stamp`].
+    #[must_use]
+    pub fn arrival(&self, i: usize) -> u64 {
+        self.arrivals[i]
+    }
+
     /// The source address of datagram `i`, if it was asked for and is an IP address.
     #[must_use]
     pub fn source(&self, i: usize) -> Option<SocketAddr> {
@@ -303,6 +340,53 @@ pub fn parse_rights(buf: &[u8], mut f: impl FnMut(RawFd)) {
             }
         }
     });
+}
+
+/// Finds `SCM_TIMESTAMPNS` (a `struct timespec`) in a control buffer the kernel filled in:
+/// wall-clock ns since the epoch.
+#[must_use]
+pub fn parse_stamp(buf: &[u8]) -> Option<u64> {
+    const W: usize = mem::size_of::<libc::time_t>();
+    let mut out = None;
+    each_cmsg(buf, |level, kind, data| {
+        if out.is_none()
+            && level == libc::SOL_SOCKET
+            && kind == libc::SCM_TIMESTAMPNS
+            && data.len() >= 2 * W
+        {
+            let word = |at: usize| -> Option<i64> {
+                let b = data.get(at..at + W)?;
+                Some(if W == 8 {
+                    i64::from_ne_bytes(b.try_into().ok()?)
+                } else {
+                    i64::from(i32::from_ne_bytes(b.try_into().ok()?))
+                })
+            };
+            if let (Some(sec), Some(nsec)) = (word(0), word(W)) {
+                out = u64::try_from(sec)
+                    .ok()
+                    .and_then(|s| s.checked_mul(1_000_000_000))
+                    .and_then(|s| s.checked_add(u64::try_from(nsec).ok()?));
+            }
+        }
+    });
+    out
+}
+
+/// A datagram's arrival time on the monotonic clock: its kernel wall-clock `stamp` moved by
+/// the offset between the wall clock (`wall`) and the monotonic clock (`now`) read together at
+/// the batch, then clamped to `[previous, now]`. The clamp is what makes a wall-clock step
+/// harmless: a step back cannot date a beat later than it was read (it never extends a
+/// deadline past the time it was seen), a step forward cannot date it before the last one
+/// (no beat is placed in the past to fake a stall). Without a stamp: `now`.
+#[must_use]
+pub fn arrival_time(stamp: Option<u64>, wall: u64, now: u64, previous: u64) -> u64 {
+    let Some(stamp) = stamp else {
+        return now.max(previous);
+    };
+    // How long ago the kernel stamped it, by the wall clock.
+    let ago = wall.saturating_sub(stamp);
+    now.saturating_sub(ago).clamp(previous.min(now), now)
 }
 
 /// A `struct sockaddr_in` / `sockaddr_in6` the kernel wrote, as a [`SocketAddr`]; `None` for
@@ -380,7 +464,10 @@ mod tests {
         assert_eq!(batch.recv(b.as_raw_fd(), CREDS).unwrap(), 1);
         // What fits beside the credentials is installed (and closed); the rest never is.
         let closed = batch.passed_fds_closed();
-        assert!((1..=8).contains(&closed), "{closed}");
+        assert!(
+            (1..=(CMSG_ROOM - 48) / 4).contains(&(closed as usize)),
+            "{closed}"
+        );
         assert_eq!(batch.creds(0), None, "truncated control: not attested");
     }
 
@@ -403,6 +490,48 @@ mod tests {
         tx.send_to(b"z", rx.local_addr().unwrap()).unwrap();
         assert_eq!(batch.recv_raw(rx.as_raw_fd(), false).unwrap(), 1);
         assert_eq!(batch.source(0), None, "not asked for");
+    }
+
+    #[test]
+    fn kernel_stamps_become_monotonic_arrivals() {
+        let (a, b) = UnixDatagram::pair().unwrap();
+        super::super::set_timestamps(b.as_fd()).unwrap();
+        a.send(b"x").unwrap();
+        let mut batch = RecvBatch::new();
+        assert_eq!(batch.recv(b.as_raw_fd(), CREDS).unwrap(), 1);
+        let stamp = batch.kernel_stamp(0).expect("a kernel stamp");
+        let wall = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+        let wall = u64::try_from(wall.tv_sec).unwrap() * 1_000_000_000
+            + u64::try_from(wall.tv_nsec).unwrap();
+        assert!(
+            stamp <= wall && wall - stamp < 60_000_000_000,
+            "{stamp} vs {wall}"
+        );
+        batch.stamp(5_000_000_000);
+        let at = batch.arrival(0);
+        assert!(at <= 5_000_000_000 && at > 0, "{at}");
+    }
+
+    #[test]
+    fn arrival_times_are_clamped_between_the_previous_arrival_and_now() {
+        let s = 1_000_000_000;
+        // Stamped 2 ms before the clocks were read: 2 ms before now.
+        assert_eq!(
+            arrival_time(Some(100 * s - 2_000_000), 100 * s, 50 * s, 0),
+            50 * s - 2_000_000
+        );
+        // The wall clock stepped back after the stamp (stamp "in the future"): now, no later.
+        assert_eq!(arrival_time(Some(200 * s), 100 * s, 50 * s, 0), 50 * s);
+        // The wall clock stepped forward an hour after the stamp: never before the last one.
+        assert_eq!(
+            arrival_time(Some(100 * s), 3700 * s, 50 * s, 49 * s),
+            49 * s
+        );
+        // No stamp: now.
+        assert_eq!(arrival_time(None, 100 * s, 50 * s, 49 * s), 50 * s);
+        // Garbage never panics and stays in range.
+        assert_eq!(arrival_time(Some(u64::MAX), 0, 7, 9), 7);
+        assert_eq!(parse_stamp(&[0xff; 64]), None);
     }
 
     #[test]

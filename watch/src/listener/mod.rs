@@ -9,6 +9,7 @@
 
 pub mod activation;
 mod batch;
+pub mod pace;
 mod udp;
 mod unix;
 
@@ -16,11 +17,12 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::PathBuf;
 
-pub use batch::{parse_creds, parse_rights, parse_sockaddr, RecvBatch};
+pub use batch::{arrival_time, parse_creds, parse_rights, parse_sockaddr, parse_stamp, RecvBatch};
+pub use pace::Pace;
 pub use udp::UdpListener;
 pub use unix::UnixListener;
 
-use crate::tracker::Origin;
+use crate::tracker::{Nanos, Origin};
 
 /// Datagrams fetched by one `recvmmsg` call.
 pub const BATCH: usize = 64;
@@ -29,6 +31,9 @@ pub const BATCH: usize = 64;
 pub const DGRAM_BUF: usize = 128;
 /// Kernel receive buffer asked for on every listener.
 pub const RCVBUF: usize = 4 << 20;
+/// Datagrams a UDP listener's default receive buffer holds, counted low (a small datagram
+/// takes about 1 KiB of buffer in the kernel; 2 KiB here).
+pub const UDP_ROOM: u64 = (RCVBUF / 2048) as u64;
 
 /// Why a listener could not be set up; each names the operation and the path or address.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +67,31 @@ fn set_rcvbuf(fd: BorrowedFd<'_>, bytes: usize) {
     use rustix::net::sockopt;
     if sockopt::set_socket_recv_buffer_size_force(fd, bytes).is_err() {
         let _ = sockopt::set_socket_recv_buffer_size(fd, bytes);
+    }
+}
+
+/// Turns on `SO_TIMESTAMPNS`: the kernel stamps each datagram with its receive time, so a
+/// batch read later keeps each beat's own time ([`RecvBatch::stamp`]).
+///
+/// # Errors
+/// The `setsockopt` error.
+pub(crate) fn set_timestamps(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: a plain `int` option read by the kernel from our local for its true size
+    // (SO_TIMESTAMPNS has no wrapper in rustix).
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            std::ptr::addr_of!(on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -108,20 +138,21 @@ impl Listener {
         }
     }
 
-    /// The first `n` datagrams of the last batch with their origins, in order, into `out`
-    /// (for [`crate::tracker::Tracker::handle_batch`]). Returns how many were put there and
-    /// how many were left out because the kernel attached no credentials (Unix socket).
+    /// The first `n` datagrams of the last batch with their arrival times
+    /// ([`RecvBatch::stamp`]) and origins, in order, into `out` (for
+    /// [`crate::tracker::Tracker::handle_batch`]). Returns how many were put there and how
+    /// many were left out because the kernel attached no credentials (Unix socket).
     pub fn origins<'b>(
         &self,
         batch: &'b RecvBatch,
         n: usize,
-        out: &mut [(Origin, &'b [u8]); BATCH],
+        out: &mut [(Nanos, Origin, &'b [u8]); BATCH],
     ) -> (usize, u64) {
         let (mut k, mut unattested) = (0, 0);
         for i in 0..n.min(BATCH) {
             match self.origin(batch, i) {
                 Some(origin) => {
-                    out[k] = (origin, batch.data(i));
+                    out[k] = (batch.arrival(i), origin, batch.data(i));
                     k += 1;
                 }
                 None => unattested += 1,

@@ -27,7 +27,8 @@ impl UdpListener {
         UdpListener::adopt(sock)
     }
 
-    /// Takes a bound socket (socket activation): non-blocking, large receive buffer.
+    /// Takes a bound socket (socket activation): non-blocking, kernel receive times on, large
+    /// receive buffer.
     ///
     /// # Errors
     /// [`ListenError::Io`] naming the address.
@@ -36,7 +37,8 @@ impl UdpListener {
             .local_addr()
             .map_or_else(|_| "UDP socket".to_string(), |a| a.to_string());
         sock.set_nonblocking(true)
-            .map_err(io_err("set non-blocking", what))?;
+            .map_err(io_err("set non-blocking", &what))?;
+        super::set_timestamps(sock.as_fd()).map_err(io_err("set SO_TIMESTAMPNS on", &what))?;
         set_rcvbuf(sock.as_fd(), RCVBUF);
         Ok(UdpListener {
             sock,
@@ -102,7 +104,7 @@ impl UdpListener {
         batch.recv(
             self.sock.as_raw_fd(),
             Want {
-                control: false,
+                control: true,
                 source: self.sources,
             },
         )

@@ -86,11 +86,12 @@ impl UnixListener {
         .configured()
     }
 
-    /// Credentials on, large receive buffer, non-blocking.
+    /// Credentials and kernel receive times on, large receive buffer, non-blocking.
     fn configured(self) -> Result<UnixListener, ListenError> {
         let path = self.path.display().to_string();
         rustix::net::sockopt::set_socket_passcred(&self.sock, true)
             .map_err(|e| io_err("set SO_PASSCRED on", &path)(e.into()))?;
+        super::set_timestamps(self.sock.as_fd()).map_err(io_err("set SO_TIMESTAMPNS on", &path))?;
         set_rcvbuf(self.sock.as_fd(), RCVBUF);
         self.sock
             .set_nonblocking(true)

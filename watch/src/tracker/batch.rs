@@ -52,34 +52,35 @@ enum Plan {
 }
 
 impl Tracker {
-    /// Handles one receive batch: `batch[i]` is datagram `i` and who sent it. Secure
-    /// datagrams are opened together first (see the module docs), then every datagram goes
-    /// through the pipeline in order, exactly as [`Tracker::handle_datagram`] would take it;
-    /// `each(i, result)` gets each outcome. Events are queued for [`Tracker::poll_event`].
+    /// Handles one receive batch: `batch[i]` is datagram `i`, its arrival time (the
+    /// `now` [`Tracker::handle_datagram`] would get; the kernel's receive time, so a batch
+    /// read late keeps each beat's own time) and who sent it. Secure datagrams are opened
+    /// together first (see the module docs), then every datagram goes through the pipeline
+    /// in order, exactly as [`Tracker::handle_datagram`] would take it; `each(i, result)`
+    /// gets each outcome. Events are queued for [`Tracker::poll_event`].
     pub fn handle_batch(
         &mut self,
-        now: Nanos,
-        batch: &[(Origin, &[u8])],
+        batch: &[(Nanos, Origin, &[u8])],
         mut each: impl FnMut(usize, Result<Accepted, Rejection>),
     ) {
         for (c, chunk) in batch.chunks(OPEN_BATCH).enumerate() {
             let mut pre = self.open_ahead(chunk);
-            for (i, (origin, bytes)) in chunk.iter().enumerate() {
-                let r = self.handle_one(now, origin, bytes, pre[i].take());
+            for (i, (at, origin, bytes)) in chunk.iter().enumerate() {
+                let r = self.handle_one(*at, origin, bytes, pre[i].take());
                 each(c * OPEN_BATCH + i, r);
             }
         }
     }
 
     /// Which key opens which datagram of `chunk`, then one batched open.
-    fn open_ahead(&self, chunk: &[(Origin, &[u8])]) -> [Option<Pre>; OPEN_BATCH] {
+    fn open_ahead(&self, chunk: &[(Nanos, Origin, &[u8])]) -> [Option<Pre>; OPEN_BATCH] {
         let n = chunk.len().min(OPEN_BATCH);
         let mut plan = [Plan::Skip; OPEN_BATCH];
         let mut derived: [Option<Key>; OPEN_BATCH] = std::array::from_fn(|_| None);
         // (listener code, pid) of each derived key, to derive once per agent per batch.
         let mut derived_for = [(0u16, 0u32); OPEN_BATCH];
         let mut n_derived = 0;
-        for (i, (origin, bytes)) in chunk[..n].iter().enumerate() {
+        for (i, (_, origin, bytes)) in chunk[..n].iter().enumerate() {
             let (Origin::Udp { listener } | Origin::UdpFrom { listener, .. }) = *origin else {
                 continue;
             };
@@ -131,7 +132,7 @@ impl Tracker {
         let mut jobs: [Option<Job<'_>>; OPEN_BATCH] = [None; OPEN_BATCH];
         let mut job_of = [usize::MAX; OPEN_BATCH];
         let mut n_jobs = 0;
-        for (i, (_, bytes)) in chunk[..n].iter().enumerate() {
+        for (i, (_, _, bytes)) in chunk[..n].iter().enumerate() {
             let job = match plan[i] {
                 Plan::Skip => None,
                 Plan::Shared { listener } => match self.udp.get(listener) {
@@ -166,7 +167,7 @@ impl Tracker {
         }
 
         let mut pre: [Option<Pre>; OPEN_BATCH] = std::array::from_fn(|_| None);
-        for (i, (_, bytes)) in chunk[..n].iter().enumerate() {
+        for (i, (_, _, bytes)) in chunk[..n].iter().enumerate() {
             let Some(&opened) = out[..n_jobs].get(job_of[i]) else {
                 continue;
             };
