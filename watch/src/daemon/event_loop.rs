@@ -100,6 +100,16 @@ impl Daemon {
         true
     }
 
+    /// Datagrams read so far from the listeners a hold-off leaves unread (the Unix socket).
+    fn paced_datagrams(&self) -> u64 {
+        self.listeners
+            .iter()
+            .zip(&self.counters.datagrams)
+            .filter(|(l, _)| l.paced())
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     fn reap(&mut self) {
         let Some(rec) = self.recovery.as_mut() else {
             return;
@@ -177,21 +187,24 @@ impl Daemon {
     }
 
     /// Sleeps until a descriptor is ready, the next deadline or the end of a hold-off
-    /// ([`crate::listener::Pace`]: sockets are not watched meanwhile). Returns which are
+    /// ([`crate::listener::Pace`]: the Unix socket is not watched meanwhile). Returns which are
     /// ready: `(signals, scrape, captures)` (listeners into `ready`); on timeout or
     /// interruption every listener is marked ready, so what arrived before a deadline is read
     /// (at its kernel receive time) before the deadline fires.
     fn wait(&self, ready: &mut Vec<bool>) -> (bool, bool, bool) {
         let hold = self.hold_until > self.now();
-        let listen = if hold {
-            PollFlags::empty()
-        } else {
-            PollFlags::IN
-        };
         let mut fds = Vec::with_capacity(self.listeners.len() + 2);
         fds.push(PollFd::new(&self.sig_rx, PollFlags::IN));
         for l in &self.listeners {
-            fds.push(PollFd::new(l, listen));
+            let held = hold && l.paced();
+            fds.push(PollFd::new(
+                l,
+                if held {
+                    PollFlags::empty()
+                } else {
+                    PollFlags::IN
+                },
+            ));
         }
         if let Some(m) = &self.metrics {
             fds.push(PollFd::from_borrowed_fd(m.fd(), PollFlags::IN));
@@ -255,14 +268,14 @@ impl Daemon {
 
             // 3. Datagrams, bounded per listener per turn; then how long the sockets may
             // wait before the next read (few wake-ups; kernel stamps keep every time).
-            let read_before: u64 = self.counters.datagrams.iter().sum();
+            let read_before = self.paced_datagrams();
             let mut busy = false;
             for (at, r) in ready.iter().enumerate() {
                 if *r {
                     busy |= self.drain(at);
                 }
             }
-            let read = self.counters.datagrams.iter().sum::<u64>() - read_before;
+            let read = self.paced_datagrams() - read_before;
             let now = self.now();
             self.hold_until = now + self.pace.after_turn(now, read, busy);
             if busy {

@@ -278,9 +278,8 @@ impl Daemon {
             datagrams: vec![0; listeners.len()],
             ..Counters::default()
         };
-        let has_unix = listeners.iter().any(|l| matches!(l, Listener::Unix(_)));
         let pace = crate::listener::Pace::new(
-            crate::listener::Pace::room_of(has_unix, crate::listener::UDP_ROOM),
+            crate::listener::Pace::unix_room(),
             crate::listener::pace::MAX_HOLD_NS,
         );
         Ok(Daemon {

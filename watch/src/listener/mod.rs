@@ -31,9 +31,6 @@ pub const BATCH: usize = 64;
 pub const DGRAM_BUF: usize = 128;
 /// Kernel receive buffer asked for on every listener.
 pub const RCVBUF: usize = 4 << 20;
-/// Datagrams a UDP listener's default receive buffer holds, counted low (a small datagram
-/// takes about 1 KiB of buffer in the kernel; 2 KiB here).
-pub const UDP_ROOM: u64 = (RCVBUF / 2048) as u64;
 
 /// Why a listener could not be set up; each names the operation and the path or address.
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +165,13 @@ impl Listener {
             Listener::Unix(_) => "unix",
             Listener::Udp { index, .. } => udp_label(*index),
         }
+    }
+
+    /// Whether a hold-off ([`Pace`]) leaves this listener unread: the Unix socket only, whose
+    /// datagrams carry kernel receive times.
+    #[must_use]
+    pub fn paced(&self) -> bool {
+        matches!(self, Listener::Unix(_))
     }
 
     /// Datagrams the kernel dropped on a full receive queue, where the kernel tells.

@@ -1,18 +1,22 @@
-//! How long the loop may leave its sockets unread after a turn that read datagrams: few
-//! wake-ups for many agents.
+//! How long the loop may leave the Unix socket unread after a turn that read datagrams: few
+//! wake-ups for many local agents.
 //!
-//! Every datagram carries the kernel's receive time ([`super::RecvBatch::stamp`]), so reading a
-//! batch later changes no beat's time and no deadline; what a late read can cost is a full
-//! queue. The Unix socket queues only `net.unix.max_dgram_qlen` datagrams (often 10; senders
+//! Every datagram on the Unix socket carries the kernel's receive time
+//! ([`super::RecvBatch::stamp`]), so reading a batch later changes no beat's time and no
+//! deadline; what a late read can cost is a full queue. (UDP sockets are not held: they are
+//! read when readable, unstamped, so a busy network listener pays nothing for this.) The Unix socket queues only `net.unix.max_dgram_qlen` datagrams (often 10; senders
 //! get `EAGAIN` beyond it), so the hold-off is sized from the rate just seen: at `r` datagrams
-//! per second, the queue fills half its room in `room / (2 r)`. The hold-off is at most
+//! per second, the queue fills a quarter of its room in `room / (4 r)`. Senders are bursty
+//! (agents started together beat together), so a turn that found the queue more than a
+//! quarter full halves the hold-off at least, and one that found it half full ends hold-offs
+//! until the queue is seen emptier (reading on readiness, as without pacing). The hold-off is at most
 //! `max_hold`, never past the next deadline (the shell caps it; a deadline reads every socket
 //! before it fires), and none after a turn that read nothing (an idle observer sleeps on its
 //! sockets) or hit the per-turn bound (a flood is read flat out). Sans-I/O: time is an input.
 
 /// Default longest hold-off: events (new agent, recovery) leave at most this much after their
 /// datagram was received; their times are the datagrams' own.
-pub const MAX_HOLD_NS: u64 = 10_000_000;
+pub const MAX_HOLD_NS: u64 = 4_000_000;
 
 /// The hold-off state (see the module docs).
 #[derive(Debug, Clone)]
@@ -21,6 +25,8 @@ pub struct Pace {
     room: u64,
     max_hold: u64,
     last_turn: Option<u64>,
+    /// The last hold-off given.
+    hold: u64,
 }
 
 impl Pace {
@@ -32,16 +38,14 @@ impl Pace {
             room,
             max_hold,
             last_turn: None,
+            hold: 0,
         }
     }
 
     /// The room of the Unix socket's queue, `net.unix.max_dgram_qlen` (read from `/proc`;
-    /// 10, the kernel's default, when it cannot be read), or `udp_room` without a Unix socket.
+    /// 10, the kernel's default, when it cannot be read).
     #[must_use]
-    pub fn room_of(unix: bool, udp_room: u64) -> u64 {
-        if !unix {
-            return udp_room;
-        }
+    pub fn unix_room() -> u64 {
         std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
             .ok()
             .and_then(|t| t.trim().parse::<u64>().ok())
@@ -53,12 +57,20 @@ impl Pace {
     pub fn after_turn(&mut self, now: u64, n: u64, busy: bool) -> u64 {
         let since = now.saturating_sub(self.last_turn.unwrap_or(now));
         self.last_turn = Some(now);
-        if busy || n == 0 || self.max_hold == 0 || since == 0 {
-            return 0;
-        }
-        // Time for half the room to fill at the rate of this turn: (room / 2) / (n / since).
-        let fill = u128::from(self.room / 2) * u128::from(since) / u128::from(n);
-        u64::try_from(fill).unwrap_or(u64::MAX).min(self.max_hold)
+        let quarter = (self.room / 4).max(1);
+        self.hold = if busy || n == 0 || self.max_hold == 0 || since == 0 || n >= 2 * quarter {
+            0
+        } else {
+            // Time for a quarter of the room to fill at this turn's rate: quarter / (n / since).
+            let fill = u128::from(quarter) * u128::from(since) / u128::from(n);
+            let fill = u64::try_from(fill).unwrap_or(u64::MAX).min(self.max_hold);
+            if n > quarter {
+                fill.min(self.hold / 2)
+            } else {
+                fill
+            }
+        };
+        self.hold
     }
 }
 
@@ -69,8 +81,8 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     #[test]
-    fn hold_off_keeps_the_queue_half_empty_at_the_rate_seen() {
-        // 512 datagrams of room, 10,000 datagrams/s: half the room fills in 25.6 ms; capped.
+    fn hold_off_keeps_the_queue_three_quarters_empty_at_the_rate_seen() {
+        // 512 datagrams of room, 10,000 datagrams/s: a quarter fills in 12.8 ms; capped.
         let mut p = Pace::new(512, MAX_HOLD_NS);
         assert_eq!(
             p.after_turn(100 * MS, 3, false),
@@ -78,12 +90,27 @@ mod tests {
             "first turn: no rate yet"
         );
         assert_eq!(p.after_turn(101 * MS, 10, false), MAX_HOLD_NS);
-        // The default queue of 10 at the same rate: 0.5 ms.
+        // The default queue of 10 (a quarter: 2) at 2,000 datagrams/s: 1 ms.
         let mut p = Pace::new(10, MAX_HOLD_NS);
         p.after_turn(0, 1, false);
-        assert_eq!(p.after_turn(MS, 10, false), MS / 2);
-        // Faster senders, shorter hold-offs.
-        assert_eq!(p.after_turn(2 * MS, 100, false), MS / 20);
+        assert_eq!(p.after_turn(MS, 2, false), MS);
+        // Slower senders, longer hold-offs.
+        assert_eq!(p.after_turn(2 * MS, 1, false), 2 * MS);
+    }
+
+    #[test]
+    fn a_filling_queue_halves_the_hold_off_and_a_half_full_one_ends_it() {
+        let mut p = Pace::new(512, MAX_HOLD_NS);
+        p.after_turn(0, 1, false);
+        assert_eq!(p.after_turn(MS, 10, false), MAX_HOLD_NS);
+        // A burst: 200 read (over a quarter) after a 4 ms hold-off, a rate that alone would
+        // allow 2.56 ms; halved instead.
+        let t = MS + MAX_HOLD_NS;
+        assert_eq!(p.after_turn(t, 200, false), MAX_HOLD_NS / 2);
+        // Half full: read on readiness.
+        assert_eq!(p.after_turn(t + MS, 256, false), 0);
+        // Back to a calm rate.
+        assert_eq!(p.after_turn(t + 2 * MS, 10, false), MAX_HOLD_NS);
     }
 
     #[test]

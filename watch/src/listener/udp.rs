@@ -27,8 +27,9 @@ impl UdpListener {
         UdpListener::adopt(sock)
     }
 
-    /// Takes a bound socket (socket activation): non-blocking, kernel receive times on, large
-    /// receive buffer.
+    /// Takes a bound socket (socket activation): non-blocking, large receive buffer. No kernel
+    /// receive times: a UDP socket is read as soon as it is readable (its queue is never held,
+    /// see [`super::Pace`]), and the stamp would cost every datagram its control message.
     ///
     /// # Errors
     /// [`ListenError::Io`] naming the address.
@@ -38,7 +39,6 @@ impl UdpListener {
             .map_or_else(|_| "UDP socket".to_string(), |a| a.to_string());
         sock.set_nonblocking(true)
             .map_err(io_err("set non-blocking", &what))?;
-        super::set_timestamps(sock.as_fd()).map_err(io_err("set SO_TIMESTAMPNS on", &what))?;
         set_rcvbuf(sock.as_fd(), RCVBUF);
         Ok(UdpListener {
             sock,
@@ -104,7 +104,7 @@ impl UdpListener {
         batch.recv(
             self.sock.as_raw_fd(),
             Want {
-                control: true,
+                control: false,
                 source: self.sources,
             },
         )
