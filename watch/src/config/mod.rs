@@ -201,6 +201,12 @@ pub struct RunArgs {
     /// even when other processes load the CPU (needs CAP_SYS_NICE).
     #[arg(long, value_name = "PRIO")]
     pub rt_priority: Option<u8>,
+    /// Longest time the Unix socket is left unread after a turn that read datagrams, so many
+    /// agents cost few wake-ups (beats keep their kernel receive times; the hold-off adapts
+    /// to the queue's room, net.unix.max_dgram_qlen, and ends at every deadline); 0: read on
+    /// every wake-up [default: 4000].
+    #[arg(long, value_name = "US")]
+    pub max_hold_us: Option<u64>,
 }
 
 /// Fully checked settings.
@@ -240,6 +246,8 @@ pub struct Config {
     pub rt_priority: Option<u8>,
     /// Abort when the loop has not turned for this long.
     pub self_watchdog: Option<std::time::Duration>,
+    /// Longest hold-off of the Unix socket, ns (0: none).
+    pub max_hold_ns: u64,
 }
 
 /// The UDP listener's settings.

@@ -215,6 +215,14 @@ impl RunArgs {
             )?)),
             None => None,
         };
+        let max_hold_ns = 1_000
+            * ranged(
+                "max-hold-us",
+                self.max_hold_us,
+                crate::listener::pace::MAX_HOLD_NS / 1_000,
+                0,
+                100_000,
+            )?;
         let me = rustix::process::geteuid().as_raw();
         let mut allowed_uids = vec![me];
         allowed_uids.extend(self.allow_uid.iter().copied().filter(|u| *u != me));
@@ -237,6 +245,7 @@ impl RunArgs {
             shutdown_grace,
             rt_priority,
             self_watchdog,
+            max_hold_ns,
         })
     }
 }

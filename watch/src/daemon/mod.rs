@@ -278,10 +278,7 @@ impl Daemon {
             datagrams: vec![0; listeners.len()],
             ..Counters::default()
         };
-        let pace = crate::listener::Pace::new(
-            crate::listener::Pace::unix_room(),
-            crate::listener::pace::MAX_HOLD_NS,
-        );
+        let pace = crate::listener::Pace::new(crate::listener::Pace::unix_room(), cfg.max_hold_ns);
         Ok(Daemon {
             tracker,
             capacity: cfg.capacity,

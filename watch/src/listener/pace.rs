@@ -14,8 +14,8 @@
 //! before it fires), and none after a turn that read nothing (an idle observer sleeps on its
 //! sockets) or hit the per-turn bound (a flood is read flat out). Sans-I/O: time is an input.
 
-/// Default longest hold-off: events (new agent, recovery) leave at most this much after their
-/// datagram was received; their times are the datagrams' own.
+/// Default longest hold-off (`--max-hold-us`): events (new agent, recovery) leave at most this
+/// much after their datagram was received; their times are the datagrams' own.
 pub const MAX_HOLD_NS: u64 = 4_000_000;
 
 /// The hold-off state (see the module docs).
