@@ -254,6 +254,12 @@ pub struct RunArgs {
     /// every half of its timeout; magic close (`V`) on a clean exit.
     #[arg(long, value_name = "PATH")]
     pub hw_watchdog: Option<PathBuf>,
+    /// Longest time the Unix socket is left unread after a turn that read datagrams, so many
+    /// agents cost few wake-ups (beats keep their kernel receive times; the hold-off adapts
+    /// to the queue's room, net.unix.max_dgram_qlen, and ends at every deadline); 0: read on
+    /// every wake-up [default: 4000].
+    #[arg(long, value_name = "US")]
+    pub max_hold_us: Option<u64>,
 }
 
 /// Fully checked settings.
@@ -307,6 +313,8 @@ pub struct Config {
     pub alerting: Option<crate::alerting::AlertingConfig>,
     /// Hardware watchdog device to pet.
     pub hw_watchdog: Option<PathBuf>,
+    /// Longest hold-off of the Unix socket, ns (0: none).
+    pub max_hold_ns: u64,
 }
 
 /// The UDP listener's settings.

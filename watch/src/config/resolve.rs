@@ -245,6 +245,14 @@ impl RunArgs {
         let secure_off_loopback =
             matches!(&udp, Some(u) if !u.plaintext_only() && !u.addr.ip().is_loopback());
         let compat = self.compat.resolve(secure_off_loopback)?;
+        let max_hold_ns = 1_000
+            * ranged(
+                "max-hold-us",
+                self.max_hold_us,
+                crate::listener::pace::MAX_HOLD_NS / 1_000,
+                0,
+                100_000,
+            )?;
         let me = rustix::process::geteuid().as_raw();
         let mut allowed_uids = vec![me];
         allowed_uids.extend(self.allow_uid.iter().copied().filter(|u| *u != me));
@@ -279,6 +287,7 @@ impl RunArgs {
                 p => p.clone(),
             },
             compat,
+            max_hold_ns,
         })
     }
 }

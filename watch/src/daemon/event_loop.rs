@@ -8,6 +8,7 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 
 use super::{Daemon, MAX_BATCHES_PER_TURN};
 use crate::compat::NsVerdict;
+use crate::listener::BATCH;
 use crate::output::Row;
 use crate::recovery::{Reason, Recovery, Request, Transport};
 use crate::tracker::{AgentId, Event, EventKind, Nanos, Origin};
@@ -102,7 +103,10 @@ impl Daemon {
     }
 
     /// Takes one batch from listener `at`; returns whether it may hold more. The one receive
-    /// path of every kind of listener.
+    /// path of every kind of listener: each datagram is taken at its kernel receive time
+    /// (reading late moves no deadline), and the secure datagrams of the batch are opened
+    /// together; acceptance and every rejection are counted inside the tracker. A datagram
+    /// longer than the buffer arrives cut to DGRAM_BUF bytes, still a wrong length.
     fn drain_batch(&mut self, at: usize) -> bool {
         let n = match self.listeners[at].try_recv(&mut self.batch) {
             Ok(n) => n,
@@ -115,7 +119,10 @@ impl Daemon {
         };
         let now = self.now();
         self.counters.datagrams[at] += n as u64;
-        for i in 0..n {
+        self.batch.stamp(now);
+        let mut items = [(0, Origin::Udp { listener: 0 }, &[][..]); BATCH];
+        let mut k = 0;
+        for i in 0..n.min(BATCH) {
             self.counters.truncated += u64::from(self.batch.truncated(i));
             let mut origin = self.listeners[at].origin(&self.batch, i);
             if let Some(Origin::Unix { pid, uid }) = origin {
@@ -128,16 +135,9 @@ impl Daemon {
                 }
             }
             match origin {
-                // A datagram longer than the buffer arrives cut to DGRAM_BUF bytes, still
-                // a wrong length. Acceptance and every rejection are counted inside the
-                // tracker.
                 Some(origin) => {
-                    if let Err(r) = self
-                        .tracker
-                        .handle_datagram(now, &origin, self.batch.data(i))
-                    {
-                        self.outputs.rejected(now, &r);
-                    }
+                    items[k] = (self.batch.arrival(i), origin, self.batch.data(i));
+                    k += 1;
                 }
                 None => {
                     self.counters.no_credentials += 1;
@@ -145,9 +145,25 @@ impl Daemon {
                 }
             }
         }
+        let outputs = &mut self.outputs;
+        self.tracker.handle_batch(&items[..k], |_, r| {
+            if let Err(r) = r {
+                outputs.rejected(now, &r);
+            }
+        });
         self.drain_events();
         self.fire_due(self.now());
         true
+    }
+
+    /// Datagrams read so far from the listeners a hold-off leaves unread (the Unix socket).
+    fn paced_datagrams(&self) -> u64 {
+        self.listeners
+            .iter()
+            .zip(&self.counters.datagrams)
+            .filter(|(l, _)| l.paced())
+            .map(|(_, n)| n)
+            .sum()
     }
 
     fn reap(&mut self) {
@@ -231,14 +247,25 @@ impl Daemon {
         }
     }
 
-    /// Sleeps until a descriptor is ready or the next deadline. Returns which are ready:
-    /// `(signals, scrape, captures)` (listeners into `ready`); `None` on timeout or
-    /// interruption.
-    fn wait(&self, ready: &mut Vec<bool>) -> Option<(bool, bool, bool)> {
+    /// Sleeps until a descriptor is ready, the next deadline or the end of a hold-off
+    /// ([`crate::listener::Pace`]: the Unix socket is not watched meanwhile). Returns which are
+    /// ready: `(signals, scrape, captures)` (listeners into `ready`); on timeout or
+    /// interruption every listener is marked ready, so what arrived before a deadline is read
+    /// (at its kernel receive time) before the deadline fires.
+    fn wait(&self, ready: &mut Vec<bool>) -> (bool, bool, bool) {
+        let hold = self.hold_until > self.now();
         let mut fds = Vec::with_capacity(self.listeners.len() + 2);
         fds.push(PollFd::new(&self.sig_rx, PollFlags::IN));
         for l in &self.listeners {
-            fds.push(PollFd::new(l, PollFlags::IN));
+            let held = hold && l.paced();
+            fds.push(PollFd::new(
+                l,
+                if held {
+                    PollFlags::empty()
+                } else {
+                    PollFlags::IN
+                },
+            ));
         }
         if let Some(m) = &self.metrics {
             fds.push(PollFd::from_borrowed_fd(m.fd(), PollFlags::IN));
@@ -252,24 +279,32 @@ impl Daemon {
                     .map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN)),
             );
         }
-        let timeout = self.next_deadline().map(|d| {
+        let until = [self.next_deadline(), hold.then_some(self.hold_until)]
+            .into_iter()
+            .flatten()
+            .min();
+        let timeout = until.map(|d| {
             let wait = d.saturating_sub(self.now());
             Timespec {
                 tv_sec: i64::try_from(wait / 1_000_000_000).unwrap_or(i64::MAX),
                 tv_nsec: i64::try_from(wait % 1_000_000_000).unwrap_or(0),
             }
         });
+        ready.clear();
         match rustix::event::poll(&mut fds, timeout.as_ref()) {
             Ok(n) if n > 0 => {}
-            // Timeout (deadline due) or EINTR: back to the top, which fires deadlines.
-            _ => return None,
+            // Timeout (deadline due, hold-off over) or EINTR: read every socket, then back to
+            // the top, which fires deadlines.
+            _ => {
+                ready.resize(self.listeners.len(), true);
+                return (false, false, false);
+            }
         }
         let is_ready = |fd: &PollFd<'_>| !fd.revents().is_empty();
-        ready.clear();
         ready.extend(fds[1..=self.listeners.len()].iter().map(is_ready));
         let scrape = self.metrics.is_some() && is_ready(&fds[captures_at - 1]);
         let captures = fds[captures_at..].iter().any(is_ready);
-        Some((is_ready(&fds[0]), scrape, captures))
+        (is_ready(&fds[0]), scrape, captures)
     }
 
     /// Runs until SIGINT or SIGTERM. Returns the process exit status.
@@ -295,16 +330,20 @@ impl Daemon {
                 break;
             }
 
-            // 2. Sleep until something happens or the next deadline.
+            // 2. Sleep until something happens, the next deadline or a hold-off's end.
             self.compat.asleep(self.now());
-            let woken = self.wait(&mut ready);
+            let (signals, scrape, captures) = self.wait(&mut ready);
             self.compat.awake(self.now());
-            let Some((signals, scrape, captures)) = woken else {
-                continue;
-            };
 
-            // 3. Datagrams, bounded per listener per turn.
-            if self.drain_ready(&mut ready) {
+            // 3. Datagrams, round-robin over the ready listeners, bounded per turn; then how
+            // long the sockets may wait before the next read (few wake-ups; kernel stamps keep
+            // every time).
+            let read_before = self.paced_datagrams();
+            let busy = self.drain_ready(&mut ready);
+            let read = self.paced_datagrams() - read_before;
+            let now = self.now();
+            self.hold_until = now + self.pace.after_turn(now, read, busy);
+            if busy {
                 self.counters.busy_turns += 1;
             }
             if signals {

@@ -14,7 +14,11 @@
 //!    in turn, so a flood on one listener does not starve the others), at most
 //!    [`MAX_BATCHES_PER_TURN`] batches per listener per turn, reading the clock and firing due
 //!    deadlines between batches, so a flood of datagrams (valid or garbage) cannot delay stall
-//!    detection by more than one batch;
+//!    detection by more than one batch; each datagram is taken at its kernel receive time
+//!    (`SO_TIMESTAMPNS`), so after a turn that read datagrams the sockets may be left unread
+//!    for a short hold-off ([`crate::listener::Pace`], bounded by the queues' room and the
+//!    next deadline, whose wake-up reads every socket before it fires): few wake-ups for
+//!    many agents;
 //! 4. answer a scrape's request with a snapshot (`snapshot`), published without waiting.
 //!
 //! Each turn also tells the supervisor (`supervise`) that the loop is alive: systemd's
@@ -48,7 +52,7 @@ use crate::listener::{activation, ListenError, Listener, RecvBatch, UdpListener,
 use crate::metrics::Publisher;
 use crate::output::{ExportFile, Outputs};
 use crate::recovery::Recovery;
-use crate::tracker::{Tracker, TrackerConfig, UdpMode};
+use crate::tracker::{Nanos, Tracker, TrackerConfig, UdpMode};
 
 /// Upper bound of `recvmmsg` batches taken from one listener in one loop turn.
 pub const MAX_BATCHES_PER_TURN: usize = 16;
@@ -149,6 +153,10 @@ pub struct Daemon {
     state: Option<state::StateStore>,
     /// Direct Alertmanager delivery (`--alertmanager-url`).
     alerts: Option<crate::alerting::AlertShell>,
+    /// How long the sockets may stay unread after a turn (few wake-ups).
+    pace: crate::listener::Pace,
+    /// Sockets are left unread until then (a hold-off of [`crate::listener::Pace`]).
+    hold_until: Nanos,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -235,10 +243,14 @@ impl Daemon {
             ));
         }
         if let Some(u) = cfg.udp {
-            let l = match passed_udp.next() {
+            let mut l = match passed_udp.next() {
                 Some(sock) => UdpListener::adopt(sock)?,
                 None => UdpListener::bind(u.addr)?,
             };
+            if u.keys.is_empty() && u.master.is_none() {
+                // Plaintext: the source address feeds the tracker's origin checks.
+                l.record_sources();
+            }
             if u.rcvbuf != crate::listener::RCVBUF {
                 l.set_rcvbuf(u.rcvbuf);
             }
@@ -335,6 +347,7 @@ impl Daemon {
             datagrams: vec![0; listeners.len()],
             ..Counters::default()
         };
+        let pace = crate::listener::Pace::new(crate::listener::Pace::unix_room(), cfg.max_hold_ns);
         // Last: opening a hardware watchdog arms it, and a setup error after that would leave
         // it armed with nobody to pet it.
         if let Some(path) = cfg.hw_watchdog.clone() {
@@ -364,6 +377,8 @@ impl Daemon {
             uds_rcvbuf,
             state,
             alerts,
+            pace,
+            hold_until: 0,
         };
         if let Some(line) = state_notice {
             eprintln!("varta-watch: {line}");

@@ -81,6 +81,7 @@ impl Daemon {
             recovery_audit_dropped,
             recovery_duration,
             busy_turns: c.busy_turns,
+            passed_fds_closed: self.batch.passed_fds_closed(),
             recv_errors: c.recv_errors,
             kernel_drops: self
                 .listeners

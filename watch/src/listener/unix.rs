@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::Mode;
 
+use super::batch::Want;
 use super::{io_err, set_rcvbuf, ListenError, RecvBatch, RCVBUF};
 
 /// The Unix datagram listener. Removes its socket file on drop if the file is still the one
@@ -95,11 +96,12 @@ impl UnixListener {
         .configured()
     }
 
-    /// Credentials on, large receive buffer, non-blocking.
+    /// Credentials and kernel receive times on, large receive buffer, non-blocking.
     fn configured(self) -> Result<UnixListener, ListenError> {
         let path = self.path.display().to_string();
         rustix::net::sockopt::set_socket_passcred(&self.sock, true)
             .map_err(|e| io_err("set SO_PASSCRED on", &path)(e.into()))?;
+        super::set_timestamps(self.sock.as_fd()).map_err(io_err("set SO_TIMESTAMPNS on", &path))?;
         set_rcvbuf(self.sock.as_fd(), RCVBUF);
         self.sock
             .set_nonblocking(true)
@@ -133,12 +135,19 @@ impl UnixListener {
         &self.path
     }
 
-    /// Receives up to [`super::BATCH`] datagrams with their credentials into `batch`.
+    /// Receives up to [`super::BATCH`] datagrams with their credentials into `batch`;
+    /// descriptors a sender attached are closed and counted there.
     ///
     /// # Errors
     /// The `recvmmsg` error; `WouldBlock` when nothing is queued.
     pub fn try_recv(&self, batch: &mut RecvBatch) -> io::Result<usize> {
-        batch.recv(self.sock.as_raw_fd(), true)
+        batch.recv(
+            self.sock.as_raw_fd(),
+            Want {
+                control: true,
+                source: false,
+            },
+        )
     }
 }
 

@@ -77,6 +77,8 @@ pub struct Snapshot {
     pub recovery_duration: (u64, u64),
     /// Loop turns that hit the per-turn datagram bound (flood indicator).
     pub busy_turns: u64,
+    /// Descriptors passed over the Unix socket (`SCM_RIGHTS`), closed on receipt.
+    pub passed_fds_closed: u64,
     /// Output write errors.
     pub output_errors: u64,
     /// State-file figures, when `--state-file` is set.
@@ -312,6 +314,11 @@ impl Snapshot {
             "varta_busy_turns",
             "Loop turns that hit the per-turn datagram bound",
             counter(self.busy_turns),
+        );
+        reg.register(
+            "varta_passed_fds_closed",
+            "Descriptors passed over the Unix socket (SCM_RIGHTS), closed on receipt",
+            counter(self.passed_fds_closed),
         );
         reg.register(
             "varta_output_write_errors",

@@ -9,6 +9,7 @@
 //! |---|---|
 //! | `config` | listeners' configuration, [`Origin`], identity ([`AgentId`], [`KeyClass`]) |
 //! | `pipeline` | the one decode/accept pipeline (uid, decode, open, replay precheck) |
+//! | `batch` | a receive batch's secure datagrams opened together, then the pipeline |
 //! | `session` | how a verified frame is taken (beat, reordering, restart, death), admission and capacity |
 //! | `streams` | remembered streams per identity, tombstones of evicted ones |
 //! | `deadlines` | stalls and evictions |
@@ -105,6 +106,7 @@
 //! clamped to the latest time seen), and [`Tracker::restore`] returns an error for any bytes
 //! it cannot load.
 
+mod batch;
 mod config;
 mod deadlines;
 mod events;
@@ -183,6 +185,8 @@ pub struct Tracker {
     eviction: Option<EvictionPolicy>,
     /// Key of the IPv6 source-address fingerprints (persisted with the table).
     origin_seed: u64,
+    /// How [`Tracker::handle_batch`] opens secure datagrams (the widest SIMD path here).
+    backend: vlp_core::batch::Backend,
     events: VecDeque<Event>,
     stats: Stats,
     now: Nanos,
@@ -238,6 +242,7 @@ impl Tracker {
             proven_reserve: cfg.proven_reserve.unwrap_or(capacity / 4).min(capacity),
             eviction: cfg.eviction,
             origin_seed: seed,
+            backend: vlp_core::batch::Backend::detect(),
             events: VecDeque::with_capacity(64),
             stats: Stats::ZERO,
             now: 0,
@@ -257,9 +262,20 @@ impl Tracker {
         origin: &Origin,
         bytes: &[u8],
     ) -> Result<Accepted, Rejection> {
+        self.handle_one(now, origin, bytes, None)
+    }
+
+    /// [`Tracker::handle_datagram`], with what the batched path opened ahead.
+    fn handle_one(
+        &mut self,
+        now: Nanos,
+        origin: &Origin,
+        bytes: &[u8],
+        pre: Option<batch::Pre>,
+    ) -> Result<Accepted, Rejection> {
         let now = self.clock(now);
         self.stats.datagrams += 1;
-        let r = self.pipeline(now, origin, bytes);
+        let r = self.pipeline(now, origin, bytes, pre);
         match &r {
             Ok(a) => {
                 self.stats.accepted += 1;

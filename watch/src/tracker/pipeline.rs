@@ -8,6 +8,7 @@ use vlp_core::envelope::{MASTER_LEN, SHARED_LEN};
 use vlp_core::kdf::derive_agent_key;
 use vlp_core::{DecodeError, Frame, Iv, Key, MasterDatagram, OpenError, SharedDatagram, FRAME_LEN};
 
+use super::batch::Pre;
 use super::session::precheck;
 use super::table::{listener_code, tag};
 use super::{Accepted, Listener, Nanos, Origin, Rejection, Tracker, UdpMode};
@@ -31,11 +32,16 @@ pub(super) struct Verified {
 }
 
 impl Tracker {
+    /// `pre`: what the batched path ([`super::batch`]) opened ahead for this datagram; the
+    /// decisions, counters and events are the same with or without it (an open is a pure
+    /// function of key and bytes, and the agent key of a master-key datagram is a pure
+    /// function of master key and pid, whether kept or derived).
     pub(super) fn pipeline(
         &mut self,
         now: Nanos,
         origin: &Origin,
         bytes: &[u8],
+        pre: Option<Pre>,
     ) -> Result<Accepted, Rejection> {
         let v = match *origin {
             Origin::Unix { pid, uid } | Origin::UnixOtherNamespace { pid, uid } => {
@@ -86,7 +92,10 @@ impl Tracker {
                     UdpMode::Secure { keys, master } => match bytes.len() {
                         FRAME_LEN => return Err(Rejection::PlaintextRefused),
                         SHARED_LEN => {
-                            let (iv, frame) = open_shared(keys, bytes)?;
+                            let (iv, frame) = match pre {
+                                Some(Pre::Shared(opened)) => opened?,
+                                _ => open_shared(keys, bytes)?,
+                            };
                             Verified {
                                 listener: code,
                                 agent_key: false,
@@ -113,9 +122,14 @@ impl Tracker {
                                     kept = self.keys.as_ref().and_then(|k| k.get(s));
                                 }
                             }
+                            let (opened, derived) = match pre {
+                                Some(Pre::Master { opened, derived }) => (Some(opened), derived),
+                                _ => (None, None),
+                            };
                             let (iv, frame, new_key) = match kept {
                                 Some(k) => {
-                                    let (iv, frame) = d.open(k).map_err(Rejection::Open)?;
+                                    let opened = opened.unwrap_or_else(|| d.open(k));
+                                    let (iv, frame) = opened.map_err(Rejection::Open)?;
                                     (iv, frame, None)
                                 }
                                 None => {
@@ -123,9 +137,13 @@ impl Tracker {
                                     if slot.is_none() && !self.rate.try_derive(now) {
                                         return Err(Rejection::DeriveBudget);
                                     }
+                                    // Counted whether or not the batch derived it already:
+                                    // one per datagram that finds no kept key, as one by one.
                                     self.stats.key_derivations += 1;
-                                    let k = derive_agent_key(master, d.pid());
-                                    let (iv, frame) = d.open(&k).map_err(Rejection::Open)?;
+                                    let k = derived
+                                        .unwrap_or_else(|| derive_agent_key(master, d.pid()));
+                                    let opened = opened.unwrap_or_else(|| d.open(&k));
+                                    let (iv, frame) = opened.map_err(Rejection::Open)?;
                                     (iv, frame, Some(k))
                                 }
                             };
