@@ -161,6 +161,10 @@ fn sample(key: &str, keys: &Path) -> Option<(Setting, Vec<Setting>)> {
         "recovery-audit-key-file" => (set(key, format!("\"{}\"", k("k1")), &[&k("k1")]), audited()),
         "recovery-audit-sync-every" => (set(key, "3", &["3"]), audited()),
         "recovery-audit-max-bytes" => (set(key, "65536", &["65536"]), audited()),
+        "audit-sync-interval-ms" => (set(key, "20", &["20"]), audited()),
+        "audit-fsync-budget-ms" | "audit-rotation-budget-ms" => {
+            (set(key, "75", &["75"]), audited())
+        }
         "shutdown-grace-ms" => (set(key, "250", &["250"]), vec![]),
         "recovery-debounce-ms" => (set(key, "77", &["77"]), rec()),
         "recovery-timeout-ms" => (set(key, "88", &["88"]), rec()),
