@@ -377,3 +377,55 @@ fn example_config_is_read_through_the_flags() {
     assert_eq!(parsed.allow_uid, vec![1000]);
     assert_eq!(parsed.format, Some(super::Format::Text));
 }
+
+#[test]
+fn an_accepted_key_file_holds_one_key_per_line() {
+    let dir = Dir::new("keylist");
+    let one = dir.write("one", &"11".repeat(32), 0o600);
+    let list = dir.write(
+        "list",
+        &format!(
+            "# rotation keys\n{}\n\n# the next one\n{}\n",
+            "22".repeat(32),
+            "33".repeat(32)
+        ),
+        0o600,
+    );
+    let args: Vec<OsString> = [
+        "--udp-port",
+        "0",
+        "--key-file",
+        one.to_str().unwrap(),
+        "--accepted-key-file",
+        list.to_str().unwrap(),
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    let cfg = RunArgs::load(&args).unwrap();
+    let keys = &cfg.udp.as_ref().unwrap().keys;
+    let want = |h: &str| vlp_core::Key::from_hex(&h.repeat(32)).unwrap();
+    assert_eq!(keys, &vec![want("11"), want("22"), want("33")]);
+    // A bad line is refused, naming the file.
+    let bad = dir.write("bad", &format!("{}\nnot-a-key\n", "22".repeat(32)), 0o600);
+    let args: Vec<OsString> = [
+        "--udp-port",
+        "0",
+        "--accepted-key-file",
+        bad.to_str().unwrap(),
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    let e = RunArgs::load(&args).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            ConfigError::KeyFile {
+                flag: "accepted-key-file",
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
