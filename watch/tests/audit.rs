@@ -28,7 +28,7 @@ fn verify(files: &[&Path], extra: &[&str]) -> (i32, String) {
 /// `n` crashes, each recovered by `/bin/true` (two records: spawned, reaped_zero).
 fn recoveries(obs: &Observer, n: usize) {
     for _ in 0..n {
-        let pid = crash_agent(&obs);
+        let pid = crash_agent(obs);
         obs.wait_for(
             &[
                 "\"kind\":\"recovery\"",

@@ -20,8 +20,22 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// The observer binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_varta-watch");
+/// The observer binary under test: `varta-watch` in the observer's tests; in the tools' tests
+/// (which include this file too), `varta`, whose `observe` subcommand is the same daemon.
+pub const BIN: &str = match option_env!("CARGO_BIN_EXE_varta-watch") {
+    Some(bin) => bin,
+    None => match option_env!("CARGO_BIN_EXE_varta") {
+        Some(bin) => bin,
+        None => panic!("neither varta-watch nor varta is a binary of this package"),
+    },
+};
+
+/// The subcommand of [`BIN`] that runs the daemon.
+const RUN: &str = if option_env!("CARGO_BIN_EXE_varta-watch").is_some() {
+    "run"
+} else {
+    "observe"
+};
 
 /// The generous default bound of a wait.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -189,7 +203,8 @@ fn has_all(line: &str, needles: &[&str]) -> bool {
 }
 
 impl Observer {
-    /// `varta-watch run --socket DIR/s.sock --format json --prom-addr 127.0.0.1:0 ARGS`.
+    /// `varta-watch run --socket DIR/s.sock --format json --prom-addr 127.0.0.1:0 ARGS` (`varta
+    /// observe ...` in the tools' tests).
     pub fn start(dir: &Path, args: &[&str]) -> Observer {
         Observer::start_env(dir, args, &[] as &[(&str, &str)])
     }
@@ -198,7 +213,7 @@ impl Observer {
     pub fn start_env<V: AsRef<OsStr>>(dir: &Path, args: &[&str], envs: &[(&str, V)]) -> Observer {
         let socket = dir.join("s.sock");
         let mut cmd = Command::new(BIN);
-        cmd.arg("run")
+        cmd.arg(RUN)
             .arg("--socket")
             .arg(&socket)
             .args(JSON_PROM)
