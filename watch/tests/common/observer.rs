@@ -218,7 +218,7 @@ impl Observer {
             .arg(&socket)
             .args(JSON_PROM)
             .args(args)
-            .envs(envs.iter().map(|(k, v)| (k, v)));
+            .envs(envs.iter().map(|(k, v)| (*k, v)));
         Observer::spawn(cmd, Stdout::Read, Some(socket))
     }
 
@@ -250,10 +250,11 @@ impl Observer {
         let mut first = String::new();
         err.read_line(&mut first).unwrap();
         if !first.contains("listening") {
-            let mut rest = String::new();
-            let _ = err.read_to_string(&mut rest);
+            // Stopped first, so that reading the rest of its stderr cannot hang the test.
             let _ = child.kill();
             let _ = child.wait();
+            let mut rest = String::new();
+            let _ = err.read_to_string(&mut rest);
             panic!("observer {cmd:?} failed: {first}{rest}");
         }
         let addr_after = |tag: &str| -> Option<SocketAddr> {
