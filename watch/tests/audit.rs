@@ -5,8 +5,9 @@ mod recovery_support;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use recovery_support::{run_bin, tmpdir, write_file, Observer};
+use recovery_support::{crash_agent, run_bin, tmpdir, write_file, Observer};
 
 const KEY: &str = "1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100\n";
 
@@ -27,14 +28,14 @@ fn verify(files: &[&Path], extra: &[&str]) -> (i32, String) {
 /// `n` crashes, each recovered by `/bin/true` (two records: spawned, reaped_zero).
 fn recoveries(obs: &Observer, n: usize) {
     for _ in 0..n {
-        let pid = obs.crash_agent();
+        let pid = crash_agent(obs);
         obs.wait_for(
             &[
                 "\"kind\":\"recovery\"",
                 &format!("\"pid\":{pid}"),
                 "reaped_zero",
             ],
-            5,
+            Duration::from_secs(5),
         );
     }
 }
@@ -287,8 +288,12 @@ fn full_disk_is_an_alarm_not_a_crash_and_the_trail_resumes() {
     }
     // Decisions keep being taken (and agents watched) while nothing can be written.
     recoveries(&obs, 2);
-    obs.wait_stderr(&["ALARM", "audit file"], 5);
-    let dropped = obs.wait_metric_at_least("varta_recovery_audit_dropped_total", 4.0);
+    obs.wait_stderr(&["ALARM", "audit file"], Duration::from_secs(5));
+    let dropped = obs.wait_metric_at_least(
+        "varta_recovery_audit_dropped_total",
+        4.0,
+        Duration::from_secs(10),
+    );
     assert_eq!(
         dropped, 4.0,
         "two recoveries, two records each, none written"
@@ -296,7 +301,7 @@ fn full_disk_is_an_alarm_not_a_crash_and_the_trail_resumes() {
     // Space returns: the trail resumes, still one chain.
     std::fs::remove_file(&filler).unwrap();
     recoveries(&obs, 1);
-    obs.wait_stderr(&["writing again"], 5);
+    obs.wait_stderr(&["writing again"], Duration::from_secs(5));
     assert!(obs.terminate().success());
     let (code, out) = verify(&[&log], &[]);
     assert_eq!(code, 0, "{out}");

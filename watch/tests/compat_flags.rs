@@ -11,7 +11,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use compat_support::{run_to_exit, sample, tmpdir, wait_until, write_file, Observer};
+use compat_support::{run_to_exit, sample, tmpdir, wait_until, write_file, Observer, WAIT};
 use vlp_core::{Frame, Status};
 
 /// Every flag of the original observer's `--help` (its 53 lines less `--help`).
@@ -96,7 +96,7 @@ fn argv(dir: &Path, args: &[&str]) -> Vec<String> {
 }
 
 fn start(dir: &Path, args: &[&str]) -> Observer {
-    Observer::start(&argv(dir, args))
+    Observer::start_raw(&argv(dir, args))
 }
 
 fn send_unix(dir: &Path, frame: &[u8]) {
@@ -127,8 +127,8 @@ fn stall_with(dir: &Path, recovery: &[&str]) -> Observer {
     args.extend_from_slice(recovery);
     let obs = start(dir, &args);
     send_unix(dir, &beat(std::process::id(), 1));
-    obs.wait_line(&["\"kind\":\"stall\""]);
-    obs.wait_line(&["\"kind\":\"recovery\""]);
+    obs.wait_for(&["\"kind\":\"stall\""], WAIT);
+    obs.wait_for(&["\"kind\":\"recovery\""], WAIT);
     obs
 }
 
@@ -152,10 +152,10 @@ fn fourth_at_full_table(dir: &Path, policy: &[&str]) -> String {
         udp.send_to(&beat(pid, 1), to).unwrap();
     }
     wait_until("three stalls", || {
-        (obs.count_lines(&["\"kind\":\"stall\""]) == 3).then_some(())
+        (obs.count(&["\"kind\":\"stall\""]) == 3).then_some(())
     });
     udp.send_to(&beat(1004, 1), to).unwrap();
-    obs.wait_scrape(None, "the fourth beat handled", |b| {
+    obs.wait_scrape("the fourth beat handled", WAIT, |b| {
         sample(b, "varta_frames_accepted_total").unwrap_or(0.0)
             + sample(b, "varta_tracker_capacity_exceeded_total").unwrap_or(0.0)
             >= 4.0
@@ -169,7 +169,7 @@ fn cases() -> Vec<(&'static str, Check)> {
     let no_effect = |flag: &'static str, value: &'static str| -> Check {
         Box::new(move |d: &Path| {
             let obs = accepted(d, &[&format!("--{flag}"), value]);
-            obs.wait_stderr(&format!("--{flag} is accepted for compatibility"));
+            obs.wait_stderr(&[&format!("--{flag} is accepted for compatibility")], WAIT);
         })
     };
     let covered = |args: &'static [&'static str]| -> Check {
@@ -245,7 +245,7 @@ fn cases() -> Vec<(&'static str, Check)> {
             "socket",
             Box::new(|d: &Path| {
                 let s = d.join("other.sock");
-                let _obs = Observer::start(&[
+                let _obs = Observer::start_raw(&[
                     "--socket".into(),
                     p(&s),
                     "--prom-addr".into(),
@@ -259,7 +259,7 @@ fn cases() -> Vec<(&'static str, Check)> {
             Box::new(|d: &Path| {
                 let obs = start(d, &["--threshold-ms", "100"]);
                 send_unix(d, &beat(std::process::id(), 1));
-                let line = obs.wait_line(&["\"kind\":\"stall\""]);
+                let line = obs.wait_for(&["\"kind\":\"stall\""], WAIT);
                 assert!(line.contains(&format!("\"pid\":{}", std::process::id())));
             }),
         ),
@@ -445,7 +445,7 @@ fn cases() -> Vec<(&'static str, Check)> {
                 let obs = start(d, &["--prom-rate-limit-per-sec", "1"]);
                 let codes: Vec<u16> = (0..10).map(|_| obs.get("/metrics", None).0).collect();
                 assert!(codes.contains(&429), "{codes:?}");
-                let body = obs.wait_scrape(None, "a scrape after the bucket refills", |_| true);
+                let body = obs.wait_scrape("a scrape after the bucket refills", WAIT, |_| true);
                 assert!(sample(&body, "varta_prom_rate_limited_total").unwrap() >= 1.0);
             }),
         ),
@@ -528,7 +528,7 @@ fn cases() -> Vec<(&'static str, Check)> {
                 // clock drives stall detection.
                 let obs = start(d, &["--clock-source", "boottime", "--threshold-ms", "100"]);
                 send_unix(d, &beat(std::process::id(), 1));
-                obs.wait_line(&["\"kind\":\"stall\""]);
+                obs.wait_for(&["\"kind\":\"stall\""], WAIT);
                 let (st, err) = run_to_exit(&argv(d, &["--clock-source", "realtime"]));
                 assert_eq!(st.code(), Some(2), "{err}");
             }),
@@ -541,7 +541,7 @@ fn cases() -> Vec<(&'static str, Check)> {
             "shutdown-after-secs",
             Box::new(|d: &Path| {
                 let mut obs = start(d, &["--shutdown-after-secs", "1"]);
-                assert!(obs.wait_exit().success());
+                assert!(obs.wait_exit(WAIT).success());
             }),
         ),
         (
@@ -551,7 +551,7 @@ fn cases() -> Vec<(&'static str, Check)> {
                 let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
                 udp.send_to(&beat(77, 1), obs.udp.expect("udp address"))
                     .unwrap();
-                obs.wait_scrape(None, "the UDP beat", |b| {
+                obs.wait_scrape("the UDP beat", WAIT, |b| {
                     sample(b, "varta_beats_total{pid=\"77\",listener=\"udp0\"}") == Some(1.0)
                 });
             }),
@@ -639,7 +639,7 @@ fn cases() -> Vec<(&'static str, Check)> {
                 let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
                 udp.send_to(&beat(78, 1), obs.udp.expect("udp address"))
                     .unwrap();
-                obs.wait_scrape(None, "the UDP beat", |b| {
+                obs.wait_scrape("the UDP beat", WAIT, |b| {
                     sample(b, "varta_beats_total{pid=\"78\",listener=\"udp0\"}") == Some(1.0)
                 });
             }),
@@ -774,7 +774,7 @@ fn cases() -> Vec<(&'static str, Check)> {
             "iteration-budget-ms",
             Box::new(|d: &Path| {
                 let obs = start(d, &["--iteration-budget-ms", "4"]);
-                let body = obs.wait_scrape(None, "a loop turn recorded", |b| {
+                let body = obs.wait_scrape("a loop turn recorded", WAIT, |b| {
                     sample(b, "varta_observer_iteration_seconds_count").unwrap_or(0.0) >= 1.0
                 });
                 // Buckets are scaled to the budget: one ends at exactly 4 ms.
@@ -814,7 +814,7 @@ fn namespaced_agent(d: &Path, args: &[&str], done: impl Fn(&str) -> bool) -> Str
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let body = obs.wait_scrape(None, "the namespaced agent's beats handled", done);
+    let body = obs.wait_scrape("the namespaced agent's beats handled", WAIT, done);
     let _ = agent.kill();
     let _ = agent.wait();
     body
@@ -853,7 +853,7 @@ fn observer_in_namespace(d: &Path, args: &[&str]) -> String {
     let c = UnixDatagram::unbound().unwrap();
     c.send_to(&beat(std::process::id(), 1), &sock).unwrap();
     let body = wait_until("the beat handled", || {
-        let (_, b) = compat_support::http_get(prom, "/metrics", None);
+        let (_, b) = compat_support::http_get(prom, "/metrics", None).unwrap();
         let n: f64 = [
             "varta_frame_auth_failures_total",
             "varta_rejections_total{reason=\"namespace_unknown\"}",

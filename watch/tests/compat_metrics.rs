@@ -11,7 +11,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use compat_support::{sample, tmpdir, wait_until, write_file, Observer};
+use compat_support::{sample, tmpdir, wait_until, write_file, Observer, WAIT};
 use vlp_core::{Frame, Status};
 
 const TOKEN: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
@@ -123,7 +123,7 @@ fn has_series(body: &str, name: &str, label: &str, value: Option<&str>) -> bool 
 fn every_operator_facing_name_with_its_type_and_labels_from_the_first_scrape() {
     let dir = tmpdir("names");
     let sock = dir.join("s.sock");
-    let obs = Observer::start(&[
+    let obs = Observer::start_raw(&[
         "--socket".into(),
         sock.display().to_string(),
         "--prom-addr".into(),
@@ -166,7 +166,7 @@ fn every_operator_facing_name_with_its_type_and_labels_from_the_first_scrape() {
     c.send_to(&beat(std::process::id()), &sock).unwrap();
     c.send_to(&[0xAB; 32], &sock).unwrap();
     let pid = std::process::id().to_string();
-    let body = obs.wait_scrape(None, "the beat and the garbage handled", |b| {
+    let body = obs.wait_scrape("the beat and the garbage handled", WAIT, |b| {
         has_series(b, "varta_beats_total", "pid", Some(&pid))
             && sample(b, "varta_frames_accepted_total") == Some(1.0)
             && b.lines()
@@ -282,7 +282,7 @@ fn the_original_alert_rules_fire_over_series_scraped_from_ours() {
     let sock = dir.join("s.sock");
     let token = write_file(&dir, "token", TOKEN, 0o600);
     let block = dir.join("hold-the-loop");
-    let obs = Observer::start_env(
+    let obs = compat_support::start_env(
         &[
             "--socket".into(),
             sock.display().to_string(),

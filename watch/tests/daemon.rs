@@ -5,227 +5,34 @@
 //! metrics port, all chosen by the kernel), talks to it, reads its JSON event lines, and scrapes
 //! its metrics over HTTP.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vlp_core::{Frame, Key, Session, Status};
 
-const BIN: &str = env!("CARGO_BIN_EXE_varta-watch");
+#[path = "common/observer.rs"]
+mod observer;
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("varta-it-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+use observer::{metric_in, mono_ns, num, run_bin, tmpdir, write_key, Observer, Stdout, BIN};
+
+/// The bound of a wait for a metric (the loop handles datagrams asynchronously).
+const METRIC_WAIT: Duration = Duration::from_secs(5);
+
+/// Starts `cmd` (a `varta-watch run ...` command, or a wrapper that execs one) with
+/// `--format json --prom-addr 127.0.0.1:0` added; `socket` is the Unix socket it serves.
+fn spawn(mut cmd: Command, socket: &Path) -> Observer {
+    cmd.args(observer::JSON_PROM);
+    Observer::spawn(cmd, Stdout::Read, Some(socket.to_path_buf()))
 }
 
-fn mono_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writes into a local timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-struct Observer {
-    child: Child,
-    lines: Arc<Mutex<Vec<(Instant, String)>>>,
-    stderr: Arc<Mutex<Vec<String>>>,
-    prom: Option<SocketAddr>,
-    udp: Option<SocketAddr>,
-    socket: PathBuf,
-}
-
-impl Observer {
-    /// Starts `varta-watch run --socket DIR/s.sock --format json --prom-addr 127.0.0.1:0 ARGS`.
-    fn start(dir: &Path, args: &[&str]) -> Observer {
-        let socket = dir.join("s.sock");
-        let mut cmd = Command::new(BIN);
-        cmd.arg("run").arg("--socket").arg(&socket).args(args);
-        Observer::spawn(cmd, socket)
-    }
-
-    /// Starts `cmd` (a `varta-watch run ...` command, or a wrapper that execs one) with
-    /// `--format json --prom-addr 127.0.0.1:0` added; `socket` is the Unix socket it serves.
-    fn spawn(mut cmd: Command, socket: PathBuf) -> Observer {
-        let mut child = cmd
-            .args(["--format", "json", "--prom-addr", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let mut first = String::new();
-        err.read_line(&mut first).unwrap();
-        assert!(first.contains("listening"), "observer failed: {first}");
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let e2 = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            for line in err.lines() {
-                let Ok(line) = line else { break };
-                e2.lock().unwrap().push(line);
-            }
-        });
-        let addr_after = |tag: &str| -> Option<SocketAddr> {
-            first
-                .split(tag)
-                .nth(1)
-                .and_then(|s| s.split([',', ';', '/']).next())
-                .and_then(|s| s.trim().parse().ok())
-        };
-        let prom = addr_after("http://");
-        let udp = addr_after("udp ");
-        let out = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let l2 = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                l2.lock().unwrap().push((Instant::now(), line));
-            }
-        });
-        Observer {
-            child,
-            lines,
-            stderr,
-            prom,
-            udp,
-            socket,
-        }
-    }
-
-    /// Waits for an event line containing every needle; returns it with its arrival time.
-    fn wait_for(&self, needles: &[&str], timeout: Duration) -> (Instant, String) {
-        let end = Instant::now() + timeout;
-        loop {
-            if let Some(x) = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|(_, l)| needles.iter().all(|n| l.contains(n)))
-            {
-                return x.clone();
-            }
-            assert!(
-                Instant::now() < end,
-                "no line with {needles:?}; got {:?}",
-                self.lines.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn count(&self, needles: &[&str]) -> usize {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, l)| needles.iter().all(|n| l.contains(n)))
-            .count()
-    }
-
-    fn scrape(&self) -> String {
-        let mut s = TcpStream::connect(self.prom.expect("metrics address")).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
-            .unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
-        body
-    }
-
-    /// The value of the sample whose line starts with `series` (name plus labels as printed).
-    fn metric(&self, series: &str) -> f64 {
-        let body = self.scrape();
-        metric_in(&body, series)
-    }
-
-    /// Polls the metric until it equals `want` (the loop handles datagrams asynchronously).
-    fn wait_metric(&self, series: &str, want: f64) {
-        let end = Instant::now() + Duration::from_secs(5);
-        loop {
-            let v = self.metric(series);
-            if v == want {
-                return;
-            }
-            assert!(
-                Instant::now() < end,
-                "{series} = {v}, want {want}\n{}",
-                self.scrape()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn client(&self) -> UnixDatagram {
-        let c = UnixDatagram::unbound().unwrap();
-        c.connect(&self.socket).unwrap();
-        c
-    }
-
-    fn terminate(mut self) -> std::process::ExitStatus {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Observer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The integer field `key` of a JSON event line.
-fn num(line: &str, key: &str) -> Option<u64> {
-    let rest = line.split(&format!("\"{key}\":")).nth(1)?;
-    let end = rest
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
-}
-
-fn metric_in(body: &str, series: &str) -> f64 {
-    body.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no series {series} in\n{body}"))
-}
-
+/// A plaintext `Ok` frame stamped now.
 fn frame(pid: u32, nonce: u64) -> [u8; 32] {
-    Frame::new(Status::Ok, pid, mono_ns(), nonce, 0)
-        .unwrap()
-        .emit()
-}
-
-fn write_key(path: &Path, hex: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap();
-    writeln!(f, "{hex}").unwrap();
-}
-
-fn run_bin(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    observer::frame(Status::Ok, pid, nonce)
 }
 
 #[test]
@@ -233,7 +40,7 @@ fn beats_counted_stall_within_bounds_then_recovered() {
     let dir = tmpdir("stall");
     let cfg = dir.join("watch.toml");
     std::fs::write(&cfg, "threshold-ms = 300\n").unwrap();
-    let obs = Observer::start(&dir, &["--config", cfg.to_str().unwrap()]);
+    let mut obs = Observer::start(&dir, &["--config", cfg.to_str().unwrap()]);
     let me = std::process::id();
     let c = obs.client();
     let mut last = Instant::now();
@@ -242,11 +49,11 @@ fn beats_counted_stall_within_bounds_then_recovered() {
         c.send(&frame(me, n)).unwrap();
         last = Instant::now();
     }
-    obs.wait_for(
+    obs.wait_for_timed(
         &["\"kind\":\"new\"", &format!("\"pid\":{me}")],
         Duration::from_secs(2),
     );
-    let (t, line) = obs.wait_for(&["\"kind\":\"stall\""], Duration::from_secs(3));
+    let (t, line) = obs.wait_for_timed(&["\"kind\":\"stall\""], Duration::from_secs(3));
     let late = t.duration_since(last);
     // Exactly one threshold of silence, reported promptly (generous bound: shared CI machine).
     assert!(line.contains("silent for 300.0ms"), "{line}");
@@ -264,14 +71,14 @@ fn beats_counted_stall_within_bounds_then_recovered() {
     let series = format!("{{pid=\"{me}\",listener=\"unix\"}}");
     let stalls = format!("varta_stalls_total{series}");
     let status = format!("varta_status{series}");
-    obs.wait_metric(&status, 3.0);
+    obs.wait_metric(&status, 3.0, METRIC_WAIT);
     assert_eq!(obs.metric(&stalls), 1.0);
     c.send(&frame(me, 6)).unwrap();
-    let (_, rec) = obs.wait_for(&["\"kind\":\"recovered\""], Duration::from_secs(2));
+    let (_, rec) = obs.wait_for_timed(&["\"kind\":\"recovered\""], Duration::from_secs(2));
     let silent = num(&rec, "silent_for_ns").unwrap();
     assert_eq!(silent, num(&rec, "at_ns").unwrap() - last_beat, "{rec}");
     assert!(num(&rec, "emitted_ns").unwrap() >= num(&rec, "at_ns").unwrap());
-    obs.wait_metric(&format!("varta_beats_total{series}"), 6.0);
+    obs.wait_metric(&format!("varta_beats_total{series}"), 6.0, METRIC_WAIT);
     assert_eq!(obs.metric(&status), 0.0);
     assert_eq!(obs.metric("varta_frames_accepted_total"), 6.0);
     assert_eq!(obs.metric("varta_watch_pids_tracked"), 1.0);
@@ -318,8 +125,12 @@ fn spoofed_pid_and_decode_errors_counted_by_kind() {
     }
     // Longer than any VLP datagram: cut by the kernel, still refused by length.
     c.send(&[0u8; 300]).unwrap();
-    obs.wait_metric("varta_frame_auth_failures_total", 1.0);
-    obs.wait_metric("varta_decode_errors_total{kind=\"bad_length\"}", 2.0);
+    obs.wait_metric("varta_frame_auth_failures_total", 1.0, METRIC_WAIT);
+    obs.wait_metric(
+        "varta_decode_errors_total{kind=\"bad_length\"}",
+        2.0,
+        METRIC_WAIT,
+    );
     let body = obs.scrape();
     for (kind, _) in &cases[1..] {
         assert_eq!(
@@ -339,7 +150,7 @@ fn spoofed_pid_and_decode_errors_counted_by_kind() {
     );
     // The loop goes on: a good frame after all that is accepted.
     c.send(&good).unwrap();
-    obs.wait_metric("varta_frames_accepted_total", 1.0);
+    obs.wait_metric("varta_frames_accepted_total", 1.0, METRIC_WAIT);
 }
 
 #[test]
@@ -387,7 +198,7 @@ fn secure_udp_every_key_kind_replay_refused_reorder_accepted() {
     udp.send(&beat(&mut m).seal_master(&agent_key).unwrap().0)
         .unwrap();
     for pid in [5001, 5002, 5003] {
-        obs.wait_for(
+        obs.wait_for_timed(
             &["\"kind\":\"new\"", &format!("\"pid\":{pid}")],
             Duration::from_secs(3),
         );
@@ -408,7 +219,7 @@ fn secure_udp_every_key_kind_replay_refused_reorder_accepted() {
     for d in [&d2, &d4, &d3] {
         udp.send(&d.0).unwrap();
     }
-    obs.wait_metric("varta_frames_accepted_total", 7.0);
+    obs.wait_metric("varta_frames_accepted_total", 7.0, METRIC_WAIT);
     let body = obs.scrape();
     assert_eq!(metric_in(&body, "varta_frame_decrypt_failures_total"), 1.0);
     assert_eq!(metric_in(&body, "varta_replays_refused_total"), 1.0);
@@ -430,7 +241,7 @@ fn secure_udp_every_key_kind_replay_refused_reorder_accepted() {
 #[test]
 fn recovery_child_past_its_timeout_is_killed() {
     let dir = tmpdir("rectimeout");
-    let obs = Observer::start(
+    let mut obs = Observer::start(
         &dir,
         &[
             "--recovery-cmd",
@@ -444,22 +255,27 @@ fn recovery_child_past_its_timeout_is_killed() {
     c.send(&frame(me, 1)).unwrap();
     c.send(&Frame::terminal(me, mono_ns(), 1).unwrap().emit())
         .unwrap();
-    let (_, started) = obs.wait_for(
+    let (_, started) = obs.wait_for_timed(
         &["\"kind\":\"recovery\"", "spawned child"],
         Duration::from_secs(3),
     );
-    let (_, killed) = obs.wait_for(&["\"kind\":\"recovery\"", "killed"], Duration::from_secs(3));
+    let (_, killed) =
+        obs.wait_for_timed(&["\"kind\":\"recovery\"", "killed"], Duration::from_secs(3));
     // Killed at its deadline (the loop woke for it: nothing else was pending but eviction).
     let waited = num(&killed, "at_ns").unwrap() - num(&started, "at_ns").unwrap();
     assert!(
         (300_000_000..1_000_000_000).contains(&waited),
         "killed {waited} ns after the start"
     );
-    obs.wait_for(
+    obs.wait_for_timed(
         &["\"kind\":\"recovery\"", "after its timeout"],
         Duration::from_secs(3),
     );
-    obs.wait_metric("varta_recovery_outcomes_total{outcome=\"timed_out\"}", 1.0);
+    obs.wait_metric(
+        "varta_recovery_outcomes_total{outcome=\"timed_out\"}",
+        1.0,
+        METRIC_WAIT,
+    );
     assert_eq!(
         obs.metric("varta_recovery_outcomes_total{outcome=\"reaped_nonzero\"}"),
         0.0
@@ -485,11 +301,11 @@ fn unattested_udp_agents_get_no_recovery() {
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.connect(obs.udp.unwrap()).unwrap();
     udp.send(&frame(6001, 1)).unwrap();
-    obs.wait_for(
+    obs.wait_for_timed(
         &["\"kind\":\"stall\"", "\"pid\":6001"],
         Duration::from_secs(3),
     );
-    obs.wait_for(
+    obs.wait_for_timed(
         &[
             "\"kind\":\"recovery\"",
             "refused (unauthenticated_transport)",
@@ -499,6 +315,7 @@ fn unattested_udp_agents_get_no_recovery() {
     obs.wait_metric(
         "varta_recovery_refused_total{reason=\"unauthenticated_transport\"}",
         1.0,
+        METRIC_WAIT,
     );
 }
 
@@ -509,7 +326,7 @@ fn stale_socket_replaced_live_refused_removed_only_if_ours() {
     // A stale socket file: bound once, nobody listening now.
     drop(UnixDatagram::bind(&path).unwrap());
     assert!(path.exists());
-    let obs = Observer::start(&dir, &[]);
+    let mut obs = Observer::start(&dir, &[]);
     let mode = std::fs::metadata(&path).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
@@ -526,7 +343,7 @@ fn stale_socket_replaced_live_refused_removed_only_if_ours() {
     assert!(!path.exists());
 
     // Not removed if someone else's socket replaced ours meanwhile.
-    let obs = Observer::start(&dir, &["--socket-mode", "0660"]);
+    let mut obs = Observer::start(&dir, &["--socket-mode", "0660"]);
     let mode = std::fs::metadata(&path).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
@@ -623,7 +440,7 @@ fn idle_observer_never_wakes() {
             .emit(),
     )
     .unwrap();
-    obs.wait_for(&["\"kind\":\"goodbye\""], Duration::from_secs(2));
+    obs.wait_for_timed(&["\"kind\":\"goodbye\""], Duration::from_secs(2));
     std::thread::sleep(Duration::from_millis(100));
     let before = switches();
     std::thread::sleep(Duration::from_millis(500));
@@ -649,7 +466,7 @@ fn garbage_flood_does_not_hide_a_stall() {
     let c = obs.client();
     c.send(&frame(me, 1)).unwrap();
     let last = Instant::now();
-    obs.wait_for(&["\"kind\":\"new\""], Duration::from_secs(2));
+    obs.wait_for_timed(&["\"kind\":\"new\""], Duration::from_secs(2));
     // Flood the UDP listener with bad-CRC frames until well past the deadline.
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.connect(obs.udp.unwrap()).unwrap();
@@ -663,7 +480,7 @@ fn garbage_flood_does_not_hide_a_stall() {
             }
         }
     }
-    let (t, line) = obs.wait_for(&["\"kind\":\"stall\""], Duration::from_secs(2));
+    let (t, line) = obs.wait_for_timed(&["\"kind\":\"stall\""], Duration::from_secs(2));
     assert!(line.contains("silent for 300.0ms"), "{line}");
     // Reported while the flood was still going on, not after it (generous bound).
     assert!(
@@ -768,15 +585,15 @@ fn scrape_within(addr: SocketAddr, bound: Duration) -> String {
 #[test]
 fn slow_http_clients_delay_neither_a_stall_nor_a_scrape() {
     let dir = tmpdir("slowhttp");
-    let obs = Observer::start(&dir, &["--threshold-ms", "300"]);
+    let mut obs = Observer::start(&dir, &["--threshold-ms", "300"]);
     let prom = obs.prom.unwrap();
     let slow = SlowClients::open(prom, 100, 100);
     std::thread::sleep(Duration::from_millis(1500));
     let me = std::process::id();
     let c = obs.client();
     c.send(&frame(me, 1)).unwrap();
-    obs.wait_for(&["\"kind\":\"new\""], Duration::from_secs(3));
-    let (_, line) = obs.wait_for(&["\"kind\":\"stall\""], Duration::from_secs(3));
+    obs.wait_for_timed(&["\"kind\":\"new\""], Duration::from_secs(3));
+    let (_, line) = obs.wait_for_timed(&["\"kind\":\"stall\""], Duration::from_secs(3));
     let (at, last_beat, emitted) = (
         num(&line, "at_ns").unwrap(),
         num(&line, "last_beat_ns").unwrap(),
@@ -809,7 +626,7 @@ fn slow_http_clients_delay_neither_a_stall_nor_a_scrape() {
 #[test]
 fn http_limits_close_hostile_connections_and_count_them() {
     let dir = tmpdir("httplimits");
-    let obs = Observer::start(
+    let mut obs = Observer::start(
         &dir,
         &[
             "--http-max-connections",
@@ -1029,14 +846,14 @@ fn systemd_ready_watchdog_status_and_stopping_and_keepalives_stop_with_the_loop(
     cmd.env("NOTIFY_SOCKET", &systemd.path)
         .env("WATCHDOG_USEC", "200000")
         .env("VARTA_TEST_BLOCK_FILE", &block);
-    let obs = Observer::spawn(cmd, socket);
+    let mut obs = spawn(cmd, &socket);
     systemd.wait("READY=1", 1);
     // Idle, the loop still turns and keeps systemd informed.
     systemd.wait("WATCHDOG=1", 3);
     assert_eq!(systemd.last_status(), "0 agents tracked, 0 stalled");
     let c = obs.client();
     c.send(&frame(std::process::id(), 1)).unwrap();
-    obs.wait_for(&["\"kind\":\"stall\""], Duration::from_secs(3));
+    obs.wait_for_timed(&["\"kind\":\"stall\""], Duration::from_secs(3));
     let end = Instant::now() + Duration::from_secs(3);
     while systemd.last_status() != "1 agents tracked, 1 stalled" {
         assert!(Instant::now() < end, "status {}", systemd.last_status());
@@ -1078,7 +895,7 @@ fn self_watchdog_keeps_an_idle_loop_turning_and_aborts_a_stuck_one() {
                 .map_err(std::io::Error::from)
         });
     }
-    let mut obs = Observer::spawn(cmd, socket);
+    let mut obs = spawn(cmd, &socket);
     // Idle for twice the limit: the loop turns on its own, so no abort.
     std::thread::sleep(Duration::from_millis(2000));
     assert!(
@@ -1097,7 +914,7 @@ fn self_watchdog_keeps_an_idle_loop_turning_and_aborts_a_stuck_one() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}");
     std::thread::sleep(Duration::from_millis(100));
-    let err = obs.stderr.lock().unwrap().join("\n");
+    let err = obs.stderr();
     assert!(err.contains("has not turned"), "{err}");
 }
 
@@ -1140,9 +957,9 @@ fn socket_activation_reads_beats_queued_before_the_start() {
             Ok(())
         });
     }
-    let obs = Observer::spawn(cmd, socket.clone());
+    let mut obs = spawn(cmd, &socket);
     assert_eq!(obs.udp, Some(udp_addr), "the passed UDP socket is used");
-    obs.wait_for(
+    obs.wait_for_timed(
         &[
             "\"kind\":\"new\"",
             &format!("\"pid\":{me}"),
@@ -1150,7 +967,7 @@ fn socket_activation_reads_beats_queued_before_the_start() {
         ],
         Duration::from_secs(3),
     );
-    obs.wait_for(
+    obs.wait_for_timed(
         &["\"kind\":\"new\"", "\"pid\":6101", "\"listener\":\"udp0\""],
         Duration::from_secs(3),
     );

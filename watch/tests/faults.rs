@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use state_support::{all_running, num, signal, tmpdir, Agents, Observer, BIN};
+use state_support::{all_running, num, signal, spawn, start, tmpdir, Agents, Observer, BIN};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -32,10 +32,17 @@ fn load(obs: &Observer, sock: &Path, agents: &mut Agents) -> (Vec<u32>, u32) {
         .collect();
     let hung = agents.spawn(sock, &["--interval-ms", "20", "--hang-after", "5"]);
     for p in steady.iter().chain([&hung]) {
-        obs.wait_for(&["\"kind\":\"new\"", &format!("\"pid\":{p},")], 20);
+        obs.wait_for(
+            &["\"kind\":\"new\"", &format!("\"pid\":{p},")],
+            Duration::from_secs(20),
+        );
     }
     let n = obs.metric("varta_state_snapshots_total");
-    obs.wait_metric_at_least("varta_state_snapshots_total", n + 2.0, 10);
+    obs.wait_metric_at_least(
+        "varta_state_snapshots_total",
+        n + 2.0,
+        Duration::from_secs(10),
+    );
     (steady, hung)
 }
 
@@ -60,7 +67,7 @@ fn check_after_restart(
         after.started.elapsed().as_millis(),
         killed_at.elapsed().as_millis()
     );
-    let restored = after.wait_stderr("state restored", 5);
+    let restored = after.wait_stderr(&["state restored"], Duration::from_secs(5));
     assert!(
         restored.contains(&format!("{} agents", STEADY + 1)),
         "{restored}"
@@ -71,7 +78,10 @@ fn check_after_restart(
         0,
         "the hang was reported before the kill: the machine is too slow for this test's timing"
     );
-    let stall = after.wait_for(&["\"kind\":\"stall\"", &format!("\"pid\":{hung},")], 20);
+    let stall = after.wait_for(
+        &["\"kind\":\"stall\"", &format!("\"pid\":{hung},")],
+        Duration::from_secs(20),
+    );
     println!(
         "hang reported {} ms after the kill; the stall line: {stall}",
         killed_at.elapsed().as_millis()
@@ -126,7 +136,7 @@ fn sigkill_under_load_then_restart_loses_no_agent_and_no_hang() {
         "--state-interval-ms",
         "100",
     ];
-    let before = Observer::start(&args);
+    let before = start(&args);
     let mut agents = Agents(Vec::new());
     let (steady, hung) = load(&before, &sock, &mut agents);
     let lines_before = before.lines();
@@ -134,7 +144,7 @@ fn sigkill_under_load_then_restart_loses_no_agent_and_no_hang() {
     signal(before.child.id(), libc::SIGKILL);
     // The agents go on beating into no observer (refused; varta-client reconnects).
     std::thread::sleep(Duration::from_millis(500));
-    let after = Observer::start(&args);
+    let after = start(&args);
     check_after_restart(&before, &after, &steady, hung, killed_at, &mut agents);
     assert!(!lines_before.is_empty());
 }
@@ -163,7 +173,7 @@ fn activated(sock: &UnixDatagram, args: &[&str]) -> Observer {
             Ok(())
         });
     }
-    Observer::spawn(cmd)
+    spawn(cmd)
 }
 
 #[test]
@@ -214,7 +224,7 @@ fn sigterm_under_load_export_and_audit_hold_every_accepted_event() {
     let export = dir.join("events.tsv");
     let audit = dir.join("audit.log");
     let state = dir.join("state");
-    let obs = Observer::start(&[
+    let mut obs = start(&[
         "--socket",
         s(&sock),
         "--threshold-ms",
@@ -256,9 +266,11 @@ fn sigterm_under_load_export_and_audit_hold_every_accepted_event() {
     obs.wait_metric_at_least(
         "varta_recovery_outcomes_total{outcome=\"reaped_zero\"}",
         3.0,
-        20,
+        Duration::from_secs(20),
     );
-    let (status, lines, err) = obs.terminate();
+    let status = obs.terminate();
+    let lines = obs.lines();
+    let err = obs.stderr();
     assert!(status.success(), "{err}");
     // Every event line the loop emitted is in the export file, in the same order.
     let kinds = |l: &str| -> Option<String> {
@@ -366,7 +378,7 @@ fn disk_full_for_export_audit_and_state_stalls_still_detected_and_writes_resume(
         small.join("audit.log"),
         small.join("state"),
     );
-    let obs = Observer::start(&[
+    let mut obs = start(&[
         "--socket",
         s(&sock),
         "--threshold-ms",
@@ -391,26 +403,37 @@ fn disk_full_for_export_audit_and_state_stalls_still_detected_and_writes_resume(
     for _ in 0..4 {
         agents.spawn(&sock, &["--interval-ms", "20"]);
     }
-    obs.wait_metric_at_least("varta_state_snapshots_total", 2.0, 10);
+    obs.wait_metric_at_least("varta_state_snapshots_total", 2.0, Duration::from_secs(10));
     let filler = small.join("filler");
     fill(&filler);
     // The disk is full: snapshots fail and say so; stalls go on being detected.
-    obs.wait_metric_at_least("varta_state_write_errors_total", 2.0, 10);
-    obs.wait_stderr("cannot write state file", 5);
+    obs.wait_metric_at_least(
+        "varta_state_write_errors_total",
+        2.0,
+        Duration::from_secs(10),
+    );
+    obs.wait_stderr(&["cannot write state file"], Duration::from_secs(5));
     let stalls_before = obs.count(&["\"kind\":\"stall\""]);
     let mut hung = Vec::new();
     for _ in 0..3 {
         hung.push(agents.spawn(&sock, &["--interval-ms", "20", "--hang-after", "3"]));
     }
     for p in &hung {
-        obs.wait_for(&["\"kind\":\"stall\"", &format!("\"pid\":{p},")], 10);
+        obs.wait_for(
+            &["\"kind\":\"stall\"", &format!("\"pid\":{p},")],
+            Duration::from_secs(10),
+        );
     }
     assert!(obs.count(&["\"kind\":\"stall\""]) >= stalls_before + hung.len());
     // Enough events to need more disk than the export file's last page holds.
     for _ in 0..40 {
         agents.spawn(&sock, &["--interval-ms", "1", "--count", "1", "--goodbye"]);
     }
-    obs.wait_metric_at_least("varta_output_write_errors_total", 1.0, 20);
+    obs.wait_metric_at_least(
+        "varta_output_write_errors_total",
+        1.0,
+        Duration::from_secs(20),
+    );
     let body = obs.scrape();
     println!(
         "disk full: state write errors {}, output write errors {}, audit unaudited {}",
@@ -424,9 +447,13 @@ fn disk_full_for_export_audit_and_state_stalls_still_detected_and_writes_resume(
     );
     // Space returns: snapshots are written again, and the file restores.
     std::fs::remove_file(&filler).unwrap();
-    obs.wait_stderr("written again", 10);
+    obs.wait_stderr(&["written again"], Duration::from_secs(10));
     let n = obs.metric("varta_state_snapshots_total");
-    obs.wait_metric_at_least("varta_state_snapshots_total", n + 1.0, 10);
+    obs.wait_metric_at_least(
+        "varta_state_snapshots_total",
+        n + 1.0,
+        Duration::from_secs(10),
+    );
     // The export and the audit trail take new events again.
     let late = agents.spawn(&sock, &["--interval-ms", "20", "--hang-after", "3"]);
     obs.wait_for(
@@ -435,9 +462,10 @@ fn disk_full_for_export_audit_and_state_stalls_still_detected_and_writes_resume(
             &format!("\"pid\":{late},"),
             "exited 0",
         ],
-        10,
+        Duration::from_secs(10),
     );
-    let (status, _, err) = obs.terminate();
+    let status = obs.terminate();
+    let err = obs.stderr();
     assert!(status.success(), "{err}");
     assert!(err.contains("state saved"), "{err}");
     let exported = std::fs::read_to_string(&export).unwrap();
@@ -450,8 +478,8 @@ fn disk_full_for_export_audit_and_state_stalls_still_detected_and_writes_resume(
         audited.contains(&format!("unix:{late}\t")),
         "audit resumed: {audited}"
     );
-    let after = Observer::start(&["--socket", s(&sock), "--state-file", s(&state)]);
-    after.wait_stderr("state restored", 5);
+    let after = start(&["--socket", s(&sock), "--state-file", s(&state)]);
+    after.wait_stderr(&["state restored"], Duration::from_secs(5));
     drop(after);
     drop(agents);
 }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hardening_support::{frame, tmpdir, Observer, Stdout, BIN};
+use hardening_support::{frame, tmpdir, Stdout, BIN};
 use vlp_core::Status;
 
 const QLEN: &str = "/proc/sys/net/unix/max_dgram_qlen";
@@ -63,14 +63,14 @@ struct Run {
 fn run(dir: &Path, extra: &[&str]) -> Run {
     let mut args = vec!["--format", "json", "--threshold-ms", "1000"];
     args.extend_from_slice(extra);
-    let obs = Observer::start(dir, Stdout::Read, &args);
+    let mut obs = hardening_support::start(dir, Stdout::Read, &args);
     let varta = varta_tool::beside(Path::new(BIN));
     let agents = Agents(
         (0..AGENTS)
             .map(|_| {
                 Command::new(&varta)
                     .args(["agent", "--interval-ms", "100", "--socket"])
-                    .arg(&obs.socket)
+                    .arg(obs.socket())
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
@@ -97,7 +97,7 @@ fn run(dir: &Path, extra: &[&str]) -> Run {
     let sent = Arc::new(AtomicU64::new(0));
     let flooder = {
         let sock = UnixDatagram::unbound().unwrap();
-        sock.connect(&obs.socket).unwrap();
+        sock.connect(obs.socket()).unwrap();
         sock.set_nonblocking(true).unwrap();
         let (stop, sent) = (Arc::clone(&stop), Arc::clone(&sent));
         std::thread::spawn(move || {

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 
-use hardening_support::{tmpdir, Observer, Stdout, BIN};
+use hardening_support::{tmpdir, Stdout, BIN};
 
 fn start_fails(sock: &std::path::Path) -> String {
     let out = Command::new(BIN)
@@ -31,8 +31,8 @@ fn socket_is_created_with_its_mode() {
             Some(m) => vec!["--socket-mode", m],
             None => vec![],
         };
-        let obs = Observer::start(&dir, Stdout::Null, &args);
-        let got = std::fs::symlink_metadata(&obs.socket)
+        let mut obs = hardening_support::start(&dir, Stdout::Null, &args);
+        let got = std::fs::symlink_metadata(obs.socket())
             .unwrap()
             .permissions()
             .mode();
@@ -53,7 +53,7 @@ fn stale_socket_is_replaced_live_one_refused() {
     assert!(sock.exists());
     // Its owner gone: the connect is refused, the file is stale and replaced.
     drop(live);
-    let obs = Observer::start(&dir, Stdout::Null, &[]);
+    let mut obs = hardening_support::start(&dir, Stdout::Null, &[]);
     assert!(obs.terminate().success());
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -91,7 +91,7 @@ fn forged_pid_flood_costs_bounded_derivations() {
     let master = "44".repeat(32);
     write_key(&dir.join("m"), &master);
     let budget = 500u32;
-    let obs = Observer::start(
+    let mut obs = hardening_support::start(
         &dir,
         Stdout::Null,
         &[
@@ -142,7 +142,7 @@ fn forged_pid_flood_costs_bounded_derivations() {
 fn forged_pid_flood_figures_with_the_default_budget() {
     let dir = tmpdir("derive-default");
     write_key(&dir.join("m"), &"55".repeat(32));
-    let obs = Observer::start(
+    let mut obs = hardening_support::start(
         &dir,
         Stdout::Null,
         &[

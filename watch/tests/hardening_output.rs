@@ -9,14 +9,14 @@ mod hardening_support;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use hardening_support::{frame, tmpdir, wait_file_line, Observer, Stdout};
+use hardening_support::{frame, tmpdir, wait_file_line, Stdout};
 use vlp_core::Status;
 
 #[test]
 fn a_stdout_nobody_reads_does_not_delay_a_stall() {
     let dir = tmpdir("slow-stdout");
     let export = dir.join("events.tsv");
-    let obs = Observer::start(
+    let mut obs = hardening_support::start(
         &dir,
         Stdout::NeverRead,
         &[
@@ -102,7 +102,7 @@ fn a_stdout_nobody_reads_does_not_delay_a_stall() {
 fn export_lines_accepted_into_the_queue_are_written_by_shutdown() {
     let dir = tmpdir("export-flush");
     let export = dir.join("events.tsv");
-    let obs = Observer::start(
+    let mut obs = hardening_support::start(
         &dir,
         Stdout::Null,
         &[
@@ -165,7 +165,7 @@ fn export_file_refuses_links_and_files_of_open_mode() {
     }
     // A new export file is created 0600.
     let fresh = dir.join("fresh.tsv");
-    let obs = Observer::start(
+    let mut obs = hardening_support::start(
         &dir,
         Stdout::Null,
         &["--export-file", fresh.to_str().unwrap()],

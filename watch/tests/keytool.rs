@@ -4,6 +4,7 @@
 mod recovery_support;
 
 use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
 
 use recovery_support::{mono_ns, run_bin, tmpdir, write_file, Observer};
 use vlp_core::{Frame, Iv, MasterDatagram, Status};
@@ -139,7 +140,7 @@ fn observer_with_the_master_key_accepts_an_agent_holding_only_its_own_key() {
     // Speaking for another id with this key is refused; for its own id, accepted.
     s.send(&sealed(&key, 778, 1).0).unwrap();
     s.send(&sealed(&key, 777, 2).0).unwrap();
-    obs.wait_for(&["\"kind\":\"new\"", "\"pid\":777"], 5);
+    obs.wait_for(&["\"kind\":\"new\"", "\"pid\":777"], Duration::from_secs(5));
     assert_eq!(obs.count(&["\"pid\":778"]), 0);
     assert!(
         obs.metric("varta_frame_decrypt_failures_total")

@@ -5,7 +5,9 @@ mod recovery_support;
 
 use std::time::{Duration, Instant};
 
-use recovery_support::{agent_bin, gone, read_pid, run_bin, tmpdir, write_file, Observer};
+use recovery_support::{
+    agent_bin, crash_agent, gone, read_pid, run_bin, tmpdir, write_file, Observer,
+};
 
 #[test]
 fn child_environment_is_cleared_to_path_plus_recovery_env_unless_inherited() {
@@ -22,8 +24,11 @@ fn child_environment_is_cleared_to_path_plus_recovery_env_unless_inherited() {
         ],
         &secret,
     );
-    obs.crash_agent();
-    let line = obs.wait_for(&["\"kind\":\"recovery\"", "reaped_zero"], 5);
+    crash_agent(&obs);
+    let line = obs.wait_for(
+        &["\"kind\":\"recovery\"", "reaped_zero"],
+        Duration::from_secs(5),
+    );
     // Exactly these two variables (the environment is passed sorted by name).
     assert!(
         line.contains(r#"output 31/31 bytes: \"FOO=bar baz\\nPATH=/usr/bin:/bin\\n\""#),
@@ -43,8 +48,11 @@ fn child_environment_is_cleared_to_path_plus_recovery_env_unless_inherited() {
         ],
         &secret,
     );
-    obs.crash_agent();
-    let line = obs.wait_for(&["\"kind\":\"recovery\"", "reaped_zero"], 5);
+    crash_agent(&obs);
+    let line = obs.wait_for(
+        &["\"kind\":\"recovery\"", "reaped_zero"],
+        Duration::from_secs(5),
+    );
     assert!(line.contains("VARTA_TEST_SECRET=do-not-leak"), "{line}");
 }
 
@@ -65,8 +73,11 @@ fn captured_output_is_bounded_and_a_chatty_child_never_blocks() {
             "60000",
         ],
     );
-    obs.crash_agent();
-    let line = obs.wait_for(&["\"kind\":\"recovery\"", "exited 0 (reaped_zero)"], 10);
+    crash_agent(&obs);
+    let line = obs.wait_for(
+        &["\"kind\":\"recovery\"", "exited 0 (reaped_zero)"],
+        Duration::from_secs(10),
+    );
     assert!(
         line.contains(r#"output 16/300006 bytes: \"xxxxxxxxxxxxxxxx\""#),
         "{line}"
@@ -74,6 +85,7 @@ fn captured_output_is_bounded_and_a_chatty_child_never_blocks() {
     obs.wait_metric_at_least(
         "varta_recovery_outcomes_total{outcome=\"reaped_zero\"}",
         1.0,
+        Duration::from_secs(10),
     );
     assert_eq!(obs.metric("varta_recovery_duration_count_total"), 1.0);
     assert!(obs.metric("varta_recovery_duration_ns_sum") > 0.0);
@@ -93,8 +105,11 @@ fn placeholders_reach_the_program_from_a_checked_command_file() {
         0o600,
     );
     let obs = Observer::start(&dir, &["--recovery-exec-file", cmd_file.to_str().unwrap()]);
-    let pid = obs.crash_agent();
-    obs.wait_for(&["\"kind\":\"recovery\"", "reaped_zero"], 5);
+    let pid = crash_agent(&obs);
+    obs.wait_for(
+        &["\"kind\":\"recovery\"", "reaped_zero"],
+        Duration::from_secs(5),
+    );
     assert_eq!(
         std::fs::read_to_string(&out).unwrap().trim(),
         format!("{pid} unix unix:{pid} critical crash")
@@ -177,19 +192,26 @@ fn timeout_kills_the_child_and_its_grandchildren() {
             "300",
         ],
     );
-    obs.crash_agent();
+    crash_agent(&obs);
     let g = read_pid(&gpid, 5);
     obs.wait_for(
         &["\"kind\":\"recovery\"", "still running at its deadline"],
-        5,
+        Duration::from_secs(5),
     );
-    obs.wait_for(&["\"kind\":\"recovery\"", "after its timeout (killed)"], 5);
+    obs.wait_for(
+        &["\"kind\":\"recovery\"", "after its timeout (killed)"],
+        Duration::from_secs(5),
+    );
     let end = Instant::now() + Duration::from_secs(5);
     while !gone(g) {
         assert!(Instant::now() < end, "grandchild {g} survived the timeout");
         std::thread::sleep(Duration::from_millis(10));
     }
-    obs.wait_metric_at_least("varta_recovery_outcomes_total{outcome=\"timed_out\"}", 1.0);
+    obs.wait_metric_at_least(
+        "varta_recovery_outcomes_total{outcome=\"timed_out\"}",
+        1.0,
+        Duration::from_secs(10),
+    );
 }
 
 #[test]
@@ -211,14 +233,17 @@ fn shutdown_leaves_no_child_or_grandchild_even_if_they_ignore_sigterm() {
             "600000",
         ],
     );
-    obs.crash_agent();
+    crash_agent(&obs);
     let (c, g) = (read_pid(&cpid, 5), read_pid(&gpid, 5));
     assert!(!gone(c) && !gone(g));
     let status = obs.terminate();
     assert!(status.success(), "{status:?}");
     assert!(gone(c), "recovery child {c} outlived the observer");
     assert!(gone(g), "grandchild {g} outlived the observer");
-    let line = obs.wait_for(&["\"kind\":\"recovery\"", "(shutdown)"], 5);
+    let line = obs.wait_for(
+        &["\"kind\":\"recovery\"", "(shutdown)"],
+        Duration::from_secs(5),
+    );
     assert!(line.contains("killed by signal 9"), "{line}");
 }
 
@@ -256,11 +281,12 @@ fn policy_admits_transports_by_opt_in() {
     udp_crash(&obs);
     obs.wait_for(
         &["\"kind\":\"recovery\"", "refused (agent_key_not_allowed)"],
-        5,
+        Duration::from_secs(5),
     );
     obs.wait_metric_at_least(
         "varta_recovery_refused_total{reason=\"agent_key_not_allowed\"}",
         1.0,
+        Duration::from_secs(10),
     );
     let body = obs.scrape();
     for reason in [
@@ -283,7 +309,10 @@ fn policy_admits_transports_by_opt_in() {
     args.push("--recovery-allow-agent-keys");
     let obs = Observer::start(&dir, &args);
     udp_crash(&obs);
-    obs.wait_for(&["\"kind\":\"recovery\"", "spawned child"], 5);
+    obs.wait_for(
+        &["\"kind\":\"recovery\"", "spawned child"],
+        Duration::from_secs(5),
+    );
     drop(obs);
 
     // Plaintext UDP: refused unless the operator accepts it by name.
@@ -316,11 +345,14 @@ fn policy_admits_transports_by_opt_in() {
             "\"kind\":\"recovery\"",
             "refused (unauthenticated_transport)",
         ],
-        5,
+        Duration::from_secs(5),
     );
     drop(obs);
     let obs = plain(&["--plaintext-udp-i-accept-recovery-on-unauthenticated-transport"]);
-    obs.wait_for(&["\"kind\":\"recovery\"", "spawned child"], 5);
+    obs.wait_for(
+        &["\"kind\":\"recovery\"", "spawned child"],
+        Duration::from_secs(5),
+    );
     drop(obs);
     let obs = plain(&["--secure-udp-i-accept-recovery-on-unauthenticated-transport"]);
     obs.wait_for(
@@ -328,11 +360,14 @@ fn policy_admits_transports_by_opt_in() {
             "\"kind\":\"recovery\"",
             "refused (unauthenticated_transport)",
         ],
-        5,
+        Duration::from_secs(5),
     );
     drop(obs);
     let obs = plain(&["--recovery-allow-unattested"]);
-    obs.wait_for(&["\"kind\":\"recovery\"", "spawned child"], 5);
+    obs.wait_for(
+        &["\"kind\":\"recovery\"", "spawned child"],
+        Duration::from_secs(5),
+    );
 }
 
 #[test]
@@ -358,12 +393,18 @@ fn shutdown_sends_sigterm_first_and_audits_how_each_child_ended() {
             log.to_str().unwrap(),
         ],
     );
-    let pid = obs.crash_agent();
-    obs.wait_for(&["\"kind\":\"recovery\"", "spawned child"], 5);
+    let pid = crash_agent(&obs);
+    obs.wait_for(
+        &["\"kind\":\"recovery\"", "spawned child"],
+        Duration::from_secs(5),
+    );
     // The trap is installed once the shell has written its pid.
     read_pid(&ready, 5);
     assert!(obs.terminate().success());
-    let line = obs.wait_for(&["\"kind\":\"recovery\"", "(shutdown)"], 5);
+    let line = obs.wait_for(
+        &["\"kind\":\"recovery\"", "(shutdown)"],
+        Duration::from_secs(5),
+    );
     assert!(line.contains("exited 0"), "{line}");
     let text = std::fs::read_to_string(&log).unwrap();
     let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();

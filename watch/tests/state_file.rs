@@ -7,9 +7,10 @@ mod state_support;
 use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use state_support::{metric_in, tmpdir, Agents, Observer, BIN};
+use state_support::{metric_in, start, tmpdir, Agents, BIN};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -27,14 +28,18 @@ fn run_bin(args: &[&str]) -> std::process::Output {
 fn saved_state(dir: &Path, agents: &mut Agents, n: usize) -> Vec<u32> {
     let sock = dir.join("s.sock");
     let state = dir.join("state");
-    let obs = Observer::start(&["--socket", s(&sock), "--state-file", s(&state)]);
+    let mut obs = start(&["--socket", s(&sock), "--state-file", s(&state)]);
     let pids: Vec<u32> = (0..n)
         .map(|_| agents.spawn(&sock, &["--interval-ms", "50"]))
         .collect();
     for p in &pids {
-        obs.wait_for(&["\"kind\":\"new\"", &format!("\"pid\":{p},")], 10);
+        obs.wait_for(
+            &["\"kind\":\"new\"", &format!("\"pid\":{p},")],
+            Duration::from_secs(10),
+        );
     }
-    let (status, _, err) = obs.terminate();
+    let status = obs.terminate();
+    let err = obs.stderr();
     assert!(status.success(), "{err}");
     assert!(
         err.contains(&format!("state saved to {} ({n} agents", state.display())),
@@ -52,12 +57,18 @@ fn sigterm_saves_the_table_and_the_next_start_restores_it() {
     let pids = saved_state(&dir, &mut agents, 3);
     let sock = dir.join("s.sock");
     let state = dir.join("state");
-    let obs = Observer::start(&["--socket", s(&sock), "--state-file", s(&state)]);
+    let obs = start(&["--socket", s(&sock), "--state-file", s(&state)]);
     obs.wait_stderr(
-        &format!("state restored from {}: 3 agents", state.display()),
-        5,
+        &[&format!(
+            "state restored from {}: 3 agents",
+            state.display()
+        )],
+        Duration::from_secs(5),
     );
-    obs.wait_for(&["\"kind\":\"info\"", "state restored"], 5);
+    obs.wait_for(
+        &["\"kind\":\"info\"", "state restored"],
+        Duration::from_secs(5),
+    );
     let body = obs.scrape();
     assert_eq!(metric_in(&body, "varta_watch_pids_tracked"), 3.0, "{body}");
     for p in &pids {
@@ -67,7 +78,7 @@ fn sigterm_saves_the_table_and_the_next_start_restores_it() {
         );
     }
     // They go on beating: known, never `new` again.
-    obs.wait_metric_at_least("varta_state_snapshots_total", 2.0, 10);
+    obs.wait_metric_at_least("varta_state_snapshots_total", 2.0, Duration::from_secs(10));
     for p in &pids {
         assert_eq!(
             obs.count(&["\"kind\":\"new\"", &format!("\"pid\":{p},")]),
@@ -165,11 +176,14 @@ fn a_damaged_or_foreign_state_file_is_set_aside_and_the_observer_starts_empty() 
             .open(&state)
             .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
             .unwrap();
-        let obs = Observer::start(&["--socket", s(&sock), "--state-file", s(&state)]);
-        let line = obs.wait_stderr("not restored", 5);
+        let mut obs = start(&["--socket", s(&sock), "--state-file", s(&state)]);
+        let line = obs.wait_stderr(&["not restored"], Duration::from_secs(5));
         assert!(line.contains(why), "{name}: {line}");
         assert!(line.contains("starting empty"), "{name}: {line}");
-        obs.wait_for(&["\"kind\":\"info\"", "not restored"], 5);
+        obs.wait_for(
+            &["\"kind\":\"info\"", "not restored"],
+            Duration::from_secs(5),
+        );
         let body = obs.scrape();
         assert_eq!(metric_in(&body, "varta_state_restore_failures_total"), 1.0);
         assert_eq!(metric_in(&body, "varta_watch_pids_tracked"), 0.0);
@@ -185,8 +199,9 @@ fn a_damaged_or_foreign_state_file_is_set_aside_and_the_observer_starts_empty() 
             "{name}: kept as it was"
         );
         // The next snapshot replaces it with a good one.
-        obs.wait_metric_at_least("varta_state_snapshots_total", 1.0, 10);
-        let (status, _, err) = obs.terminate();
+        obs.wait_metric_at_least("varta_state_snapshots_total", 1.0, Duration::from_secs(10));
+        let status = obs.terminate();
+        let err = obs.stderr();
         assert!(status.success(), "{name}: {err}");
         assert_eq!(&std::fs::read(&state).unwrap()[..8], b"VARTAWST");
     }
@@ -217,7 +232,7 @@ fn after_a_reboot_identities_are_kept_and_every_agent_counts_as_silent() {
     let state = dir.join("state");
     let sock = dir.join("s.sock");
     as_if_written_before_a_reboot(&state, 120_000_000_000);
-    let obs = Observer::start(&[
+    let obs = start(&[
         "--socket",
         s(&sock),
         "--state-file",
@@ -225,7 +240,7 @@ fn after_a_reboot_identities_are_kept_and_every_agent_counts_as_silent() {
         "--threshold-ms",
         "60000",
     ]);
-    let line = obs.wait_stderr("state restored", 5);
+    let line = obs.wait_stderr(&["state restored"], Duration::from_secs(5));
     assert!(
         line.contains("2 agents") && line.contains("reboot"),
         "{line}"
@@ -233,7 +248,10 @@ fn after_a_reboot_identities_are_kept_and_every_agent_counts_as_silent() {
     // Silent for the 2 minutes between the snapshot and now by the wall clock, past the minute of
     // the threshold: stalled at once, long before a minute passes after the start.
     for p in &pids {
-        let l = obs.wait_for(&["\"kind\":\"stall\"", &format!("\"pid\":{p},")], 20);
+        let l = obs.wait_for(
+            &["\"kind\":\"stall\"", &format!("\"pid\":{p},")],
+            Duration::from_secs(20),
+        );
         println!("after reboot: {l}");
     }
 }
@@ -244,7 +262,7 @@ fn the_audit_anchor_in_the_state_file_catches_a_cut_audit_tail() {
     let sock = dir.join("s.sock");
     let state = dir.join("state");
     let audit = dir.join("audit.log");
-    let obs = Observer::start(&[
+    let mut obs = start(&[
         "--socket",
         s(&sock),
         "--state-file",
@@ -265,10 +283,11 @@ fn the_audit_anchor_in_the_state_file_catches_a_cut_audit_tail() {
                 &format!("\"pid\":{p},"),
                 "exited 0",
             ],
-            10,
+            Duration::from_secs(10),
         );
     }
-    let (status, _, err) = obs.terminate();
+    let status = obs.terminate();
+    let err = obs.stderr();
     assert!(status.success(), "{err}");
     let out = run_bin(&["state", "anchor", s(&state)]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
@@ -296,7 +315,7 @@ fn the_audit_anchor_in_the_state_file_catches_a_cut_audit_tail() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     // A state file without an anchor, or none at all.
     let plain = dir.join("plain");
-    let obs = Observer::start(&["--socket", s(&sock), "--state-file", s(&plain)]);
+    let mut obs = start(&["--socket", s(&sock), "--state-file", s(&plain)]);
     obs.terminate();
     assert_eq!(
         run_bin(&["state", "anchor", s(&plain)]).status.code(),
