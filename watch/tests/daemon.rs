@@ -43,11 +43,13 @@ fn beats_counted_stall_within_bounds_then_recovered() {
     let mut obs = Observer::start(&dir, &["--config", cfg.to_str().unwrap()]);
     let me = std::process::id();
     let c = obs.client();
+    // Taken just before each send: the kernel stamps the beat after it, so the stall cannot
+    // be due before `last` + threshold.
     let mut last = Instant::now();
     for n in 1..=5 {
         std::thread::sleep(Duration::from_millis(20));
-        c.send(&frame(me, n)).unwrap();
         last = Instant::now();
+        c.send(&frame(me, n)).unwrap();
     }
     obs.wait_for_timed(
         &["\"kind\":\"new\"", &format!("\"pid\":{me}")],
@@ -55,10 +57,11 @@ fn beats_counted_stall_within_bounds_then_recovered() {
     );
     let (t, line) = obs.wait_for_timed(&["\"kind\":\"stall\""], Duration::from_secs(3));
     let late = t.duration_since(last);
-    // Exactly one threshold of silence, reported promptly (generous bound: shared CI machine).
+    // Exactly one threshold of silence, never early, and reported (a generous functional
+    // bound: a shared CI machine; lateness is measured by `varta bench stall`, not here).
     assert!(line.contains("silent for 300.0ms"), "{line}");
     assert!(late >= Duration::from_millis(299), "stall after {late:?}");
-    assert!(late < Duration::from_millis(450), "stall after {late:?}");
+    assert!(late < Duration::from_secs(2), "stall after {late:?}");
     // The same in numbers, on the watch's own clock: the event is the exact deadline, and the
     // line was written after it (and soon: generous bound again).
     let (at, last_beat, emitted) = (
