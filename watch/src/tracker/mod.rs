@@ -126,6 +126,7 @@ use std::collections::VecDeque;
 use std::fmt;
 
 pub use config::{AgentId, KeyClass, Listener, Origin, TrackerConfig, UdpMode};
+pub use deadlines::{ThresholdError, MAX_THRESHOLDS};
 pub use events::{AcceptKind, Accepted, Event, EventKind};
 pub use persist::{ClockMapping, PersistError, STATE_MAGIC, STATE_VERSION};
 pub use reject::{Reason, ReasonClass, Rejection};
@@ -164,7 +165,9 @@ pub const MAX_CAPACITY: usize = (u32::MAX - 1) as usize;
 
 /// The observer core (see the module docs).
 pub struct Tracker {
-    threshold: Nanos,
+    /// Stall threshold per threshold class; `[0]` is the default class (the configured
+    /// `threshold`). See [`Tracker::set_thresholds`].
+    thresholds: Vec<Nanos>,
     evict_after: Nanos,
     allowed_uids: Vec<u32>,
     udp: Vec<UdpMode>,
@@ -186,7 +189,7 @@ pub struct Tracker {
 impl fmt::Debug for Tracker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tracker")
-            .field("threshold", &self.threshold)
+            .field("thresholds", &self.thresholds)
             .field("evict_after", &self.evict_after)
             .field("len", &self.table.len())
             .field("udp_listeners", &self.udp.len())
@@ -220,7 +223,7 @@ impl Tracker {
             foldhash::fast::RandomState::default().hash_one(0x5eed_u64)
         };
         Tracker {
-            threshold: cfg.threshold.max(1),
+            thresholds: vec![cfg.threshold.max(1)],
             evict_after: cfg.evict_after,
             allowed_uids: cfg.allowed_uids,
             udp: cfg.udp,
