@@ -233,10 +233,15 @@ impl RunArgs {
             prom_addr: self.prom_addr,
             metrics_max_agents,
             http,
-            recovery,
             shutdown_grace,
             rt_priority,
             self_watchdog,
+            policy: crate::policy::PolicyConfig {
+                classes: self.class.clone(),
+                names: Vec::new(),
+            },
+            class_defaults: crate::policy::config::defaults(threshold_ns, recovery.as_ref()),
+            recovery,
         })
     }
 }

@@ -8,7 +8,7 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 
 use super::{Daemon, MAX_BATCHES_PER_TURN};
 use crate::output::Row;
-use crate::recovery::{Reason, Recovery, Request, Transport};
+use crate::recovery::{Reason, Recovery};
 use crate::tracker::{AgentId, Event, EventKind, Nanos};
 
 impl Daemon {
@@ -19,9 +19,14 @@ impl Daemon {
     /// Drains tracker events to the outputs (and recovery).
     fn drain_events(&mut self) {
         while let Some(ev) = self.tracker.poll_event() {
-            let row = Row::from_event(&ev);
+            self.policy.on_event(&ev, &mut self.tracker);
+            let row = Row {
+                who: Some(self.policy.who(ev.agent())),
+                ..Row::from_event(&ev)
+            };
             let now = self.now();
             self.outputs.emit(&row, now);
+            self.policy.record(row.json(now));
             let trigger = match ev {
                 Event::Stalled { at, agent, .. } => Some((at, agent, Reason::Stall, "stall")),
                 Event::Died {
@@ -33,24 +38,12 @@ impl Daemon {
                 _ => None,
             };
             if let Some((at, agent, reason, status)) = trigger {
-                let transport = Transport::of(agent.listener, &self.udp_modes);
-                if let Some(rec) = self.recovery.as_mut() {
-                    let decision = rec.trigger(
-                        at,
-                        &Request {
-                            agent,
-                            transport,
-                            reason,
-                            status,
-                        },
-                    );
-                    self.emit_recovery(at, agent, decision.to_string());
-                }
+                self.react(&ev, at, agent, reason, status);
             }
         }
     }
 
-    fn emit_recovery(&mut self, at: Nanos, agent: AgentId, detail: String) {
+    pub(super) fn emit_recovery(&mut self, at: Nanos, agent: AgentId, detail: String) {
         self.counters.recoveries += 1;
         let now = self.now();
         self.outputs.emit(
@@ -179,9 +172,9 @@ impl Daemon {
     }
 
     /// Sleeps until a descriptor is ready or the next deadline. Returns which are ready:
-    /// `(signals, scrape, captures)` (listeners into `ready`); `None` on timeout or
-    /// interruption.
-    fn wait(&self, ready: &mut Vec<bool>) -> Option<(bool, bool, bool)> {
+    /// `(signals, scrape, captures, status hub)` (listeners into `ready`); `None` on timeout
+    /// or interruption.
+    fn wait(&self, ready: &mut Vec<bool>) -> Option<(bool, bool, bool, bool)> {
         let mut fds = Vec::with_capacity(self.listeners.len() + 2);
         fds.push(PollFd::new(&self.sig_rx, PollFlags::IN));
         for l in &self.listeners {
@@ -199,6 +192,11 @@ impl Daemon {
                     .map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN)),
             );
         }
+        let hub_at = fds.len();
+        fds.push(PollFd::from_borrowed_fd(
+            self.policy.wake_fd(),
+            PollFlags::IN,
+        ));
         let timeout = self.next_deadline().map(|d| {
             let wait = d.saturating_sub(self.now());
             Timespec {
@@ -215,8 +213,8 @@ impl Daemon {
         ready.clear();
         ready.extend(fds[1..=self.listeners.len()].iter().map(is_ready));
         let scrape = self.metrics.is_some() && is_ready(&fds[captures_at - 1]);
-        let captures = fds[captures_at..].iter().any(is_ready);
-        Some((is_ready(&fds[0]), scrape, captures))
+        let captures = fds[captures_at..hub_at].iter().any(is_ready);
+        Some((is_ready(&fds[0]), scrape, captures, is_ready(&fds[hub_at])))
     }
 
     /// Runs until SIGINT or SIGTERM. Returns the process exit status.
@@ -237,7 +235,8 @@ impl Daemon {
             }
 
             // 2. Sleep until something happens or the next deadline.
-            let Some((signals, scrape, captures)) = self.wait(&mut ready) else {
+            let Some((signals, scrape, captures, hub)) = self.wait(&mut ready) else {
+                self.policy_turn(false);
                 continue;
             };
 
@@ -261,6 +260,8 @@ impl Daemon {
                     rec.drain_captures();
                 }
             }
+            // Classes from /proc, silence commands, status snapshots, reload.
+            self.policy_turn(hub);
             // 4. A scrape waits: publish a snapshot (never blocks).
             if scrape && self.metrics.as_ref().is_some_and(|m| m.take_request()) {
                 let snap = self.snapshot();

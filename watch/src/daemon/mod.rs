@@ -22,6 +22,7 @@
 mod counters;
 mod event_loop;
 mod os;
+mod policy;
 mod snapshot;
 mod supervise;
 #[cfg(feature = "test-hooks")]
@@ -86,6 +87,12 @@ pub enum SetupError {
     /// The self-watchdog thread could not be started.
     #[error("--self-watchdog-secs: {0}")]
     SelfWatchdog(io::Error),
+    /// A class or name section was refused.
+    #[error("{0}")]
+    Policy(String),
+    /// The control socket could not be opened.
+    #[error(transparent)]
+    Control(#[from] crate::control::server::ControlError),
     /// `SCHED_FIFO` was refused.
     #[error("--rt-priority {prio}: cannot set SCHED_FIFO: {source}")]
     RtPriority {
@@ -114,6 +121,7 @@ pub struct Daemon {
     start: Instant,
     counters: Counters,
     supervisor: supervise::Supervisor,
+    policy: policy::PolicyLoop,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -125,8 +133,9 @@ impl std::fmt::Debug for Daemon {
     }
 }
 
-/// A self-pipe written by the signal handlers of SIGINT, SIGTERM and SIGCHLD (the loop polls
-/// its read end); SIGINT and SIGTERM also raise `term`.
+/// A self-pipe written by the signal handlers of SIGINT, SIGTERM, SIGCHLD and SIGHUP (the loop
+/// polls its read end); SIGINT and SIGTERM also raise `term` (SIGHUP its own flag, see
+/// `policy`).
 fn signals() -> io::Result<(UnixStream, Arc<AtomicBool>)> {
     use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
     let (sig_rx, sig_tx) = UnixStream::pair()?;
@@ -135,7 +144,7 @@ fn signals() -> io::Result<(UnixStream, Arc<AtomicBool>)> {
     for sig in [SIGINT, SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&term))?;
     }
-    for sig in [SIGINT, SIGTERM, SIGCHLD] {
+    for sig in [SIGINT, SIGTERM, SIGCHLD, signal_hook::consts::SIGHUP] {
         signal_hook::low_level::pipe::register(sig, sig_tx.try_clone()?)?;
     }
     Ok((sig_rx, term))
@@ -216,9 +225,18 @@ impl Daemon {
             ),
             None => None,
         };
+        let policy = policy::PolicyLoop::new(
+            &cfg.policy,
+            &cfg.class_defaults,
+            cfg.socket.as_deref(),
+            cfg.capacity,
+        )?;
+        if let Some(ctl) = policy.control_socket() {
+            where_.push(format!("control {}", ctl.display()));
+        }
         let metrics = match cfg.prom_addr {
             Some(addr) => {
-                let (publisher, bound) = crate::metrics::serve(addr, cfg.http)
+                let (publisher, bound) = crate::metrics::serve(addr, cfg.http, policy.routes())
                     .map_err(|source| SetupError::Metrics { addr, source })?;
                 where_.push(format!("metrics http://{bound}/metrics"));
                 Some(publisher)
@@ -230,7 +248,7 @@ impl Daemon {
         if let Some(prio) = cfg.rt_priority {
             os::realtime(prio).map_err(|source| SetupError::RtPriority { prio, source })?;
         }
-        let tracker = Tracker::new(TrackerConfig {
+        let mut tracker = Tracker::new(TrackerConfig {
             threshold: cfg.threshold_ns,
             capacity: cfg.capacity,
             evict_after: cfg.evict_after_ns,
@@ -238,6 +256,7 @@ impl Daemon {
             udp: udp_modes.clone(),
             ..TrackerConfig::default()
         });
+        policy.apply_thresholds(&mut tracker);
         let recovery = match cfg.recovery {
             Some(r) => {
                 let path = r.audit.as_ref().map(|a| a.path.clone()).unwrap_or_default();
@@ -282,6 +301,13 @@ impl Daemon {
             start,
             counters,
             supervisor,
+            policy,
         })
+    }
+
+    /// The arguments the observer was started with (without the program name): SIGHUP and
+    /// `varta-watch reload` read them, and the file they name, again.
+    pub fn set_reload_args(&mut self, argv: Vec<std::ffi::OsString>) {
+        self.policy.set_reload_args(argv);
     }
 }

@@ -161,6 +161,10 @@ impl Agent {
         self.bits |= FLAG_KEY;
     }
 
+    pub(crate) fn clear_has_key(&mut self) {
+        self.bits &= !FLAG_KEY;
+    }
+
     pub(crate) fn status(&self) -> Status {
         Status::from_u8(self.status).unwrap_or(Status::Ok)
     }
