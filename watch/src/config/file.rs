@@ -99,7 +99,7 @@ pub fn policy_sections(
         path: path.to_path_buf(),
         msg: e.message().replace('\n', " "),
     })?;
-    table.retain(|k, v| matches!(k.as_ref(), "class" | "name") && is_sections(v));
+    table.retain(|k, v| matches!(k, "class" | "name") && is_sections(v));
     toml::Value::Table(table)
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError::FileSyntax {
