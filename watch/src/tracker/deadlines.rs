@@ -80,9 +80,12 @@ impl Tracker {
 
     /// Puts `agent` in threshold class `class` (an index into [`Tracker::thresholds`]), once per
     /// agent session when the shell has resolved its class. Its pending deadline moves to the
-    /// new threshold: the slot is re-inserted in its new list in deadline order, walking from
-    /// the tail (cheap for an agent that beat recently). Returns `false` (and changes nothing)
-    /// for an unknown agent or class.
+    /// new threshold at once when its place in the new class's list is among the last
+    /// [`MAX_INSERT_STEPS`](super::table::MAX_INSERT_STEPS) (the usual case: the class is
+    /// resolved right after a beat); otherwise the move waits for its next beat, which
+    /// appends it to the new list in O(1), and until then the old threshold holds. Either
+    /// way the cost is bounded, never a walk of the table. Returns `false` (and changes
+    /// nothing) for an unknown agent or class.
     pub fn set_threshold_class(&mut self, agent: AgentId, class: u8) -> bool {
         if usize::from(class) >= self.thresholds.len() {
             return false;
@@ -91,6 +94,7 @@ impl Tracker {
             return false;
         };
         if self.table.class(slot) == class {
+            self.table.set_pending_class(slot, super::table::NO_PENDING);
             return true;
         }
         let list = match self.table.slab[slot as usize].phase() {
@@ -98,15 +102,31 @@ impl Tracker {
             Phase::Stalled => Some(ListId::Stalled),
             Phase::DeadCrash | Phase::DeadClean | Phase::Free => None,
         };
-        match list {
-            Some(l) => {
+        let Some(l) = list else {
+            self.table.set_class(slot, class);
+            return true;
+        };
+        let (th, ev) = (&self.thresholds, self.evict_after);
+        // The key the slot will have in the new class.
+        let new_deadline = |t: &Table, s: u32| {
+            if s == slot {
+                let thr = th[usize::from(class)];
+                let a = &t.slab[s as usize];
+                match l {
+                    ListId::Alive => a.last_beat.saturating_add(thr),
+                    _ => a.last_beat.saturating_add(thr).saturating_add(ev),
+                }
+            } else {
+                deadline_in(t, th, ev, s)
+            }
+        };
+        match self.table.sorted_position(l, class, slot, new_deadline) {
+            Some(after) if after != slot => {
                 self.table.unlink(slot);
                 self.table.set_class(slot, class);
-                let (th, ev) = (&self.thresholds, self.evict_after);
-                self.table
-                    .insert_sorted(l, slot, |t, s| deadline_in(t, th, ev, s));
+                self.table.link_after(l, slot, after);
             }
-            None => self.table.set_class(slot, class),
+            _ => self.table.set_pending_class(slot, class),
         }
         true
     }

@@ -28,6 +28,12 @@ use super::{AgentId, KeyClass, Listener, Nanos};
 /// Most threshold classes (distinct thresholds) the table keeps lists for; a class is a `u8`.
 pub(crate) const MAX_THRESHOLD_CLASSES: usize = 128;
 
+/// No class change waits for the slot's next beat.
+pub(crate) const NO_PENDING: u8 = u8::MAX;
+
+/// Most entries [`Table::insert_sorted`] steps over before it gives up.
+pub(crate) const MAX_INSERT_STEPS: usize = 64;
+
 /// "No slot" in the intrusive links.
 pub(crate) const NIL: u32 = u32::MAX;
 
@@ -261,8 +267,9 @@ pub(crate) struct Table {
     lists: Vec<List>,
     /// Threshold classes with lists.
     classes: usize,
-    /// The threshold class of each slot (parallel to `slab`).
-    class: Vec<u8>,
+    /// The threshold class of each slot and the class it moves to at its next beat
+    /// ([`NO_PENDING`] if none), parallel to `slab`.
+    class: Vec<[u8; 2]>,
     len: usize,
     unproven: usize,
     capacity: usize,
@@ -328,11 +335,11 @@ impl Table {
             let s = u32::try_from(self.slab.len()).unwrap_or(NIL);
             debug_assert!(s != NIL, "capacity is clamped below u32::MAX");
             self.slab.push(agent);
-            self.class.push(0);
+            self.class.push([0, NO_PENDING]);
             s
         };
         // A new identity starts in the default class until the shell says otherwise.
-        self.class[slot as usize] = 0;
+        self.class[slot as usize] = [0, NO_PENDING];
         let h = self.hash(self.slab[slot as usize].tag());
         let Table {
             index,
@@ -385,14 +392,19 @@ impl Table {
     fn list_index(&self, l: ListId, slot: u32) -> usize {
         self.index_of(
             l,
-            usize::from(self.class[slot as usize]),
+            usize::from(self.class[slot as usize][0]),
             self.slab[slot as usize].proven(),
         )
     }
 
     /// The threshold class of `slot`.
     pub(crate) fn class(&self, slot: u32) -> u8 {
-        self.class[slot as usize]
+        self.class[slot as usize][0]
+    }
+
+    /// Makes `slot` move to `class` when it next beats (see [`Table::push_back`]).
+    pub(crate) fn set_pending_class(&mut self, slot: u32, class: u8) {
+        self.class[slot as usize][1] = class;
     }
 
     /// Threshold classes with lists.
@@ -403,19 +415,36 @@ impl Table {
     /// Sets `slot`'s class; the slot must not be on a list (unlink it first).
     pub(crate) fn set_class(&mut self, slot: u32, class: u8) {
         debug_assert!(usize::from(class) < self.classes);
-        self.class[slot as usize] = class;
+        self.class[slot as usize] = [class, NO_PENDING];
     }
 
-    /// Inserts `slot` into list `l` (its phase must already name `l`) after the last entry
-    /// whose `key` is not above `key(slot)`, walking from the tail: O(entries with a later
-    /// key), which is few when the slot's key is recent. Keeps a sorted list sorted.
-    pub(crate) fn insert_sorted(&mut self, l: ListId, slot: u32, key: impl Fn(&Table, u32) -> u64) {
-        let li = self.list_index(l, slot);
+    /// Where `slot` would go in list `l` of threshold class `class` to keep it sorted by
+    /// `key`: the entry to insert after (`NIL`: at the head), found walking from the tail;
+    /// `None` past [`MAX_INSERT_STEPS`] entries (the caller then waits for the slot's next
+    /// beat, which appends it at a tail in O(1)).
+    pub(crate) fn sorted_position(
+        &self,
+        l: ListId,
+        class: u8,
+        slot: u32,
+        key: impl Fn(&Table, u32) -> u64,
+    ) -> Option<u32> {
+        let li = self.index_of(l, usize::from(class), self.slab[slot as usize].proven());
         let k = key(self, slot);
         let mut after = self.lists[li].tail;
-        while after != NIL && key(self, after) > k {
+        for _ in 0..=MAX_INSERT_STEPS {
+            if after == NIL || key(self, after) <= k {
+                return Some(after);
+            }
             after = self.slab[after as usize].prev;
         }
+        None
+    }
+
+    /// Links `slot` (unlinked, its phase and class naming list `l`) right after `after`
+    /// (`NIL`: at the head), as found by [`Table::sorted_position`].
+    pub(crate) fn link_after(&mut self, l: ListId, slot: u32, after: u32) {
+        let li = self.list_index(l, slot);
         let next = if after == NIL {
             self.lists[li].head
         } else {
@@ -456,7 +485,7 @@ impl Table {
                 continue;
             }
             let c = class_of(&self.slab[s]);
-            self.class[s] = if usize::from(c) < self.classes { c } else { 0 };
+            self.class[s] = [if usize::from(c) < self.classes { c } else { 0 }, NO_PENDING];
             let slot = u32::try_from(s).unwrap_or(NIL);
             let Some(li) = self.list_of(slot) else {
                 continue;
@@ -512,8 +541,16 @@ impl Table {
         a.next = NIL;
     }
 
-    /// Appends `slot` at the tail of list `l` (its phase must already name `l`).
+    /// Appends `slot` at the tail of list `l` (its phase must already name `l`). On the alive
+    /// list (a beat: the slot's deadline is the latest of any list), a class change that
+    /// waited for this beat takes effect.
     pub(crate) fn push_back(&mut self, l: ListId, slot: u32) {
+        if l == ListId::Alive {
+            let c = &mut self.class[slot as usize];
+            if c[1] != NO_PENDING {
+                *c = [c[1], NO_PENDING];
+            }
+        }
         let l = self.list_index(l, slot);
         let tail = self.lists[l].tail;
         {
@@ -552,7 +589,7 @@ impl Table {
     /// Bytes of heap the table holds (slab capacity + index), for the scale bench.
     pub(crate) fn heap_bytes(&self) -> usize {
         self.slab.capacity() * core::mem::size_of::<Agent>()
-            + self.class.capacity()
+            + self.class.capacity() * 2
             + self.index.allocation_size()
     }
 

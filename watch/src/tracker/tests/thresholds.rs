@@ -92,3 +92,32 @@ fn replacing_the_classes_keeps_agents_and_moves_deadlines() {
     assert_eq!(t.set_thresholds(&[], |_| 0), Err(ThresholdError::Count(0)));
     assert_eq!(t.thresholds(), &[THR]);
 }
+
+#[test]
+fn a_class_change_deep_in_a_long_list_waits_for_the_next_beat() {
+    let mut c = cfg();
+    c.capacity = 256;
+    let mut t = Tracker::new(c);
+    t.set_thresholds(&[THR, 10 * MS], |_| 0).unwrap();
+    // Agent 1 beats first; 100 later agents go to the short class before it.
+    t.handle_datagram(MS, &unix(P + 1), &beat(P + 1, 1, 1)).unwrap();
+    for pid in 2..=101u32 {
+        t.handle_datagram(2 * MS, &unix(P + pid), &beat(P + pid, 1, 1))
+            .unwrap();
+        assert!(t.set_threshold_class(uid(P + pid), 1));
+    }
+    t.check_invariants().unwrap();
+    // Its place would be behind 100 entries: the move waits, the old threshold holds.
+    assert!(t.set_threshold_class(uid(P + 1), 1));
+    assert_eq!(t.threshold_class(uid(P + 1)), Some(0));
+    t.check_invariants().unwrap();
+    // Its next beat moves it.
+    t.handle_datagram(3 * MS, &unix(P + 1), &beat(P + 1, 2, 2)).unwrap();
+    assert_eq!(t.threshold_class(uid(P + 1)), Some(1));
+    t.check_invariants().unwrap();
+    while t.poll_event().is_some() {}
+    t.handle_timeout(3 * MS + 10 * MS);
+    let got = stalls(&mut t);
+    assert_eq!(got.len(), 101, "every agent stalls at the short threshold");
+    assert_eq!(got.last(), Some(&(1, 13 * MS)));
+}
