@@ -294,7 +294,8 @@ fn main() {
         }
         Some(n) => one_size(
             n.parse().expect("agent count"),
-            args.get(1).map_or(1, |c| c.parse().expect("threshold classes")),
+            args.get(1)
+                .map_or(1, |c| c.parse().expect("threshold classes")),
         ),
         None => {
             let exe = std::env::current_exe().expect("current_exe");

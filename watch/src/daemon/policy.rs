@@ -335,3 +335,35 @@ impl super::Daemon {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::class::ClassConfig;
+
+    #[test]
+    fn distinct_thresholds_default_first_shared_by_classes() {
+        let cfgs: Vec<ClassConfig> = [
+            "a:comm=a,threshold-ms=300",
+            "b:comm=b,threshold-ms=1000",
+            "c:comm=c,threshold-ms=300",
+            "d:comm=d",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        let set = ClassSet::new(
+            &Defaults {
+                threshold_ns: 1_000_000_000,
+                recovery: None,
+                recovery_debounce_ns: 0,
+            },
+            cfgs,
+        )
+        .unwrap();
+        let (thresholds, of) = threshold_classes(&set);
+        assert_eq!(thresholds, vec![1_000_000_000, 300_000_000]);
+        // default, a, b, c, d
+        assert_eq!(of, vec![0, 1, 0, 1, 0]);
+    }
+}

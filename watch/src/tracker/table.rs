@@ -485,7 +485,10 @@ impl Table {
                 continue;
             }
             let c = class_of(&self.slab[s]);
-            self.class[s] = [if usize::from(c) < self.classes { c } else { 0 }, NO_PENDING];
+            self.class[s] = [
+                if usize::from(c) < self.classes { c } else { 0 },
+                NO_PENDING,
+            ];
             let slot = u32::try_from(s).unwrap_or(NIL);
             let Some(li) = self.list_of(slot) else {
                 continue;

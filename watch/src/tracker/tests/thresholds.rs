@@ -100,7 +100,8 @@ fn a_class_change_deep_in_a_long_list_waits_for_the_next_beat() {
     let mut t = Tracker::new(c);
     t.set_thresholds(&[THR, 10 * MS], |_| 0).unwrap();
     // Agent 1 beats first; 100 later agents go to the short class before it.
-    t.handle_datagram(MS, &unix(P + 1), &beat(P + 1, 1, 1)).unwrap();
+    t.handle_datagram(MS, &unix(P + 1), &beat(P + 1, 1, 1))
+        .unwrap();
     for pid in 2..=101u32 {
         t.handle_datagram(2 * MS, &unix(P + pid), &beat(P + pid, 1, 1))
             .unwrap();
@@ -112,7 +113,8 @@ fn a_class_change_deep_in_a_long_list_waits_for_the_next_beat() {
     assert_eq!(t.threshold_class(uid(P + 1)), Some(0));
     t.check_invariants().unwrap();
     // Its next beat moves it.
-    t.handle_datagram(3 * MS, &unix(P + 1), &beat(P + 1, 2, 2)).unwrap();
+    t.handle_datagram(3 * MS, &unix(P + 1), &beat(P + 1, 2, 2))
+        .unwrap();
     assert_eq!(t.threshold_class(uid(P + 1)), Some(1));
     t.check_invariants().unwrap();
     while t.poll_event().is_some() {}
