@@ -123,3 +123,44 @@ fn a_class_change_deep_in_a_long_list_waits_for_the_next_beat() {
     assert_eq!(got.len(), 101, "every agent stalls at the short threshold");
     assert_eq!(got.last(), Some(&(1, 13 * MS)));
 }
+
+#[test]
+fn udp_keys_are_replaced_without_losing_agents_or_replay_windows() {
+    let mut t = Tracker::new(cfg());
+    let f = frame(Status::Ok, P + 7, 1, 1, 0);
+    t.handle_datagram(MS, &udp(1), &shared(&key(1), 1, 1, &f))
+        .unwrap();
+    // Rotation: key 1 retired, key 3 added.
+    let new = vec![
+        UdpMode::Plain,
+        UdpMode::Secure {
+            keys: vec![key(3), key(2)],
+            master: Some(key(9)),
+        },
+    ];
+    t.set_udp_modes(new).unwrap();
+    assert_eq!(t.len(), 1, "the agent is kept");
+    let f2 = frame(Status::Ok, P + 7, 2, 2, 0);
+    assert!(
+        t.handle_datagram(2 * MS, &udp(1), &shared(&key(1), 1, 2, &f2))
+            .is_err(),
+        "the retired key is refused"
+    );
+    t.handle_datagram(3 * MS, &udp(1), &shared(&key(3), 1, 3, &f2))
+        .unwrap();
+    // Same stream, counter already seen under the new key: still a replay.
+    assert!(t
+        .handle_datagram(4 * MS, &udp(1), &shared(&key(3), 1, 3, &f2))
+        .is_err());
+    t.check_invariants().unwrap();
+    // A changed shape needs a restart.
+    assert_eq!(
+        t.set_udp_modes(vec![UdpMode::Plain]),
+        Err(RekeyError::Listeners { had: 2, got: 1 })
+    );
+    assert_eq!(
+        t.set_udp_modes(vec![UdpMode::Plain, UdpMode::Plain]),
+        Err(RekeyError::Kind(1))
+    );
+    assert!(t.stats().accepted >= 2);
+}
