@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Freeze -> notification latency, direct Alertmanager delivery vs the Prometheus path, in one run
-# (min / median / p99 over the freezes). Prints figures; not part of the test suite.
-# Usage: bash scripts/ops-bench-alert.sh [--freezes N] [--threshold-ms T] [--daemon-direct]
+# through the real daemon: a thin wrapper of `varta bench alert` (tools/src/bench/alert.rs).
+# Prints figures; not part of the test suite.
+# Usage: bash scripts/ops-bench-alert.sh [--samples N] [--threshold-ms T] [--observer-exe PATH]
 # Needs Debian's prometheus and prometheus-alertmanager. PROFILE=release for an optimised build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${PROFILE:-debug}
 flag=()
 [ "$profile" = release ] && flag=(--release)
-cargo build -q "${flag[@]}" -p varta-watch --bin varta-watch --example ops_bench_alert
-VARTA_WATCH="$(pwd)/target/$profile/varta-watch" exec "target/$profile/examples/ops_bench_alert" "$@"
+cargo build -q "${flag[@]}" -p varta-tools --bin varta
+exec "target/$profile/varta" bench alert "$@"

@@ -33,11 +33,18 @@ if grep -v -e 'User=varta' -e 'Group=varta' "$tmp/verify.log" | grep -q .; then
     exit 1
 fi
 
+# Beats queued in the socket while the observer restarts must carry SCM_CREDENTIALS (the
+# observer refuses Unix datagrams without them): the socket unit must set SO_PASSCRED itself.
+grep -q '^PassCredentials=yes$' deploy/systemd/varta-watch.socket || {
+    echo "ops-check: deploy/systemd/varta-watch.socket lacks PassCredentials=yes" >&2
+    exit 1
+}
+
 echo "-- sysctl fragment"
 grep -Eq '^net\.unix\.max_dgram_qlen *= *[0-9]+$' deploy/sysctl/60-varta.conf
 
 echo "-- promtool check rules / test rules"
-promtool check rules deploy/prometheus/varta.rules.yml
+promtool check rules deploy/prometheus/varta.rules.yml deploy/prometheus/upstream.rules.yml
 promtool test rules deploy/prometheus/varta.rules.test.yml
 
 echo "-- amtool check-config"

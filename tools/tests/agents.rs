@@ -197,6 +197,8 @@ fn real_agents_crash_goodbye_and_recovery_command() {
             &cmd,
             "--export-file",
             export.to_str().unwrap(),
+            "--export-format",
+            "varta",
         ],
     );
     let mut crasher = agent(&obs, &["--interval-ms", "20", "--crash-after", "3"]);

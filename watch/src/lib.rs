@@ -23,7 +23,10 @@
 //!   UDP, bound by us or handed over by systemd (socket activation), one
 //!   [`listener::Listener`] type read through one drain path, in `recvmmsg` batches into
 //!   buffers allocated once;
-//! * [`output`]: event lines on stdout (text or JSON) and the TSV export file;
+//! * [`output`]: event lines on stdout (text or JSON) and the TSV export file, each written by
+//!   its own thread behind a bounded queue, so a stuck sink never holds up the loop;
+//! * [`fsutil`]: the one way the observer opens and rotates the files it writes (`O_NOFOLLOW`,
+//!   0600, ours);
 //! * [`metrics`]: Prometheus over HTTP (axum on its own thread and current-thread runtime); the
 //!   loop publishes snapshots and never waits for a client;
 //! * [`recovery`]: the operator's recovery program, run without a shell, debounced per agent,
@@ -54,9 +57,11 @@
 //! time and request size, and served apart from the loop.
 
 pub mod alerting;
+pub mod compat;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod fsutil;
 pub mod http_assets;
 pub mod keytool;
 pub mod listener;

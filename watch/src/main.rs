@@ -35,6 +35,7 @@ fn main() -> ExitCode {
         None => run(std::env::args_os().skip(1).collect()),
         Some(Command::Run(_)) => run(std::env::args_os().skip(2).collect()),
         Some(Command::Audit(a)) => Ok(varta_watch::recovery::verify::run(&a)),
+        Some(Command::State(a)) => Ok(varta_watch::daemon::state::run(&a)),
         Some(Command::Key(a)) => varta_watch::keytool::run(&a).map_err(|e| e.to_string()),
         Some(Command::Status(a)) => {
             varta_watch::control::client::status(&a).map_err(|e| e.to_string())

@@ -274,7 +274,7 @@ fn beats_counted_stall_within_bounds_then_recovered() {
     obs.wait_metric(&format!("varta_beats_total{series}"), 6.0);
     assert_eq!(obs.metric(&status), 0.0);
     assert_eq!(obs.metric("varta_frames_accepted_total"), 6.0);
-    assert_eq!(obs.metric("varta_agents_tracked"), 1.0);
+    assert_eq!(obs.metric("varta_watch_pids_tracked"), 1.0);
     // One silence run, one stall event.
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(obs.count(&["\"kind\":\"stall\""]), 1);
@@ -332,7 +332,7 @@ fn spoofed_pid_and_decode_errors_counted_by_kind() {
         );
     }
     assert_eq!(metric_in(&body, "varta_frames_accepted_total"), 0.0);
-    assert_eq!(metric_in(&body, "varta_agents_tracked"), 0.0);
+    assert_eq!(metric_in(&body, "varta_watch_pids_tracked"), 0.0);
     assert_eq!(
         metric_in(&body, "varta_rejections_total{reason=\"pid_mismatch\"}"),
         1.0
@@ -424,7 +424,7 @@ fn secure_udp_every_key_kind_replay_refused_reorder_accepted() {
         metric_in(&body, "varta_beats_total{pid=\"5002\",listener=\"udp0\"}"),
         4.0
     );
-    assert_eq!(metric_in(&body, "varta_agents_tracked"), 3.0);
+    assert_eq!(metric_in(&body, "varta_watch_pids_tracked"), 3.0);
 }
 
 #[test]

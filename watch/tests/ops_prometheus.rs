@@ -7,7 +7,7 @@ mod ops_support;
 
 use std::time::Duration;
 
-use ops_support::{tmpdir, write_am_config, Alertmanager, Daemon, Prometheus, Webhook};
+use ops_support::{daemon, prometheus, tmpdir, write_am_config, Alertmanager, Webhook};
 
 #[test]
 fn frozen_agent_fires_varta_agent_stalled_then_resolves_through_prometheus() {
@@ -15,8 +15,8 @@ fn frozen_agent_fires_varta_agent_stalled_then_resolves_through_prometheus() {
     let hook = Webhook::start();
     let cfg = write_am_config(&dir, &hook);
     let am = Alertmanager::start(&dir, &cfg, None);
-    let obs = Daemon::start(&dir, &["--threshold-ms", "500"]);
-    let prom = Prometheus::start(&dir, &[obs.prom], &[&am]);
+    let obs = daemon(&dir, &["--threshold-ms", "500"]);
+    let prom = prometheus(&dir, &[obs.prom], &[&am]);
     prom.wait_targets_up(1);
 
     let agent = obs.agent(50);

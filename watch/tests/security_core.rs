@@ -230,7 +230,7 @@ fn a_shared_key_holder_cannot_speak_for_a_per_agent_key_agent() {
     obs.wait_metric("varta_frames_accepted_total", 4.0);
     assert_eq!(obs.count(&["\"kind\":\"recovered\""]), 0);
     assert_eq!(obs.count(&["\"kind\":\"new\"", "\"pid\":6002"]), 2);
-    obs.wait_metric("varta_agents_tracked", 2.0);
+    obs.wait_metric("varta_watch_pids_tracked", 2.0);
 }
 
 #[test]
@@ -255,5 +255,5 @@ fn spoofed_plaintext_pids_cannot_lock_attested_agents_out() {
     c.send(&Frame::new(Status::Ok, pid, 1, 1, 0).unwrap().emit())
         .unwrap();
     obs.wait_for(&["\"kind\":\"new\"", &format!("\"pid\":{pid}")]);
-    obs.wait_metric("varta_agents_tracked", 7.0);
+    obs.wait_metric("varta_watch_pids_tracked", 7.0);
 }

@@ -673,3 +673,104 @@ fn replayed_older_sessions_never_hide_a_hang() {
     assert!(s.rejected(Reason::EvictedStream) > 0);
     assert!(t.is_empty());
 }
+
+/// Runs the scenario in receive batches (as the daemon reads them: up to 64 datagrams that
+/// arrived before the next deadline, each at its own arrival time or all at the last one's),
+/// through
+/// [`Tracker::handle_batch`] when `batched`, else one by one through `handle_datagram` at the
+/// same times. Returns the event log, every datagram's outcome and the tracker.
+fn run_in_batches(
+    dgrams: &[Dgram],
+    capacity: usize,
+    batched: Option<vlp_core::batch::Backend>,
+    seed: u64,
+) -> (
+    Vec<Event>,
+    Vec<Result<varta_watch::tracker::Accepted, varta_watch::tracker::Rejection>>,
+    Tracker,
+) {
+    let mut t = Tracker::new(config(capacity));
+    if let Some(b) = batched {
+        t.set_open_backend(b);
+    }
+    let mut rng = Rng(seed);
+    let (mut log, mut out) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < dgrams.len() {
+        let next_timeout = t.poll_timeout().filter(|&d| d <= END);
+        if matches!(next_timeout, Some(to) if to <= dgrams[i].at) {
+            t.handle_timeout(next_timeout.unwrap_or(0));
+        } else {
+            let want = rng.range(1, 65) as usize;
+            let mut j = i + 1;
+            while j < dgrams.len()
+                && j - i < want
+                && !matches!(next_timeout, Some(to) if to <= dgrams[j].at)
+            {
+                j += 1;
+            }
+            let now = dgrams[j - 1].at;
+            // Half the batches at their own arrival times (kernel stamps), half all at the
+            // time the batch was read.
+            let stamped = rng.chance(50);
+            let group: Vec<(Nanos, Origin, &[u8])> = dgrams[i..j]
+                .iter()
+                .map(|d| {
+                    (
+                        if stamped { d.at } else { now },
+                        d.origin,
+                        d.bytes.as_slice(),
+                    )
+                })
+                .collect();
+            if batched.is_some() {
+                t.handle_batch(&group, |_, r| out.push(r));
+            } else {
+                for (at, origin, bytes) in &group {
+                    out.push(t.handle_datagram(*at, origin, bytes));
+                }
+            }
+            i = j;
+        }
+        log.extend(std::iter::from_fn(|| t.poll_event()));
+    }
+    t.handle_timeout(END);
+    log.extend(std::iter::from_fn(|| t.poll_event()));
+    t.check_invariants().unwrap();
+    (log, out, t)
+}
+
+/// The batched open (every SIMD path this CPU runs) takes the same decisions, counts the
+/// same and raises the same events as one-by-one handling, datagram for datagram, including
+/// duplicates and replays inside one batch and agents whose key is derived in that batch.
+#[test]
+fn batched_open_is_one_by_one_handling() {
+    use vlp_core::batch::{Backend, Path};
+    let (_, dgrams) = scenario(800, 0x5eed_0003);
+    let (want_log, want_out, want_t) = run_in_batches(&dgrams, 800, None, 7);
+    let secure = dgrams
+        .iter()
+        .filter(|d| d.bytes.len() == 60 || d.bytes.len() == 64)
+        .count();
+    assert!(secure > 10_000, "only {secure} secure datagrams");
+    assert!(want_t.stats().key_derivations > 100);
+    for path in Path::ALL {
+        let Some(backend) = Backend::with_path(path) else {
+            continue;
+        };
+        let (log, out, t) = run_in_batches(&dgrams, 800, Some(backend), 7);
+        let diff = out.iter().zip(&want_out).position(|(g, w)| g != w);
+        assert_eq!(diff, None, "{path}: outcome of datagram {diff:?} differs");
+        assert_eq!(out.len(), want_out.len());
+        assert_eq!(t.stats(), want_t.stats(), "{path}: statistics");
+        assert_eq!(log, want_log, "{path}: event log");
+    }
+    // A smaller table: evictions and refusals inside batches.
+    let (_, dgrams) = scenario(300, 0x5eed_0004);
+    let (want_log, want_out, want_t) = run_in_batches(&dgrams, 60, None, 9);
+    let (log, out, t) = run_in_batches(&dgrams, 60, Some(Backend::detect()), 9);
+    assert!(want_out.iter().any(|r| r.is_err()));
+    assert_eq!(out, want_out);
+    assert_eq!(t.stats(), want_t.stats());
+    assert_eq!(log, want_log);
+}

@@ -105,7 +105,7 @@ pub fn unix_agents(
     }
     // Warm up: every agent known.
     let t0 = Instant::now();
-    while obs.scrape("varta_agents_tracked").unwrap_or(0.0) < n as f64
+    while obs.scrape("varta_watch_pids_tracked").unwrap_or(0.0) < n as f64
         && t0.elapsed() < Duration::from_secs(10)
     {
         std::thread::sleep(Duration::from_millis(100));
@@ -244,7 +244,7 @@ pub fn master_agents(
     let wall = t0.elapsed().as_secs_f64();
     let cpu1 = obs.loop_cpu_ns();
     let accepted = obs.scrape("varta_frames_accepted_total").unwrap_or(0.0);
-    let tracked = obs.scrape("varta_agents_tracked").unwrap_or(0.0);
+    let tracked = obs.scrape("varta_watch_pids_tracked").unwrap_or(0.0);
     let dropped = obs.scrape("varta_receive_queue_drops_total").unwrap_or(0.0);
     let rss_after = sys::status_field(&proc_path, "VmRSS").unwrap_or(0) * 1024;
     obs.stop();

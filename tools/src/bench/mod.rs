@@ -14,12 +14,17 @@
 //! * **100,000 distinct master-key agents** through a real UDP socket (queued, then drained):
 //!   beats/s, CPU per beat, memory ([`fleet::master_agents`]).
 //!
+//! Not part of `all` (it needs Debian's `prometheus` and `prometheus-alertmanager`): `varta
+//! bench alert`, freeze → notification latency of direct Alertmanager delivery vs the
+//! Prometheus path through the real daemon ([`alert`]).
+//!
 //! `--quick` shrinks every phase so the whole command runs in seconds (for tests; its figures
 //! are not the machine's). The load runs on `--load-cpu`, the observer and the bare receiver on
 //! `--observer-cpu`; `--rt` puts receivers under SCHED_FIFO 50 and the generator under 40.
 //! `--observer-exe PATH` measures another build's `varta-watch` instead of the observer linked
 //! into this binary (before/after comparisons in one session).
 
+pub mod alert;
 pub mod core;
 pub mod fleet;
 pub mod gen;
@@ -50,6 +55,9 @@ pub enum Which {
     Agents,
     /// Distinct master-key agents over UDP: beats/s, CPU per beat, memory.
     MasterAgents,
+    /// Freeze → Alertmanager notification latency, direct delivery vs Prometheus (not part of
+    /// `all`: needs Debian's prometheus and prometheus-alertmanager).
+    Alert,
 }
 
 /// Ingest transports.
@@ -123,7 +131,8 @@ pub struct BenchArgs {
     /// CPU for the load.
     #[arg(long, default_value_t = 1)]
     pub load_cpu: usize,
-    /// Stall samples [default: 60; --quick: 5].
+    /// Stall samples [default: 60; --quick: 5]; for `alert`, agents frozen [default: 24;
+    /// --quick: 5].
     #[arg(long)]
     pub samples: Option<usize>,
     /// Live agents during the stall benchmark [default: 1000; --quick: 100].
@@ -297,14 +306,21 @@ fn run_ingest(exe: &Path, obs: &ObserverExe, a: &BenchArgs, dir: &Path, sum: &mu
     }
 }
 
+/// Datagrams per batch of the in-process batched figures.
+const fn core_batch() -> usize {
+    varta_watch::listener::BATCH
+}
+
 fn run_costs(a: &BenchArgs, sum: &mut Summary) -> Result<(), String> {
-    let (s, m) = core::open_cost(a.quick);
+    let o = core::open_cost(a.quick);
     sum.add(format!(
-        "  AEAD open per datagram (in process): shared-key {s:.0} ns, master-key {m:.0} ns (agent key at hand)"
+        "  AEAD open per datagram (in process, agent key at hand): one at a time shared-key {:.0} ns, master-key {:.0} ns; batched ({}, {} per batch) shared-key {:.0} ns, master-key {:.0} ns",
+        o.single[0], o.single[1], o.path, crate::bench::core_batch(), o.batched[0], o.batched[1]
     ));
-    let (s, m) = core::tracker_cost(a.quick)?;
+    let (one, batched) = core::tracker_cost(a.quick)?;
     sum.add(format!(
-        "  tracker per secure datagram (in process, open included, 1,000 agents round-robin): shared-key {s:.0} ns, master-key {m:.0} ns"
+        "  tracker per secure datagram (in process, open included, 1,000 agents round-robin): one by one shared-key {:.0} ns, master-key {:.0} ns; handle_batch shared-key {:.0} ns, master-key {:.0} ns",
+        one[0], one[1], batched[0], batched[1]
     ));
     Ok(())
 }
@@ -392,6 +408,26 @@ fn run_master_agents(
     Ok(())
 }
 
+fn run_alert(exe: &Path, a: &BenchArgs, sum: &mut Summary) -> Result<(), String> {
+    let f = alert::run(exe, a)?;
+    sum.add(format!(
+        "  freeze -> webhook notification ({} freezes, --threshold-ms {}, group_wait 0s; Prometheus scrape and evaluation every 1 s):",
+        f.freezes, f.threshold_ms
+    ));
+    sum.add(format!("    direct      {}", f.direct.line()));
+    sum.add(format!("    prometheus  {}", f.prometheus.line()));
+    sum.add(format!(
+        "    direct-path goal: threshold + group_wait + 50 ms = {} ms; observer's posts by outcome: {}",
+        f.threshold_ms + 50,
+        f.outcomes
+            .iter()
+            .map(|(o, n)| format!("{o} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    Ok(())
+}
+
 /// Runs the selected benchmarks and prints figures.
 ///
 /// # Errors
@@ -431,6 +467,9 @@ pub fn run(a: &BenchArgs) -> Result<i32, String> {
         }
         if all || a.which == Which::MasterAgents {
             run_master_agents(&exe, &obs, a, &dir, &mut sum)?;
+        }
+        if a.which == Which::Alert {
+            run_alert(&exe, a, &mut sum)?;
         }
         Ok(())
     })();

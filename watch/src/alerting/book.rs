@@ -30,6 +30,9 @@ pub const RESERVED_LABELS: [&str; 4] = ["alertname", "agent", "pid", "severity"]
 /// stops re-sending, and Alertmanager resolves its alerts after that long (the observer's own
 /// absence is `VartaObserverDown`'s business). Prometheus uses the same factor.
 pub const VALIDITY_RESENDS: u32 = 4;
+/// Alerts in one batch (one POST) at most: a resend of many active alerts is split, so no
+/// request body grows with the fleet (1,000 alerts are a few hundred kilobytes of JSON).
+pub const MAX_BATCH: usize = 1000;
 
 /// The time, as the shell read it: the observer's monotonic clock (the tracker's [`Nanos`]) and
 /// the wall clock (Alertmanager's timestamps are wall-clock).
@@ -209,12 +212,14 @@ impl AlertBook {
         self.next_resend
     }
 
-    /// Alerts to post, in the order they arose; `None` when there is nothing to send.
+    /// Alerts to post (at most [`MAX_BATCH`]), in the order they arose; `None` when there is
+    /// nothing to send. Call until `None`.
     pub fn poll_batch(&mut self) -> Option<Vec<Alert>> {
         if self.outbox.is_empty() {
             None
         } else {
-            Some(self.outbox.drain(..).collect())
+            let n = self.outbox.len().min(MAX_BATCH);
+            Some(self.outbox.drain(..n).collect())
         }
     }
 
@@ -567,6 +572,23 @@ mod tests {
             assert_eq!(new.ends_at, at(40 * SEC).wall + Duration::from_secs(120));
         }
         assert_eq!(b.poll_timeout(), Some(70 * SEC));
+    }
+
+    #[test]
+    fn many_alerts_are_split_into_bounded_batches_in_order() {
+        let n = 2 * MAX_BATCH + 500;
+        let mut b = AlertBook::new("h", Duration::from_secs(30), n);
+        let f = AgentFacts::default();
+        for pid in 1..=u32::try_from(n).unwrap() {
+            b.handle_event(at(2 * SEC), &stalled(unix(pid), 2 * SEC, SEC), &f);
+        }
+        let sizes: Vec<usize> = std::iter::from_fn(|| b.poll_batch().map(|v| v.len())).collect();
+        assert_eq!(sizes, [MAX_BATCH, MAX_BATCH, 500]);
+        // A resend of every active alert is split the same way.
+        b.handle_timeout(at(32 * SEC));
+        let again: Vec<Vec<Alert>> = std::iter::from_fn(|| b.poll_batch()).collect();
+        assert_eq!(again.iter().map(Vec::len).sum::<usize>(), n);
+        assert!(again.iter().all(|v| v.len() <= MAX_BATCH));
     }
 
     #[test]

@@ -8,9 +8,16 @@
 //! batch is posted to every Alertmanager concurrently, each post retried with exponential backoff
 //! up to [`AlertingConfig::max_attempts`], so one unreachable Alertmanager of an HA pair neither
 //! delays the others nor, ever, detection.
+//!
+//! Shutdown is bounded: dropping the [`Delivery`] stops the retries, gives what is queued one
+//! attempt, and waits at most [`SHUTDOWN_WAIT`] for the thread (an Alertmanager that accepts
+//! connections and never answers must not hold the observer's exit past its service manager's
+//! stop timeout); a thread still posting after that is left to the process's exit.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{
+    channel, sync_channel, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError,
+};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -59,13 +66,20 @@ impl DeliveryCounters {
 #[error("alert delivery queue full: batch dropped")]
 pub struct QueueFull;
 
-/// Handle of the running delivery thread. Dropping it closes the queue, lets the thread post
-/// what is queued, and joins it.
+/// The longest [`Delivery`]'s drop waits for the thread.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+
+/// Handle of the running delivery thread. Dropping it closes the queue, stops retries, lets
+/// the thread try what is queued once, and joins it (waiting at most [`SHUTDOWN_WAIT`]).
 #[derive(Debug)]
 pub struct Delivery {
     tx: Option<SyncSender<Vec<Alert>>>,
     counters: Arc<DeliveryCounters>,
     thread: Option<JoinHandle<()>>,
+    /// Raised at drop: no more retries.
+    closing: Arc<AtomicBool>,
+    /// Disconnected when the thread ends.
+    done: Receiver<()>,
 }
 
 impl Delivery {
@@ -80,13 +94,22 @@ impl Delivery {
         let (tx, rx) = sync_channel(cfg.queue_capacity.max(1));
         let counters = Arc::new(DeliveryCounters::default());
         let c = Arc::clone(&counters);
+        let closing = Arc::new(AtomicBool::new(false));
+        let stop = Arc::clone(&closing);
+        let (done_tx, done) = channel::<()>();
         let thread = std::thread::Builder::new()
             .name("varta-alerts".into())
-            .spawn(move || run(&rt, &cfg, &rx, &c))?;
+            .spawn(move || {
+                // Dropped when the thread ends, however it ends.
+                let _done: Sender<()> = done_tx;
+                run(&rt, &cfg, &rx, &c, &stop);
+            })?;
         Ok(Delivery {
             tx: Some(tx),
             counters,
             thread: Some(thread),
+            closing,
+            done,
         })
     }
 
@@ -116,9 +139,13 @@ impl Delivery {
 
 impl Drop for Delivery {
     fn drop(&mut self) {
+        self.closing.store(true, Ordering::Relaxed);
         self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        // Disconnected once the thread has ended; a timeout leaves it to the process's exit.
+        if self.done.recv_timeout(SHUTDOWN_WAIT) != Err(RecvTimeoutError::Timeout) {
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -130,6 +157,7 @@ fn run(
     cfg: &AlertingConfig,
     rx: &Receiver<Vec<Alert>>,
     counters: &DeliveryCounters,
+    closing: &Arc<AtomicBool>,
 ) {
     let client: HttpClient = {
         let _guard = rt.enter();
@@ -145,7 +173,13 @@ fn run(
                 .endpoints
                 .iter()
                 .map(|uri| {
-                    tokio::spawn(post(client.clone(), uri.clone(), body.clone(), cfg.clone()))
+                    tokio::spawn(post(
+                        client.clone(),
+                        uri.clone(),
+                        body.clone(),
+                        cfg.clone(),
+                        Arc::clone(closing),
+                    ))
                 })
                 .collect::<Vec<_>>();
             for p in posts {
@@ -185,7 +219,13 @@ fn retryable(status: Option<StatusCode>) -> bool {
     })
 }
 
-async fn post(client: HttpClient, uri: Uri, body: Bytes, cfg: AlertingConfig) -> Outcome {
+async fn post(
+    client: HttpClient,
+    uri: Uri,
+    body: Bytes,
+    cfg: AlertingConfig,
+    closing: Arc<AtomicBool>,
+) -> Outcome {
     let mut backoff = cfg.backoff_initial;
     let mut retries = 0;
     for attempt in 1..=cfg.max_attempts.max(1) {
@@ -196,7 +236,10 @@ async fn post(client: HttpClient, uri: Uri, body: Bytes, cfg: AlertingConfig) ->
                 sent: true,
             };
         }
-        if !retryable(status) || attempt == cfg.max_attempts.max(1) {
+        if !retryable(status)
+            || attempt == cfg.max_attempts.max(1)
+            || closing.load(Ordering::Relaxed)
+        {
             break;
         }
         retries += 1;

@@ -3,22 +3,22 @@
 //! stalls or crashes, re-sends active alerts periodically, and resolves them when the agent
 //! recovers or exits.
 //!
-//! Two parts, in the observer's usual shape:
+//! A sans-I/O core and thin shells, in the observer's usual shape:
 //!
 //! * [`book`]: sans-I/O. [`AlertBook`] takes the tracker's events and the time, keeps one
 //!   active alert per agent (bounded) and yields batches of [`Alert`]s to post.
 //! * [`delivery`]: the I/O. [`Delivery`] owns a thread with a bounded queue (the loop's
 //!   [`Delivery::try_send`] never blocks), posting to every Alertmanager with retries and
-//!   backoff, counted by outcome in [`DeliveryCounters`].
-//!
-//! Wiring into the daemon: build an [`AlertingConfig`] from the flags and
-//! [`Delivery::start`] it; keep an [`AlertBook`] next to the tracker; for each tracker event of
-//! an agent no silence covers, call [`AlertBook::handle_event`] with the agent's
-//! [`AgentFacts`] ([`AgentFacts::from_view`] of the tracker's view, plus name, severity and
-//! class labels from the policy); include [`AlertBook::poll_timeout`] in the loop's deadline and
-//! call [`AlertBook::handle_timeout`] when it is due; pass every [`AlertBook::poll_batch`] to
-//! [`Delivery::try_send`]. Export [`DeliveryCounters::outcomes`] as
-//! `varta_alerts_sent_total{outcome}`.
+//!   backoff, counted by outcome in [`DeliveryCounters`]; its shutdown is bounded.
+//! * [`wire`]: the JSON body of `POST /api/v2/alerts`.
+//! * [`settings`]: the flags (`--alertmanager-url`, repeatable; `--alert-resend-ms`, default
+//!   30 s) into an [`AlertingConfig`].
+//! * [`shell`]: what the receive loop holds, an [`AlertShell`]: it feeds each tracker event
+//!   with the tracker's view of the agent ([`AgentFacts::from_view`]) to the book, includes
+//!   the book's resend deadline in the loop's sleep, and hands every batch to the delivery
+//!   thread without blocking. [`DeliveryCounters::outcomes`] is exported as
+//!   `varta_alerts_sent_total{outcome}` (`sent`, `retried`, `failed`, `dropped`: a batch the
+//!   full queue refused).
 //!
 //! Labels name the agent, not the observer, so several observers reporting one agent make one
 //! alert in Alertmanager, and its grouping by `alertname` and `agent` (see
@@ -27,6 +27,8 @@
 
 pub mod book;
 pub mod delivery;
+pub mod settings;
+pub mod shell;
 pub mod wire;
 
 use std::time::Duration;
@@ -35,6 +37,7 @@ use hyper::Uri;
 
 pub use book::{AgentFacts, Alert, AlertBook, Now, ALERT_CRASHED, ALERT_STALLED};
 pub use delivery::{Delivery, DeliveryCounters, QueueFull};
+pub use shell::AlertShell;
 
 /// Path of Alertmanager's alert API, appended to each base URL.
 pub const ALERTS_PATH: &str = "/api/v2/alerts";

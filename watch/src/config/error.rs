@@ -102,7 +102,16 @@ pub enum ConfigError {
     /// A `[[class]]` / `--class` or `[[name]]` section failed its rule.
     #[error("{0}")]
     Policy(String),
+    /// A direct-delivery flag failed its rule (the message names the flag).
+    #[error("{0}")]
+    Alerting(String),
     /// An empty path.
     #[error("--{0}: empty path")]
     EmptyPath(&'static str),
+    /// Secure UDP bound off loopback without the operator's opt-in.
+    #[error("--udp-bind-addr: secure UDP on an address other than loopback needs --i-accept-secure-udp-non-loopback")]
+    SecureUdpOffLoopback,
+    /// A scrape burst without a rate.
+    #[error("--prom-rate-limit-burst needs --prom-rate-limit-per-sec")]
+    BurstWithoutRate,
 }

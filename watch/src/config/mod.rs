@@ -8,6 +8,7 @@
 //! ([`RunArgs::resolve`]), before any socket is opened, so a bad flag or file gives one line naming the
 //! problem ([`ConfigError`]) and exit status 2.
 
+pub mod compat;
 mod error;
 pub mod file;
 mod resolve;
@@ -53,6 +54,8 @@ pub enum Command {
     Reload(crate::control::client::ReloadArgs),
     /// Silence agents for maintenance: add, list, expire.
     Silence(crate::control::client::SilenceArgs),
+    /// State-file tools: `state anchor FILE` prints the audit anchor it records.
+    State(crate::daemon::state::StateArgs),
 }
 
 /// Output format of event lines on stdout.
@@ -95,8 +98,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     pub udp_bind_addr: Option<IpAddr>,
     /// Accept plaintext (unauthenticated) UDP frames. Anyone who can reach the port can then
-    /// claim any pid.
-    #[arg(long)]
+    /// claim any pid. Alias: --i-accept-plaintext-udp.
+    #[arg(long, alias = "i-accept-plaintext-udp")]
     pub allow_plaintext_udp: bool,
     /// Shared key for secure UDP (60-byte datagrams).
     #[arg(long, value_name = "FILE")]
@@ -123,9 +126,33 @@ pub struct RunArgs {
     /// Append events to this TSV file (observer_ns, kind, pid, nonce, status, detail).
     #[arg(long, value_name = "FILE")]
     pub export_file: Option<PathBuf>,
-    /// Rotate the export file to FILE.1 once it reaches this size [default: 67108864].
-    #[arg(long, value_name = "BYTES")]
+    /// Rotate the export file once it reaches this size, keeping 5 generations FILE.1 …
+    /// FILE.5 [default: 67108864]. Alias: --export-file-max-bytes.
+    #[arg(long, alias = "export-file-max-bytes", value_name = "BYTES")]
     pub export_max_bytes: Option<u64>,
+    /// fdatasync the export file every N records; 0: only at rotation and shutdown
+    /// [default: 0].
+    #[arg(long, value_name = "N")]
+    pub export_file_sync_every: Option<u32>,
+    /// Line format of the export file: `compat` (the existing Varta observer's six columns) or
+    /// `varta` (our event kinds and details) [default: compat].
+    #[arg(long, value_enum)]
+    pub export_format: Option<crate::output::ExportFormat>,
+    /// Refuse beats of one agent beyond N per second (burst N), counted in
+    /// varta_rate_limited_total{reason="per_pid"}; 0 or absent: off.
+    #[arg(long, value_name = "N")]
+    pub max_beat_rate: Option<u32>,
+    /// Refuse beats of all agents together beyond N per second, counted in
+    /// varta_rate_limited_total{reason="global"}; 0 or absent: off.
+    #[arg(long, value_name = "N")]
+    pub global_beat_rate: Option<u32>,
+    /// Burst of --global-beat-rate [default: one second's worth].
+    #[arg(long, value_name = "N")]
+    pub global_beat_burst: Option<u32>,
+    /// Master-key derivations per second for agents not yet tracked (a flood of forged pids
+    /// costs at most this much HKDF work); 0: no bound [default: 20000].
+    #[arg(long, value_name = "N")]
+    pub max_key_derivations_per_sec: Option<u32>,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9100).
     #[arg(long, value_name = "ADDR")]
     pub prom_addr: Option<SocketAddr>,
@@ -213,6 +240,34 @@ pub struct RunArgs {
     /// label.NAME); repeatable, first match wins, after the file's `[[class]]` sections.
     #[arg(long = "class", value_name = "NAME:KEY=VALUE,...")]
     pub class: Vec<crate::policy::class::ClassConfig>,
+    /// Flags of the original observer without an older name here.
+    #[command(flatten)]
+    pub compat: compat::CompatArgs,
+    /// Keep the agent table in this file across restarts (snapshotted periodically and at
+    /// SIGTERM/SIGINT, restored at start; ours, mode 0600, not a symlink).
+    #[arg(long, value_name = "PATH")]
+    pub state_file: Option<PathBuf>,
+    /// Snapshot the state file this often [default: 1000].
+    #[arg(long, value_name = "MS", requires = "state_file")]
+    pub state_interval_ms: Option<u64>,
+    /// Post alerts straight to this Alertmanager (base URL such as http://127.0.0.1:9093;
+    /// repeatable, one per instance of an HA cluster) the moment an agent stalls or crashes,
+    /// and resolve them when it recovers or exits.
+    #[arg(long, value_name = "URL")]
+    pub alertmanager_url: Vec<String>,
+    /// Re-send active alerts to Alertmanager this often [default: 30000].
+    #[arg(long, value_name = "MS")]
+    pub alert_resend_ms: Option<u64>,
+    /// Pet this hardware watchdog device (e.g. /dev/watchdog0) while the loop turns, at least
+    /// every half of its timeout; magic close (`V`) on a clean exit.
+    #[arg(long, value_name = "PATH")]
+    pub hw_watchdog: Option<PathBuf>,
+    /// Longest time the Unix socket is left unread after a turn that read datagrams, so many
+    /// agents cost few wake-ups (beats keep their kernel receive times; the hold-off adapts
+    /// to the queue's room, net.unix.max_dgram_qlen, and ends at every deadline); 0: read on
+    /// every wake-up [default: 4000].
+    #[arg(long, value_name = "US")]
+    pub max_hold_us: Option<u64>,
 }
 
 /// Fully checked settings.
@@ -238,6 +293,12 @@ pub struct Config {
     pub export_file: Option<PathBuf>,
     /// Rotation size.
     pub export_max_bytes: u64,
+    /// Export fdatasync period, records (0: rotation and shutdown only).
+    pub export_sync_every: u32,
+    /// Export line format.
+    pub export_format: crate::output::ExportFormat,
+    /// Beat rate limits and the key-derivation budget.
+    pub rate: crate::tracker::RateConfig,
     /// Metrics address.
     pub prom_addr: Option<SocketAddr>,
     /// Per-agent series cap.
@@ -256,6 +317,16 @@ pub struct Config {
     pub policy: crate::policy::PolicyConfig,
     /// What the default class holds: the global threshold and recovery settings.
     pub class_defaults: crate::policy::class::Defaults,
+    /// Settings of the original observer's flags (HTTP guard, heartbeat file, clock, ...).
+    pub compat: crate::compat::CompatConfig,
+    /// The state file.
+    pub state: Option<crate::daemon::state::StateConfig>,
+    /// Direct Alertmanager delivery.
+    pub alerting: Option<crate::alerting::AlertingConfig>,
+    /// Hardware watchdog device to pet.
+    pub hw_watchdog: Option<PathBuf>,
+    /// Longest hold-off of the Unix socket, ns (0: none).
+    pub max_hold_ns: u64,
 }
 
 /// The UDP listener's settings.
@@ -271,6 +342,14 @@ pub struct UdpConfig {
     pub keys: Vec<Key>,
     /// Master key.
     pub master: Option<Key>,
+}
+
+impl UdpConfig {
+    /// No key is configured: the listener takes plaintext frames only.
+    #[must_use]
+    pub fn plaintext_only(&self) -> bool {
+        self.keys.is_empty() && self.master.is_none()
+    }
 }
 
 impl RunArgs {

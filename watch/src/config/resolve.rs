@@ -29,7 +29,7 @@ fn read_key(path: &Path, flag: &'static str) -> Result<Key, ConfigError> {
 }
 
 /// `value` (default `default`) checked against `min..=max`.
-fn ranged(
+pub(super) fn ranged(
     flag: &'static str,
     value: Option<u64>,
     default: u64,
@@ -51,7 +51,7 @@ fn ranged(
 
 /// A millisecond setting in nanoseconds, range-checked (at most [`MAX_MS`] unless `max` is
 /// lower).
-fn ms_to_ns(
+pub(super) fn ms_to_ns(
     flag: &'static str,
     value: Option<u64>,
     default: u64,
@@ -61,7 +61,7 @@ fn ms_to_ns(
     Ok(ranged(flag, value, default, min, max.min(MAX_MS))? * 1_000_000)
 }
 
-fn usize_ranged(
+pub(super) fn usize_ranged(
     flag: &'static str,
     value: Option<usize>,
     default: usize,
@@ -77,6 +77,17 @@ fn usize_ranged(
     )?;
     // In range of a usize bound, so it fits.
     Ok(usize::try_from(v).unwrap_or(max))
+}
+
+/// A `u32` setting checked against `min..=max`.
+pub(super) fn ranged_u32(
+    flag: &'static str,
+    value: u32,
+    min: u32,
+    max: u32,
+) -> Result<u32, ConfigError> {
+    let v = ranged(flag, Some(value.into()), 0, min.into(), max.into())?;
+    Ok(u32::try_from(v).unwrap_or(max))
 }
 
 impl RunArgs {
@@ -215,6 +226,33 @@ impl RunArgs {
             )?)),
             None => None,
         };
+        let state = match &self.state_file {
+            Some(p) if p.as_os_str().is_empty() => {
+                return Err(ConfigError::EmptyPath("state-file"))
+            }
+            Some(p) => Some(crate::daemon::state::StateConfig {
+                path: p.clone(),
+                interval_ns: ms_to_ns(
+                    "state-interval-ms",
+                    self.state_interval_ms,
+                    1_000,
+                    10,
+                    86_400_000,
+                )?,
+            }),
+            None => None,
+        };
+        let secure_off_loopback =
+            matches!(&udp, Some(u) if !u.plaintext_only() && !u.addr.ip().is_loopback());
+        let compat = self.compat.resolve(secure_off_loopback)?;
+        let max_hold_ns = 1_000
+            * ranged(
+                "max-hold-us",
+                self.max_hold_us,
+                crate::listener::pace::MAX_HOLD_NS / 1_000,
+                0,
+                100_000,
+            )?;
         let me = rustix::process::geteuid().as_raw();
         let mut allowed_uids = vec![me];
         allowed_uids.extend(self.allow_uid.iter().copied().filter(|u| *u != me));
@@ -230,6 +268,9 @@ impl RunArgs {
             format: self.format.unwrap_or_default(),
             export_file: self.export_file.clone(),
             export_max_bytes,
+            export_sync_every: self.export_file_sync_every.unwrap_or(0),
+            export_format: self.export_format.unwrap_or_default(),
+            rate: self.rate_config()?,
             prom_addr: self.prom_addr,
             metrics_max_agents,
             http,
@@ -242,6 +283,49 @@ impl RunArgs {
             },
             class_defaults: crate::policy::config::defaults(threshold_ns, recovery.as_ref()),
             recovery,
+            state,
+            alerting: crate::alerting::settings::resolve(self)?,
+            hw_watchdog: match &self.hw_watchdog {
+                Some(p) if p.as_os_str().is_empty() => {
+                    return Err(ConfigError::EmptyPath("hw-watchdog"))
+                }
+                p => p.clone(),
+            },
+            compat,
+            max_hold_ns,
+        })
+    }
+}
+
+impl RunArgs {
+    /// `--max-beat-rate`, `--global-beat-rate`, `--global-beat-burst`,
+    /// `--max-key-derivations-per-sec`.
+    fn rate_config(&self) -> Result<crate::tracker::RateConfig, ConfigError> {
+        let rate = |flag, v: Option<u32>| -> Result<Option<u32>, ConfigError> {
+            match v {
+                Some(n) => Ok(Some(
+                    u32::try_from(ranged(flag, Some(n.into()), 0, 0, 1_000_000_000)?)
+                        .unwrap_or(u32::MAX),
+                )),
+                None => Ok(None),
+            }
+        };
+        let global = rate("global-beat-rate", self.global_beat_rate)?.filter(|n| *n > 0);
+        let global_burst = rate("global-beat-burst", self.global_beat_burst)?;
+        if global_burst.is_some() && global.is_none() {
+            return Err(ConfigError::Args(
+                "--global-beat-burst needs --global-beat-rate".into(),
+            ));
+        }
+        Ok(crate::tracker::RateConfig {
+            per_identity: rate("max-beat-rate", self.max_beat_rate)?.filter(|n| *n > 0),
+            global,
+            global_burst: global_burst.map(|b| b.max(1)),
+            derivations_per_sec: rate(
+                "max-key-derivations-per-sec",
+                self.max_key_derivations_per_sec,
+            )?
+            .unwrap_or(crate::tracker::DEFAULT_DERIVATIONS_PER_SEC),
         })
     }
 }

@@ -120,6 +120,7 @@ fn sample(key: &str, keys: &Path) -> Option<(Setting, Vec<Setting>)> {
         ),
         "master-key-file" => (set(key, format!("\"{}\"", k("km")), &[&k("km")]), port()),
         "udp-rcvbuf-bytes" => (set(key, "131072", &["131072"]), udp()),
+        "max-hold-us" => (set(key, "1500", &["1500"]), vec![]),
         "tracker-capacity" => (set(key, "1234", &["1234"]), vec![]),
         "evict-after-ms" => (set(key, "5000", &["5000"]), vec![]),
         "format" => (set(key, "\"json\"", &["json"]), vec![]),
@@ -174,6 +175,74 @@ fn sample(key: &str, keys: &Path) -> Option<(Setting, Vec<Setting>)> {
             ),
             vec![],
         ),
+        "prom-token-file" => (set(key, format!("\"{}\"", k("k1")), &[&k("k1")]), vec![]),
+        "prom-rate-limit-per-sec" => (set(key, "5", &["5"]), vec![]),
+        "prom-rate-limit-burst" => (
+            set(key, "7", &["7"]),
+            vec![set("prom-rate-limit-per-sec", "5", &["5"])],
+        ),
+        "heartbeat-file" => (
+            set(key, "\"/tmp/varta-cfg.hb\"", &["/tmp/varta-cfg.hb"]),
+            vec![],
+        ),
+        "clock-source" => (set(key, "\"boottime\"", &["boottime"]), vec![]),
+        "uds-rcvbuf-bytes" => (set(key, "65536", &["65536"]), vec![]),
+        "tracker-eviction-policy" => (set(key, "\"balanced\"", &["balanced"]), vec![]),
+        "shutdown-after-secs" => (set(key, "60", &["60"]), vec![]),
+        "i-accept-secure-udp-non-loopback" => (
+            set(key, "true", &[]),
+            vec![
+                set("udp-port", "0", &["0"]),
+                set("key-file", format!("\"{}\"", k("k1")), &[&k("k1")]),
+                set("udp-bind-addr", "\"0.0.0.0\"", &["0.0.0.0"]),
+            ],
+        ),
+        "allow-cross-namespace-agents" | "strict-namespace-check" => {
+            (set(key, "true", &[]), vec![])
+        }
+        "iteration-budget-ms" => (set(key, "100", &["100"]), vec![]),
+        "read-timeout-ms" | "eviction-scan-window" | "scrape-budget-ms" => {
+            (set(key, "100", &["100"]), vec![])
+        }
+        "signal-handler-mode" => (set(key, "\"libc\"", &["libc"]), vec![]),
+        "state-file" => (
+            set(key, "\"/tmp/varta-cfg.state\"", &["/tmp/varta-cfg.state"]),
+            vec![],
+        ),
+        "state-interval-ms" => (
+            set(key, "250", &["250"]),
+            vec![set(
+                "state-file",
+                "\"/tmp/varta-cfg.state\"",
+                &["/tmp/varta-cfg.state"],
+            )],
+        ),
+        "alertmanager-url" => (
+            set(
+                key,
+                "[\"http://127.0.0.1:9093\", \"http://127.0.0.2:9093\"]",
+                &["http://127.0.0.1:9093", "http://127.0.0.2:9093"],
+            ),
+            vec![],
+        ),
+        "alert-resend-ms" => (
+            set(key, "1500", &["1500"]),
+            vec![set(
+                "alertmanager-url",
+                "\"http://127.0.0.1:9093\"",
+                &["http://127.0.0.1:9093"],
+            )],
+        ),
+        "hw-watchdog" => (set(key, "\"/dev/watchdog0\"", &["/dev/watchdog0"]), vec![]),
+        "export-file-sync-every" => (set(key, "16", &["16"]), vec![]),
+        "export-format" => (set(key, "\"varta\"", &["varta"]), vec![]),
+        "max-beat-rate" => (set(key, "50", &["50"]), vec![]),
+        "global-beat-rate" => (set(key, "5000", &["5000"]), vec![]),
+        "global-beat-burst" => (
+            set(key, "9000", &["9000"]),
+            vec![set("global-beat-rate", "5000", &["5000"])],
+        ),
+        "max-key-derivations-per-sec" => (set(key, "100", &["100"]), vec![]),
         _ => return None,
     };
     Some(s)

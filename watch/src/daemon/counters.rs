@@ -16,4 +16,8 @@ pub struct Counters {
     pub busy_turns: u64,
     /// `recvmmsg` errors other than would-block.
     pub recv_errors: u64,
+    /// Datagrams longer than the receive buffer (cut by the kernel).
+    pub truncated: u64,
+    /// Unix datagrams whose control data (credentials) the kernel cut.
+    pub ctrl_truncated: u64,
 }

@@ -7,13 +7,15 @@ use std::sync::atomic::Ordering;
 use rustix::event::{PollFd, PollFlags, Timespec};
 
 use super::{Daemon, MAX_BATCHES_PER_TURN};
+use crate::compat::NsVerdict;
+use crate::listener::BATCH;
 use crate::output::Row;
 use crate::recovery::{Reason, Recovery};
-use crate::tracker::{AgentId, Event, EventKind, Nanos};
+use crate::tracker::{AgentId, Event, EventKind, Nanos, Origin};
 
 impl Daemon {
     pub(super) fn now(&self) -> Nanos {
-        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        self.clock.now()
     }
 
     /// Drains tracker events to the outputs (and recovery).
@@ -27,6 +29,10 @@ impl Daemon {
             let now = self.now();
             self.outputs.emit(&row, now);
             self.policy.record(row.json(now));
+            // A silenced agent's stall or crash raises no alert.
+            if let Some(a) = self.alerts.as_mut().filter(|_| !self.policy.silences(&ev)) {
+                a.handle_event(now, &ev, self.tracker.agent(ev.agent()).as_ref());
+            }
             let trigger = match ev {
                 Event::Stalled { at, agent, .. } => Some((at, agent, Reason::Stall, "stall")),
                 Event::Died {
@@ -40,6 +46,10 @@ impl Daemon {
             if let Some((at, agent, reason, status)) = trigger {
                 self.react(&ev, at, agent, reason, status);
             }
+        }
+        if let Some(a) = self.alerts.as_mut() {
+            // Hands the alerts to the delivery thread (never blocks).
+            a.flush();
         }
     }
 
@@ -61,48 +71,97 @@ impl Daemon {
         }
     }
 
-    /// Drains listener `at`, bounded to [`MAX_BATCHES_PER_TURN`] batches; returns whether the
-    /// bound was hit. The one receive path of every kind of listener.
-    fn drain(&mut self, at: usize) -> bool {
+    /// Drains the ready listeners round-robin, one `recvmmsg` batch from each in turn, at
+    /// most [`MAX_BATCHES_PER_TURN`] rounds; returns whether the bound was hit. A flood on one
+    /// listener thus costs the others at most one batch of waiting per batch of theirs.
+    fn drain_ready(&mut self, ready: &mut [bool]) -> bool {
         for _ in 0..MAX_BATCHES_PER_TURN {
-            let n = match self.listeners[at].try_recv(&mut self.batch) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    self.counters.recv_errors += 1;
-                    return false;
-                }
-            };
-            let now = self.now();
-            self.counters.datagrams[at] += n as u64;
-            for i in 0..n {
-                match self.listeners[at].origin(&self.batch, i) {
-                    // A datagram longer than the buffer arrives cut to DGRAM_BUF bytes, still
-                    // a wrong length. Acceptance and every rejection are counted inside the
-                    // tracker.
-                    Some(origin) => {
-                        let _ = self
-                            .tracker
-                            .handle_datagram(now, &origin, self.batch.data(i));
-                    }
-                    None => self.counters.no_credentials += 1,
+            let mut more = false;
+            for (at, r) in ready.iter_mut().enumerate() {
+                if *r {
+                    *r = self.drain_batch(at);
+                    more |= *r;
                 }
             }
-            self.drain_events();
-            self.fire_due(self.now());
+            if !more {
+                return false;
+            }
         }
         true
     }
 
+    /// Takes one batch from listener `at`; returns whether it may hold more. The one receive
+    /// path of every kind of listener: each datagram is taken at its kernel receive time
+    /// (reading late moves no deadline), and the secure datagrams of the batch are opened
+    /// together; acceptance and every rejection are counted inside the tracker. A datagram
+    /// longer than the buffer arrives cut to DGRAM_BUF bytes, still a wrong length.
+    fn drain_batch(&mut self, at: usize) -> bool {
+        let n = match self.listeners[at].try_recv(&mut self.batch) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
+            Err(_) => {
+                self.counters.recv_errors += 1;
+                return false;
+            }
+        };
+        let now = self.now();
+        self.counters.datagrams[at] += n as u64;
+        self.batch.stamp(now);
+        let mut items = [(0, Origin::Udp { listener: 0 }, &[][..]); BATCH];
+        let mut k = 0;
+        for i in 0..n.min(BATCH) {
+            self.counters.truncated += u64::from(self.batch.truncated(i));
+            let mut origin = self.listeners[at].origin(&self.batch, i);
+            if let Some(Origin::Unix { pid, uid }) = origin {
+                match self.compat.ns_gate.admit(now, pid) {
+                    None => continue,
+                    Some(NsVerdict::Cross) => {
+                        origin = Some(Origin::UnixOtherNamespace { pid, uid });
+                    }
+                    Some(_) => {}
+                }
+            }
+            match origin {
+                Some(origin) => {
+                    items[k] = (self.batch.arrival(i), origin, self.batch.data(i));
+                    k += 1;
+                }
+                None => {
+                    self.counters.no_credentials += 1;
+                    self.counters.ctrl_truncated += u64::from(self.batch.ctrl_truncated(i));
+                }
+            }
+        }
+        let outputs = &mut self.outputs;
+        self.tracker.handle_batch(&items[..k], |_, r| {
+            if let Err(r) = r {
+                outputs.rejected(now, &r);
+            }
+        });
+        self.drain_events();
+        self.fire_due(self.now());
+        true
+    }
+
+    /// Datagrams read so far from the listeners a hold-off leaves unread (the Unix socket).
+    fn paced_datagrams(&self) -> u64 {
+        self.listeners
+            .iter()
+            .zip(&self.counters.datagrams)
+            .filter(|(l, _)| l.paced())
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     fn reap(&mut self) {
+        let now = self.now();
         let Some(rec) = self.recovery.as_mut() else {
             return;
         };
         if rec.running() == 0 {
             return;
         }
-        let now = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let done = rec.reap(now);
         for f in done {
             self.emit_recovery(now, f.agent, f.to_string());
@@ -111,11 +170,11 @@ impl Daemon {
 
     /// Terminates and reaps every recovery child (SIGTERM, grace, SIGKILL to their groups).
     fn stop_recovery(&mut self) {
-        let start = self.start;
+        let daemon_clock = self.clock;
         let Some(rec) = self.recovery.as_mut() else {
             return;
         };
-        let clock = move || u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let clock = move || daemon_clock.now();
         for f in rec.shutdown(&clock, self.shutdown_grace) {
             self.emit_recovery(clock(), f.agent, f.to_string());
         }
@@ -145,6 +204,11 @@ impl Daemon {
             self.tracker.poll_timeout(),
             self.recovery.as_ref().and_then(Recovery::next_deadline),
             self.supervisor.wake_by(),
+            self.compat.wake_by(),
+            self.state.as_ref().map(super::state::StateStore::next_due),
+            self.alerts
+                .as_ref()
+                .and_then(crate::alerting::AlertShell::poll_timeout),
         ]
         .into_iter()
         .flatten()
@@ -171,14 +235,25 @@ impl Daemon {
         }
     }
 
-    /// Sleeps until a descriptor is ready or the next deadline. Returns which are ready:
-    /// `(signals, scrape, captures, status hub)` (listeners into `ready`); `None` on timeout
-    /// or interruption.
-    fn wait(&self, ready: &mut Vec<bool>) -> Option<(bool, bool, bool, bool)> {
+    /// Sleeps until a descriptor is ready, the next deadline or the end of a hold-off
+    /// ([`crate::listener::Pace`]: the Unix socket is not watched meanwhile). Returns which are
+    /// ready: `(signals, scrape, captures, status hub)` (listeners into `ready`); on timeout or
+    /// interruption every listener is marked ready, so what arrived before a deadline is read
+    /// (at its kernel receive time) before the deadline fires.
+    fn wait(&self, ready: &mut Vec<bool>) -> (bool, bool, bool, bool) {
+        let hold = self.hold_until > self.now();
         let mut fds = Vec::with_capacity(self.listeners.len() + 2);
         fds.push(PollFd::new(&self.sig_rx, PollFlags::IN));
         for l in &self.listeners {
-            fds.push(PollFd::new(l, PollFlags::IN));
+            let held = hold && l.paced();
+            fds.push(PollFd::new(
+                l,
+                if held {
+                    PollFlags::empty()
+                } else {
+                    PollFlags::IN
+                },
+            ));
         }
         if let Some(m) = &self.metrics {
             fds.push(PollFd::from_borrowed_fd(m.fd(), PollFlags::IN));
@@ -197,24 +272,32 @@ impl Daemon {
             self.policy.wake_fd(),
             PollFlags::IN,
         ));
-        let timeout = self.next_deadline().map(|d| {
+        let until = [self.next_deadline(), hold.then_some(self.hold_until)]
+            .into_iter()
+            .flatten()
+            .min();
+        let timeout = until.map(|d| {
             let wait = d.saturating_sub(self.now());
             Timespec {
                 tv_sec: i64::try_from(wait / 1_000_000_000).unwrap_or(i64::MAX),
                 tv_nsec: i64::try_from(wait % 1_000_000_000).unwrap_or(0),
             }
         });
+        ready.clear();
         match rustix::event::poll(&mut fds, timeout.as_ref()) {
             Ok(n) if n > 0 => {}
-            // Timeout (deadline due) or EINTR: back to the top, which fires deadlines.
-            _ => return None,
+            // Timeout (deadline due, hold-off over) or EINTR: read every socket, then back to
+            // the top, which fires deadlines.
+            _ => {
+                ready.resize(self.listeners.len(), true);
+                return (false, false, false, false);
+            }
         }
         let is_ready = |fd: &PollFd<'_>| !fd.revents().is_empty();
-        ready.clear();
         ready.extend(fds[1..=self.listeners.len()].iter().map(is_ready));
         let scrape = self.metrics.is_some() && is_ready(&fds[captures_at - 1]);
         let captures = fds[captures_at..hub_at].iter().any(is_ready);
-        Some((is_ready(&fds[0]), scrape, captures, is_ready(&fds[hub_at])))
+        (is_ready(&fds[0]), scrape, captures, is_ready(&fds[hub_at]))
     }
 
     /// Runs until SIGINT or SIGTERM. Returns the process exit status.
@@ -226,27 +309,33 @@ impl Daemon {
             self.alive();
             // 1. Deadlines first, right after the wake-up.
             let now = self.now();
+            self.compat.awake(now);
             self.fire_due(now);
             self.drain_events();
+            if let Some(a) = self.alerts.as_mut() {
+                a.handle_timeout(now);
+                a.flush();
+            }
             self.expire_recovery(now);
             self.outputs.flush();
-            if self.term.load(Ordering::Relaxed) {
+            self.tick_state(now);
+            if self.term.load(Ordering::Relaxed) || self.compat.shutdown_due(now) {
                 break;
             }
 
-            // 2. Sleep until something happens or the next deadline.
-            let Some((signals, scrape, captures, hub)) = self.wait(&mut ready) else {
-                self.policy_turn(false);
-                continue;
-            };
+            // 2. Sleep until something happens, the next deadline or a hold-off's end.
+            self.compat.asleep(self.now());
+            let (signals, scrape, captures, hub) = self.wait(&mut ready);
+            self.compat.awake(self.now());
 
-            // 3. Datagrams, bounded per listener per turn.
-            let mut busy = false;
-            for (at, r) in ready.iter().enumerate() {
-                if *r {
-                    busy |= self.drain(at);
-                }
-            }
+            // 3. Datagrams, round-robin over the ready listeners, bounded per turn; then how
+            // long the sockets may wait before the next read (few wake-ups; kernel stamps keep
+            // every time).
+            let read_before = self.paced_datagrams();
+            let busy = self.drain_ready(&mut ready);
+            let read = self.paced_datagrams() - read_before;
+            let now = self.now();
+            self.hold_until = now + self.pace.after_turn(now, read, busy);
             if busy {
                 self.counters.busy_turns += 1;
             }
@@ -272,7 +361,8 @@ impl Daemon {
         }
         self.supervisor.stopping();
         self.stop_recovery();
-        self.outputs.flush();
+        self.finish_state();
+        self.outputs.close();
         let st = self.tracker.stats();
         eprintln!(
             "varta-watch: stopping; {} frames accepted, {} rejected, {} agents tracked",

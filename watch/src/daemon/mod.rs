@@ -10,13 +10,22 @@
 //! 3. drain each readable listener until it would block (a short batch is no sign of an empty
 //!    queue: the Unix socket queues only `net.unix.max_dgram_qlen` datagrams, often 10, and a
 //!    fast sender refills it while we work), in `recvmmsg` batches of
-//!    [`crate::listener::BATCH`], at most [`MAX_BATCHES_PER_TURN`] batches per listener per
-//!    turn, reading the clock and firing due deadlines between batches, so a flood of
-//!    datagrams (valid or garbage) cannot delay stall detection by more than one batch;
+//!    [`crate::listener::BATCH`], round-robin over the ready listeners (one batch from each
+//!    in turn, so a flood on one listener does not starve the others), at most
+//!    [`MAX_BATCHES_PER_TURN`] batches per listener per turn, reading the clock and firing due
+//!    deadlines between batches, so a flood of datagrams (valid or garbage) cannot delay stall
+//!    detection by more than one batch; each datagram is taken at its kernel receive time
+//!    (`SO_TIMESTAMPNS`), so after a turn that read datagrams the sockets may be left unread
+//!    for a short hold-off ([`crate::listener::Pace`], bounded by the queues' room and the
+//!    next deadline, whose wake-up reads every socket before it fires): few wake-ups for
+//!    many agents;
 //! 4. answer a scrape's request with a snapshot (`snapshot`), published without waiting.
 //!
 //! Each turn also tells the supervisor (`supervise`) that the loop is alive: systemd's
-//! `WATCHDOG=1` and the self-watchdog are fed from here, never from another thread. Sockets
+//! `WATCHDOG=1`, the self-watchdog and a hardware watchdog (`--hw-watchdog`) are fed from
+//! here, never from another thread. With `--alertmanager-url`, tracker events also go to
+//! direct Alertmanager delivery (`crate::alerting`), whose batches are handed to its own
+//! thread without waiting. Sockets
 //! handed over by systemd (socket activation) replace the ones the loop would bind.
 
 mod counters;
@@ -24,6 +33,7 @@ mod event_loop;
 mod os;
 mod policy;
 mod snapshot;
+pub mod state;
 mod supervise;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
@@ -43,7 +53,7 @@ use crate::listener::{activation, ListenError, Listener, RecvBatch, UdpListener,
 use crate::metrics::Publisher;
 use crate::output::{ExportFile, Outputs};
 use crate::recovery::Recovery;
-use crate::tracker::{Tracker, TrackerConfig, UdpMode};
+use crate::tracker::{Nanos, Tracker, TrackerConfig, UdpMode};
 
 /// Upper bound of `recvmmsg` batches taken from one listener in one loop turn.
 pub const MAX_BATCHES_PER_TURN: usize = 16;
@@ -60,8 +70,11 @@ pub enum SetupError {
         /// The file.
         path: PathBuf,
         /// The error.
-        source: io::Error,
+        source: crate::fsutil::PrivateFileError,
     },
+    /// An output writer thread could not be started.
+    #[error("output writer thread: {0}")]
+    Output(io::Error),
     /// The metrics endpoint could not be started.
     #[error("--prom-addr {addr}: {source}")]
     Metrics {
@@ -84,6 +97,9 @@ pub enum SetupError {
         /// The error.
         source: crate::recovery::AuditOpenError,
     },
+    /// The state file is unsafe or cannot be read.
+    #[error(transparent)]
+    State(#[from] state::StateError),
     /// The self-watchdog thread could not be started.
     #[error("--self-watchdog-secs: {0}")]
     SelfWatchdog(io::Error),
@@ -93,6 +109,20 @@ pub enum SetupError {
     /// The control socket could not be opened.
     #[error(transparent)]
     Control(#[from] crate::control::server::ControlError),
+    /// The alert delivery thread could not be started.
+    #[error("--alertmanager-url: cannot start the delivery thread: {0}")]
+    Alerting(io::Error),
+    /// The hardware watchdog could not be opened.
+    #[error("--hw-watchdog {}: {source}", path.display())]
+    HwWatchdog {
+        /// The device.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The heartbeat file could not be opened.
+    #[error("{0}")]
+    Heartbeat(io::Error),
     /// `SCHED_FIFO` was refused.
     #[error("--rt-priority {prio}: cannot set SCHED_FIFO: {source}")]
     RtPriority {
@@ -122,6 +152,19 @@ pub struct Daemon {
     counters: Counters,
     supervisor: supervise::Supervisor,
     policy: policy::PolicyLoop,
+    /// The daemon's clock (`--clock-source`).
+    clock: crate::compat::Clock,
+    /// Heartbeat file, namespace gate, iteration histogram, timed shutdown.
+    compat: crate::compat::Runtime,
+    /// `SO_RCVBUF` of the Unix socket as the kernel reports it.
+    uds_rcvbuf: u64,
+    state: Option<state::StateStore>,
+    /// Direct Alertmanager delivery (`--alertmanager-url`).
+    alerts: Option<crate::alerting::AlertShell>,
+    /// How long the sockets may stay unread after a turn (few wake-ups).
+    pace: crate::listener::Pace,
+    /// Sockets are left unread until then (a hold-off of [`crate::listener::Pace`]).
+    hold_until: Nanos,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -155,16 +198,30 @@ impl Daemon {
     ///
     /// # Errors
     /// [`SetupError`] naming what failed.
-    pub fn new(cfg: Config) -> Result<Daemon, SetupError> {
+    pub fn new(mut cfg: Config) -> Result<Daemon, SetupError> {
         let mut udp_modes = Vec::new();
         let mut listeners = Vec::new();
         let mut where_ = Vec::new();
         // First, while no other thread reads the environment: take (and unset) what systemd
         // passed.
         let activated = activation::take()?;
-        let start = Instant::now();
-        let supervisor = supervise::Supervisor::new(start, cfg.self_watchdog)
+        // With a state file the tracker clock starts in the past, so restored beats keep
+        // their times (`state::clock_back`).
+        let start = match &cfg.state {
+            Some(_) => state::clock_origin(
+                Instant::now(),
+                state::clock_back(cfg.threshold_ns, cfg.evict_after_ns),
+            ),
+            None => Instant::now(),
+        };
+        // The daemon's clock (`--clock-source`) reads what `start.elapsed()` reads now.
+        let clock = crate::compat::Clock::start(cfg.compat.clock, start.elapsed());
+        let mut supervisor = supervise::Supervisor::new(start, cfg.self_watchdog)
             .map_err(SetupError::SelfWatchdog)?;
+        let alerts = match cfg.alerting.clone() {
+            Some(a) => Some(crate::alerting::AlertShell::start(a).map_err(SetupError::Alerting)?),
+            None => None,
+        };
         match (activated.unix, &cfg.socket) {
             (Some(sock), Some(_)) => {
                 let l = UnixListener::adopt(sock)?;
@@ -195,10 +252,14 @@ impl Daemon {
             ));
         }
         if let Some(u) = cfg.udp {
-            let l = match passed_udp.next() {
+            let mut l = match passed_udp.next() {
                 Some(sock) => UdpListener::adopt(sock)?,
                 None => UdpListener::bind(u.addr)?,
             };
+            if u.keys.is_empty() && u.master.is_none() {
+                // Plaintext: the source address feeds the tracker's origin checks.
+                l.record_sources();
+            }
             if u.rcvbuf != crate::listener::RCVBUF {
                 l.set_rcvbuf(u.rcvbuf);
             }
@@ -220,7 +281,7 @@ impl Daemon {
         }
         let export = match cfg.export_file {
             Some(path) => Some(
-                ExportFile::open(path.clone(), cfg.export_max_bytes)
+                ExportFile::open(path.clone(), cfg.export_max_bytes, cfg.export_sync_every)
                     .map_err(|source| SetupError::Export { path, source })?,
             ),
             None => None,
@@ -236,26 +297,37 @@ impl Daemon {
         }
         let metrics = match cfg.prom_addr {
             Some(addr) => {
-                let (publisher, bound) = crate::metrics::serve(addr, cfg.http, policy.routes())
-                    .map_err(|source| SetupError::Metrics { addr, source })?;
+                let guard = crate::metrics::Guard::new(
+                    cfg.compat.prom_token.take(),
+                    cfg.compat.prom_rate_limit,
+                );
+                let (publisher, bound) =
+                    crate::metrics::serve(addr, cfg.http, guard, policy.routes())
+                        .map_err(|source| SetupError::Metrics { addr, source })?;
                 where_.push(format!("metrics http://{bound}/metrics"));
                 Some(publisher)
             }
             None => None,
         };
+        if let Some(n) = cfg.alerting.as_ref().map(|a| a.endpoints.len()) {
+            where_.push(format!("alerts to {n} Alertmanager(s)"));
+        }
         let (sig_rx, term) = signals().map_err(SetupError::Signals)?;
         os::exact_timers();
         if let Some(prio) = cfg.rt_priority {
             os::realtime(prio).map_err(|source| SetupError::RtPriority { prio, source })?;
         }
-        let mut tracker = Tracker::new(TrackerConfig {
+        let tracker_cfg = TrackerConfig {
             threshold: cfg.threshold_ns,
             capacity: cfg.capacity,
             evict_after: cfg.evict_after_ns,
             allowed_uids: cfg.allowed_uids.clone(),
             udp: udp_modes.clone(),
+            eviction: cfg.compat.eviction,
             ..TrackerConfig::default()
-        });
+        };
+        let (mut tracker, state, state_notice) = state::restore(cfg.state, tracker_cfg, start)?;
+        tracker.set_rate_limits(&cfg.rate);
         policy.apply_thresholds(&mut tracker);
         let recovery = match cfg.recovery {
             Some(r) => {
@@ -281,16 +353,35 @@ impl Daemon {
                 );
             }
         }
+        let compat = crate::compat::Runtime::new(&cfg.compat).map_err(SetupError::Heartbeat)?;
+        let mut uds_rcvbuf = 0;
+        for l in &listeners {
+            if let Listener::Unix(u) = l {
+                if let Some(bytes) = cfg.compat.uds_rcvbuf {
+                    u.set_rcvbuf(bytes);
+                }
+                uds_rcvbuf = u.rcvbuf().unwrap_or(0) as u64;
+            }
+        }
         let counters = Counters {
             datagrams: vec![0; listeners.len()],
             ..Counters::default()
         };
-        Ok(Daemon {
+        let pace = crate::listener::Pace::new(crate::listener::Pace::unix_room(), cfg.max_hold_ns);
+        // Last: opening a hardware watchdog arms it, and a setup error after that would leave
+        // it armed with nobody to pet it.
+        if let Some(path) = cfg.hw_watchdog.clone() {
+            supervisor
+                .hw_watchdog(&path)
+                .map_err(|source| SetupError::HwWatchdog { path, source })?;
+        }
+        let mut daemon = Daemon {
             tracker,
             capacity: cfg.capacity,
             listeners,
             batch: RecvBatch::new(),
-            outputs: Outputs::new(cfg.format, export),
+            outputs: Outputs::new(cfg.format, export, cfg.export_format)
+                .map_err(SetupError::Output)?,
             recovery,
             shutdown_grace: cfg.shutdown_grace,
             udp_modes,
@@ -301,8 +392,20 @@ impl Daemon {
             start,
             counters,
             supervisor,
+            clock,
+            compat,
+            uds_rcvbuf,
+            state,
+            alerts,
+            pace,
+            hold_until: 0,
             policy,
-        })
+        };
+        if let Some(line) = state_notice {
+            eprintln!("varta-watch: {line}");
+            daemon.outputs.info(&line);
+        }
+        Ok(daemon)
     }
 
     /// The arguments the observer was started with (without the program name): SIGHUP and

@@ -101,11 +101,21 @@ impl PolicyLoop {
         let directory = Directory::new(classes, names, silences, worker, capacity);
         let link = ControlLink::new().map_err(SetupError::Signals)?;
         let server = match socket {
-            Some(s) => Some(ControlServer::start(
-                &crate::control::control_path(s),
-                Arc::clone(link.hub()),
-                link.commander(),
-            )?),
+            Some(s) => {
+                let path = crate::control::control_path(s);
+                let start =
+                    || ControlServer::start(&path, Arc::clone(link.hub()), link.commander());
+                match start() {
+                    // The agent socket beside it is ours now (a live observer there would have
+                    // refused it): whoever still answers on its control socket lost that
+                    // socket, so the control socket is taken over too.
+                    Err(crate::control::server::ControlError::InUse(_)) => {
+                        let _ = std::fs::remove_file(&path);
+                        Some(start()?)
+                    }
+                    r => Some(r?),
+                }
+            }
             None => None,
         };
         let hup = Arc::new(AtomicBool::new(false));
@@ -183,6 +193,13 @@ impl PolicyLoop {
             ),
             None => (None, self.directory.policy(agent).name.clone()),
         }
+    }
+
+    /// Whether `ev` is a stall or crash of a silenced agent (no alert then).
+    pub(super) fn silences(&self, ev: &Event) -> bool {
+        self.directory
+            .reaction(ev, wall_ms())
+            .is_some_and(|r| r.silenced_by.is_some())
     }
 
     /// Adds one `--format json` event line to the ring for `/api/events`.
@@ -306,7 +323,13 @@ impl super::Daemon {
             return;
         }
         let (template, debounce) = (r.class.recovery.clone(), r.class.recovery_debounce_ns);
-        let transport = crate::recovery::Transport::of(agent.listener, &self.udp_modes);
+        let mut transport = crate::recovery::Transport::of(agent.listener, &self.udp_modes);
+        let now = self.now();
+        if transport == crate::recovery::Transport::UnixAttested
+            && self.compat.ns_gate.is_cross(now, agent.pid)
+        {
+            transport = crate::recovery::Transport::UnixOtherNamespace;
+        }
         if let Some(rec) = self.recovery.as_mut() {
             let decision = rec.trigger_with(
                 at,

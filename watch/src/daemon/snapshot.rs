@@ -1,18 +1,25 @@
-//! The loop's copy of everything a scrape shows, bounded by `--metrics-max-agents`.
+//! The loop's copy of everything a scrape shows, bounded by `--metrics-max-agents`: healthy
+//! agents past the bound are left out (counted in `varta_agents_omitted`); stalled and crashed
+//! agents are always exported, so per-agent alert rules see every one of them.
 
 use super::Daemon;
 use crate::metrics::{AgentRow, Snapshot};
-use crate::tracker::{EventKind, Listener, ReasonClass};
+use crate::tracker::{AgentState, EventKind, Listener, ReasonClass};
 
 impl Daemon {
     /// Copies the figures of a scrape.
     pub(super) fn snapshot(&self) -> Snapshot {
         let mut agents = Vec::new();
         let mut omitted = 0u64;
+        let mut healthy = 0usize;
         for a in self.tracker.agents() {
-            if agents.len() >= self.metrics_max_agents {
-                omitted += 1;
-                continue;
+            let crashed = a.state == AgentState::Dead { clean: false };
+            if !crashed && a.state != AgentState::Stalled {
+                if healthy >= self.metrics_max_agents {
+                    omitted += 1;
+                    continue;
+                }
+                healthy += 1;
             }
             agents.push(AgentRow {
                 pid: a.id.pid,
@@ -24,6 +31,7 @@ impl Daemon {
                 stalls: a.stalls,
                 status: a.reported_status().as_u8(),
                 who: Some(self.policy.who(a.id)),
+                crashed,
             });
         }
         let c = &self.counters;
@@ -44,6 +52,8 @@ impl Daemon {
         let mut rejections: Vec<(&'static str, u64)> =
             st.rejections().map(|(r, n)| (r.as_str(), n)).collect();
         rejections.push(("no_credentials", c.no_credentials));
+        rejections.push(("cross_namespace", self.compat.ns_gate.refused_cross));
+        rejections.push(("namespace_unknown", self.compat.ns_gate.refused_unknown));
         Snapshot {
             agents,
             agents_omitted: omitted,
@@ -72,14 +82,45 @@ impl Daemon {
             recovery_audit_dropped,
             recovery_duration,
             busy_turns: c.busy_turns,
+            passed_fds_closed: self.batch.passed_fds_closed(),
             recv_errors: c.recv_errors,
             kernel_drops: self
                 .listeners
                 .iter()
                 .filter_map(|l| l.kernel_drops().map(|d| (l.label(), u64::from(d))))
                 .collect(),
-            output_errors: self.outputs.write_errors,
-            uptime_s: self.start.elapsed().as_secs_f64(),
+            output_errors: self.outputs.write_errors(),
+            output_dropped: self.outputs.dropped(),
+            uptime_s: self
+                .start
+                .elapsed()
+                .saturating_sub(
+                    self.state
+                        .as_ref()
+                        .map_or_else(Default::default, |s| s.clock_back),
+                )
+                .as_secs_f64(),
+            state: self.state.as_ref().map(|s| s.figures),
+            alerts_sent: self
+                .alerts
+                .as_ref()
+                .map(|a| a.outcomes().to_vec())
+                .unwrap_or_default(),
+            alerts_active: self
+                .alerts
+                .as_ref()
+                .map(|a| (a.active() as u64, a.refused())),
+            last_turn_unix: self.compat.last_turn_unix,
+            evicted: st
+                .event_counts()
+                .find(|(k, _)| *k == EventKind::Evicted)
+                .map_or(0, |(_, n)| n),
+            origin_conflicts: st.rejected(crate::tracker::Reason::OriginConflict),
+            truncated_datagrams: c.truncated,
+            ctrl_truncated: c.ctrl_truncated,
+            rate_limited: self.tracker.rate_limited().to_vec(),
+            uds_rcvbuf_bytes: self.uds_rcvbuf,
+            iterations: Some(self.compat.iterations.clone()),
         }
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod activation;
 mod batch;
+pub mod pace;
 mod udp;
 mod unix;
 
@@ -16,7 +17,8 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::PathBuf;
 
-pub use batch::{parse_creds, RecvBatch};
+pub use batch::{arrival_time, parse_creds, parse_rights, parse_sockaddr, parse_stamp, RecvBatch};
+pub use pace::Pace;
 pub use udp::UdpListener;
 pub use unix::UnixListener;
 
@@ -65,6 +67,31 @@ fn set_rcvbuf(fd: BorrowedFd<'_>, bytes: usize) {
     }
 }
 
+/// Turns on `SO_TIMESTAMPNS`: the kernel stamps each datagram with its receive time, so a
+/// batch read later keeps each beat's own time ([`RecvBatch::stamp`]).
+///
+/// # Errors
+/// The `setsockopt` error.
+pub(crate) fn set_timestamps(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: a plain `int` option read by the kernel from our local for its true size
+    // (SO_TIMESTAMPNS has no wrapper in rustix).
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            std::ptr::addr_of!(on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Any listener the daemon reads.
 #[derive(Debug)]
 pub enum Listener {
@@ -92,12 +119,19 @@ impl Listener {
     }
 
     /// Who sent datagram `i` of the last batch: the kernel-attested pid and uid on the Unix
-    /// socket (`None` when the kernel attached no credentials), the listener on UDP.
+    /// socket (`None` when the kernel attached no credentials), the listener on UDP, with the
+    /// source address where the listener records it ([`UdpListener::record_sources`]).
     #[must_use]
     pub fn origin(&self, batch: &RecvBatch, i: usize) -> Option<Origin> {
         match self {
             Listener::Unix(_) => batch.creds(i).map(|(pid, uid)| Origin::Unix { pid, uid }),
-            Listener::Udp { index, .. } => Some(Origin::Udp { listener: *index }),
+            Listener::Udp { index, .. } => Some(match batch.source(i) {
+                Some(source) => Origin::UdpFrom {
+                    listener: *index,
+                    source,
+                },
+                None => Origin::Udp { listener: *index },
+            }),
         }
     }
 
@@ -108,6 +142,13 @@ impl Listener {
             Listener::Unix(_) => "unix",
             Listener::Udp { index, .. } => udp_label(*index),
         }
+    }
+
+    /// Whether a hold-off ([`Pace`]) leaves this listener unread: the Unix socket only, whose
+    /// datagrams carry kernel receive times.
+    #[must_use]
+    pub fn paced(&self) -> bool {
+        matches!(self, Listener::Unix(_))
     }
 
     /// Datagrams the kernel dropped on a full receive queue, where the kernel tells.

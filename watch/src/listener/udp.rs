@@ -5,12 +5,16 @@ use std::mem;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
+use super::batch::Want;
 use super::{io_err, set_rcvbuf, ListenError, RecvBatch, RCVBUF};
 
 /// A UDP listener.
 #[derive(Debug)]
 pub struct UdpListener {
     sock: UdpSocket,
+    /// Ask the kernel for each datagram's source address (plaintext listeners, whose
+    /// origin checks need it).
+    sources: bool,
 }
 
 impl UdpListener {
@@ -23,7 +27,9 @@ impl UdpListener {
         UdpListener::adopt(sock)
     }
 
-    /// Takes a bound socket (socket activation): non-blocking, large receive buffer.
+    /// Takes a bound socket (socket activation): non-blocking, large receive buffer. No kernel
+    /// receive times: a UDP socket is read as soon as it is readable (its queue is never held,
+    /// see [`super::Pace`]), and the stamp would cost every datagram its control message.
     ///
     /// # Errors
     /// [`ListenError::Io`] naming the address.
@@ -32,9 +38,19 @@ impl UdpListener {
             .local_addr()
             .map_or_else(|_| "UDP socket".to_string(), |a| a.to_string());
         sock.set_nonblocking(true)
-            .map_err(io_err("set non-blocking", what))?;
+            .map_err(io_err("set non-blocking", &what))?;
         set_rcvbuf(sock.as_fd(), RCVBUF);
-        Ok(UdpListener { sock })
+        Ok(UdpListener {
+            sock,
+            sources: false,
+        })
+    }
+
+    /// Receives each datagram's source address from now on, for the tracker's origin checks
+    /// of plaintext frames ([`crate::tracker::Origin::UdpFrom`]). Off by default: secure
+    /// listeners authenticate by key and do not pay for the address copy.
+    pub fn record_sources(&mut self) {
+        self.sources = true;
     }
 
     /// Asks for a receive buffer of `bytes` instead of [`RCVBUF`] (best effort, as at bind).
@@ -85,7 +101,13 @@ impl UdpListener {
     /// # Errors
     /// The `recvmmsg` error; `WouldBlock` when nothing is queued.
     pub fn try_recv(&self, batch: &mut RecvBatch) -> io::Result<usize> {
-        batch.recv(self.sock.as_raw_fd(), false)
+        batch.recv(
+            self.sock.as_raw_fd(),
+            Want {
+                control: false,
+                source: self.sources,
+            },
+        )
     }
 }
 

@@ -24,7 +24,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Semaphore};
 
 use super::link::{Published, Shared};
-use super::{HttpCounters, HttpLimits, Publisher, FRESH, MAX_REQUEST_BODY, MAX_REQUEST_HEAD};
+use super::{
+    Guard, HttpCounters, HttpLimits, Peer, Publisher, FRESH, MAX_REQUEST_BODY, MAX_REQUEST_HEAD,
+};
 
 /// How long a scrape waits for the loop's fresh snapshot before it is answered from the last
 /// one.
@@ -36,16 +38,24 @@ pub struct AppState {
     shared: Arc<Shared>,
     snapshots: watch::Receiver<Option<Arc<Published>>>,
     counters: Arc<HttpCounters>,
+    guard: Arc<Guard>,
 }
 
 /// The routes, declared in one place. A new page or API is one more `.route` here, reading
 /// the same published snapshot; an authentication or rate-limit layer wraps them all here.
+/// `status` holds the status page's routes ([`crate::http_assets::routes`]); the guard
+/// (bearer token, scrape rate limit) wraps them with the rest.
 pub fn router(state: AppState, status: Router) -> Router {
+    let guard = (Arc::clone(&state.guard), Arc::clone(&state.counters));
     Router::new()
         .route("/metrics", get(metrics))
         .with_state(state)
         .merge(status)
         .fallback(|| async { (StatusCode::NOT_FOUND, "try /metrics\n") })
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            super::guard::check,
+        ))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
 }
 
@@ -88,6 +98,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 pub fn serve(
     addr: SocketAddr,
     limits: HttpLimits,
+    guard: Guard,
     status: Router,
 ) -> io::Result<(Publisher, SocketAddr)> {
     let listener = bind(addr)?;
@@ -97,6 +108,7 @@ pub fn serve(
         shared: Arc::clone(&publisher.shared),
         snapshots,
         counters: Arc::new(HttpCounters::default()),
+        guard: Arc::new(guard),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -146,8 +158,8 @@ async fn accept_loop(
     let app = router(state, status);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
             Err(_) => {
                 // Out of descriptors or a reset before accept: back off briefly, never spin.
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -159,7 +171,7 @@ async fn accept_loop(
             drop(stream);
             continue;
         };
-        let app = app.clone();
+        let app = app.clone().layer(axum::Extension(Peer(peer.ip())));
         let counters = Arc::clone(&counters);
         tokio::spawn(async move {
             serve_connection(stream, app, limits, &counters).await;

@@ -8,7 +8,7 @@
 //!   side's behalf);
 //! * a scrape that finds the last snapshot older than [`FRESH`] asks for a new one (a flag and
 //!   an eventfd the loop polls, [`Publisher::take_request`]) and waits for it a bounded time;
-//!   if the loop is busy it is answered from the last snapshot, whose `varta_uptime_seconds`
+//!   if the loop is busy it is answered from the last snapshot, whose `varta_watch_uptime_seconds`
 //!   then stops advancing, which is how a wedged loop shows on a dashboard;
 //! * many scrapes at once are answered from one snapshot.
 //!
@@ -17,6 +17,7 @@
 //! counted), header-read and idle timeouts, request size. Routes are declared in one place,
 //! [`http::router`].
 
+mod guard;
 mod http;
 mod link;
 mod snapshot;
@@ -24,6 +25,7 @@ mod snapshot;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub use guard::{Guard, Peer, ScrapeLimiter, MAX_SOURCES};
 pub use http::{router, serve, AppState};
 pub use link::{Published, Publisher, FRESH};
 pub use snapshot::{AgentRow, Snapshot};
@@ -50,9 +52,23 @@ pub struct HttpCounters {
     dropped_capacity: AtomicU64,
     dropped_header_timeout: AtomicU64,
     dropped_idle: AtomicU64,
+    auth_failures: AtomicU64,
+    rate_limited: AtomicU64,
 }
 
 impl HttpCounters {
+    /// Requests refused for a missing or wrong bearer token.
+    #[must_use]
+    pub fn auth_failures(&self) -> u64 {
+        self.auth_failures.load(Ordering::Relaxed)
+    }
+
+    /// Scrapes refused by the per-source rate limit.
+    #[must_use]
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited.load(Ordering::Relaxed)
+    }
+
     /// Connections closed by reason, every reason present (at zero) from the first scrape.
     #[must_use]
     pub fn dropped(&self) -> [(&'static str, u64); 3] {

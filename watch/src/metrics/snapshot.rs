@@ -29,6 +29,8 @@ pub struct AgentRow {
     /// Its name (unit or `comm` from `/proc`, or configured) and class, for
     /// `varta_agent_info`.
     pub who: Option<(Option<String>, String)>,
+    /// Its last frame was a crash report (`varta_agent_crashed`).
+    pub crashed: bool,
 }
 
 /// Everything a scrape shows, copied by the loop.
@@ -36,7 +38,7 @@ pub struct AgentRow {
 pub struct Snapshot {
     /// Per-agent rows (bounded).
     pub agents: Vec<AgentRow>,
-    /// Agents left out of `agents` by the bound.
+    /// Agents left out of `agents` by the bound (stalled and crashed agents never are).
     pub agents_omitted: u64,
     /// Entries in the tracker.
     pub agents_tracked: u64,
@@ -78,10 +80,63 @@ pub struct Snapshot {
     pub recovery_duration: (u64, u64),
     /// Loop turns that hit the per-turn datagram bound (flood indicator).
     pub busy_turns: u64,
+    /// Descriptors passed over the Unix socket (`SCM_RIGHTS`), closed on receipt.
+    pub passed_fds_closed: u64,
     /// Output write errors.
     pub output_errors: u64,
+    /// State-file figures, when `--state-file` is set.
+    pub state: Option<crate::daemon::state::StateFigures>,
+    /// Output lines dropped on a full writer queue, by sink (`stdout`, `export`).
+    pub output_dropped: Vec<(&'static str, u64)>,
     /// Seconds since start.
     pub uptime_s: f64,
+    /// Direct Alertmanager delivery, when configured: posts by outcome
+    /// (`varta_alerts_sent_total{outcome}`).
+    pub alerts_sent: Vec<(&'static str, u64)>,
+    /// Direct delivery: alerts firing, and alerts refused because the book was full.
+    pub alerts_active: Option<(u64, u64)>,
+    /// Unix time of the last loop turn, seconds.
+    pub last_turn_unix: f64,
+    /// Agents evicted from the tracker.
+    pub evicted: u64,
+    /// Plain UDP frames refused for a pid already seen from another source.
+    pub origin_conflicts: u64,
+    /// Datagrams longer than the receive buffer.
+    pub truncated_datagrams: u64,
+    /// Unix datagrams whose credentials the kernel cut.
+    pub ctrl_truncated: u64,
+    /// Beats dropped by rate limit, by reason (`per_pid`, `global`).
+    pub rate_limited: Vec<(&'static str, u64)>,
+    /// `SO_RCVBUF` of the Unix socket, bytes (0 without one).
+    pub uds_rcvbuf_bytes: u64,
+    /// Durations of loop turns.
+    pub iterations: Option<crate::compat::IterationHistogram>,
+}
+
+/// A histogram the loop already aggregated (buckets not cumulative, `+Inf` last).
+#[derive(Debug)]
+struct Aggregated {
+    sum: f64,
+    count: u64,
+    buckets: Vec<(f64, u64)>,
+}
+
+impl prometheus_client::encoding::EncodeMetric for Aggregated {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            self.sum,
+            self.count,
+            &self.buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
+    }
 }
 
 type Labels = Vec<(String, String)>;
@@ -102,6 +157,7 @@ impl Snapshot {
         let stalls = Family::<Labels, Counter>::default();
         let status = Family::<Labels, Gauge>::default();
         let info = Family::<Labels, Gauge>::default();
+        let crashed = Family::<Labels, Gauge>::default();
         for a in &self.agents {
             let pid = a.pid.to_string();
             let l = lab(&[("pid", &pid), ("listener", a.listener)]);
@@ -109,13 +165,14 @@ impl Snapshot {
             stalls.get_or_create(&l).inc_by(a.stalls);
             status.get_or_create(&l).set(i64::from(a.status));
             if let Some((name, class)) = &a.who {
-                let mut l = l;
+                let mut l = l.clone();
                 if let Some(n) = name {
                     l.push(("name".into(), n.clone()));
                 }
                 l.push(("class".into(), class.clone()));
                 info.get_or_create(&l).set(1);
             }
+            crashed.get_or_create(&l).set(i64::from(a.crashed));
         }
         reg.register(
             "varta_agent_info",
@@ -132,6 +189,11 @@ impl Snapshot {
             "varta_status",
             "Agent status: 0 ok, 1 degraded, 2 critical, 3 stall",
             status,
+        );
+        reg.register(
+            "varta_agent_crashed",
+            "1 when the agent's last frame was a crash report (until it restarts or is forgotten), else 0",
+            crashed,
         );
         let fam = |pairs: &[(&'static str, u64)], key: &str| {
             let f = Family::<Labels, Counter>::default();
@@ -164,6 +226,16 @@ impl Snapshot {
             "varta_events",
             "Events emitted, by kind",
             fam(&self.events, "kind"),
+        );
+        reg.register(
+            "varta_output_dropped",
+            "Output lines dropped because the sink's writer queue was full (a stuck stdout reader or a slow disk), by sink",
+            fam(&self.output_dropped, "sink"),
+        );
+        reg.register(
+            "varta_rate_limited",
+            "Beats refused by --max-beat-rate (per_pid) or --global-beat-rate (global)",
+            fam(&self.rate_limited, "reason"),
         );
         reg.register(
             "varta_recovery_outcomes",
@@ -201,9 +273,39 @@ impl Snapshot {
             counter(self.events_dropped),
         );
         reg.register(
-            "varta_receive_errors",
+            "varta_io_errors",
             "Socket receive errors (other than would-block)",
             counter(self.recv_errors),
+        );
+        reg.register(
+            "varta_truncated_datagrams",
+            "Datagrams longer than the receive buffer, cut by the kernel (refused as a wrong length)",
+            counter(self.truncated_datagrams),
+        );
+        reg.register(
+            "varta_ctrl_truncated",
+            "Unix datagrams whose credentials the kernel cut (refused: cannot be attested)",
+            counter(self.ctrl_truncated),
+        );
+        reg.register(
+            "varta_tracker_evicted",
+            "Agents evicted from the tracker (forgotten after --evict-after-ms, or to make room)",
+            counter(self.evicted),
+        );
+        reg.register(
+            "varta_origin_conflict",
+            "Plain UDP frames refused because their pid is held by another source address",
+            counter(self.origin_conflicts),
+        );
+        reg.register(
+            "varta_prom_auth_failures",
+            "HTTP requests refused for a missing or wrong bearer token (--prom-token-file)",
+            counter(http.auth_failures()),
+        );
+        reg.register(
+            "varta_prom_rate_limited",
+            "Scrapes refused with 429 by the per-source-IP limit (--prom-rate-limit-per-sec)",
+            counter(http.rate_limited()),
         );
         reg.register(
             "varta_frame_auth_failures",
@@ -231,6 +333,11 @@ impl Snapshot {
             counter(self.busy_turns),
         );
         reg.register(
+            "varta_passed_fds_closed",
+            "Descriptors passed over the Unix socket (SCM_RIGHTS), closed on receipt",
+            counter(self.passed_fds_closed),
+        );
+        reg.register(
             "varta_output_write_errors",
             "Failed writes to stdout or the export file",
             counter(self.output_errors),
@@ -252,7 +359,7 @@ impl Snapshot {
             counter(self.recovery_duration.1),
         );
         reg.register(
-            "varta_agents_tracked",
+            "varta_watch_pids_tracked",
             "Agents in the tracker",
             gauge(as_i64(self.agents_tracked)),
         );
@@ -271,10 +378,75 @@ impl Snapshot {
             );
         up.set(self.uptime_s);
         reg.register(
-            "varta_uptime_seconds",
-            "Seconds since the observer started",
+            "varta_watch_uptime_seconds",
+            "Seconds since the observer started; stops advancing when the loop is wedged",
             up,
         );
+        let last = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        last.set(self.last_turn_unix);
+        reg.register(
+            "varta_watch_last_poll_loop_timestamp_seconds",
+            "Unix time of the observer loop's last turn",
+            last,
+        );
+        reg.register(
+            "varta_observer_uds_rcvbuf_bytes",
+            "Receive buffer of the Unix socket as the kernel reports it (0 without one)",
+            gauge(as_i64(self.uds_rcvbuf_bytes)),
+        );
+        if let Some(h) = &self.iterations {
+            reg.register(
+                "varta_observer_iteration_seconds",
+                "Duration of the observer loop's turns (wake-up to sleep); buckets scaled to --iteration-budget-ms",
+                Aggregated {
+                    sum: h.sum_seconds(),
+                    count: h.count(),
+                    buckets: h.buckets(),
+                },
+            );
+            reg.register(
+                "varta_observer_iteration_over_budget",
+                "Loop turns longer than --iteration-budget-ms",
+                counter(h.over_budget()),
+            );
+        }
+        if let Some(st) = &self.state {
+            reg.register(
+                "varta_state_snapshots",
+                "State-file snapshots written completely",
+                counter(st.snapshots),
+            );
+            reg.register(
+                "varta_state_write_errors",
+                "State-file snapshot writes that failed (disk full, I/O error)",
+                counter(st.write_errors),
+            );
+            reg.register(
+                "varta_state_restore_failures",
+                "State files that could not be restored at start (set aside)",
+                counter(st.restore_failures),
+            );
+            let fgauge = |v: f64| {
+                let g = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+                g.set(v);
+                g
+            };
+            reg.register(
+                "varta_state_snapshot_encode_seconds",
+                "Time the loop spent encoding the last snapshot",
+                fgauge(st.encode_seconds),
+            );
+            reg.register(
+                "varta_state_snapshot_write_seconds",
+                "Time to write and fsync the last snapshot (helper thread)",
+                fgauge(st.write_seconds),
+            );
+            reg.register(
+                "varta_state_snapshot_bytes",
+                "Size of the last snapshot written",
+                gauge(as_i64(st.bytes)),
+            );
+        }
         let dropped = Family::<Labels, Counter>::default();
         for (reason, n) in http.dropped() {
             dropped.get_or_create(&lab(&[("reason", reason)])).inc_by(n);
@@ -284,6 +456,23 @@ impl Snapshot {
             "HTTP connections closed by the observer, by reason (capacity: over --http-max-connections; header_timeout; idle)",
             dropped,
         );
+        if let Some((active, refused)) = self.alerts_active {
+            reg.register(
+                "varta_alerts_sent",
+                "Direct Alertmanager posts by outcome, per Alertmanager (sent; retried attempts; failed after the last attempt; dropped: batches refused by the full delivery queue)",
+                fam(&self.alerts_sent, "outcome"),
+            );
+            reg.register(
+                "varta_alerts_active",
+                "Alerts firing through direct Alertmanager delivery",
+                gauge(as_i64(active)),
+            );
+            reg.register(
+                "varta_alerts_refused",
+                "Alerts not raised because as many alerts as the book holds were already firing",
+                counter(refused),
+            );
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &reg);

@@ -1,9 +1,21 @@
 //! The output room: event lines on stdout (text or JSON lines) and the TSV event file.
 //!
 //! Every event becomes one [`Row`] (the fields of the TSV file: `observer_ns, kind, pid, nonce,
-//! status, detail`, plus the event's numbers for JSON), then one line per sink. Sinks are
-//! buffered and flushed once per loop turn, right after the events of that turn, so a stall
-//! leaves the daemon as soon as it fires.
+//! status, detail`, plus the event's numbers for JSON), then one line per sink. Each sink is
+//! written by a thread of its own fed through a bounded queue ([`writer`]): the loop never
+//! waits for stdout or the disk, so a stuck reader or a slow disk cannot delay stall detection
+//! (a full queue drops the line, counted in `varta_output_dropped_total{sink}`), and a sink
+//! stuck on one line does not hold up the others. Writers flush whenever their queue is empty,
+//! so a stall leaves the daemon as soon as it fires.
+//!
+//! # Export file (`--export-file`)
+//!
+//! `--export-format compat` (the default) writes the existing Varta observer's six-column TSV
+//! lines (`observer_ns kind pid nonce status detail`, kinds `beat`, `stall`, `decode`,
+//! `mismatch`, `eviction`; see [`Row::tsv_compat`]); `--export-format varta` writes ours
+//! ([`Row::tsv`]: our event kinds, recovery decisions included, detail in prose). Refused
+//! datagrams become `decode`/`mismatch` lines only while the export queue is less than half
+//! full, so a flood of garbage cannot crowd out the lines of events.
 //!
 //! # JSON lines (`--format json`)
 //!
@@ -25,88 +37,170 @@
 
 mod export;
 mod row;
+pub mod writer;
 
 use std::io::{self, BufWriter, Write};
+use std::sync::atomic::Ordering;
 
-pub use export::ExportFile;
-pub use row::{listener_label, Row};
+pub use export::{ExportFile, GENERATIONS};
+pub use row::{listener_label, rejection_tsv, Row};
+use writer::{LineSink, Sink, QUEUE_LINES};
 
 use crate::config::Format;
-use crate::tracker::Nanos;
+use crate::tracker::{Nanos, Rejection};
+
+/// Line format of the export file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum ExportFormat {
+    /// The existing Varta observer's six-column TSV lines (drop-in default).
+    #[default]
+    Compat,
+    /// Our TSV lines: our event kinds, recovery decisions, detail in prose.
+    Varta,
+}
+
+/// Stdout through a buffer, as a writer thread's sink.
+struct Stdout(BufWriter<io::Stdout>);
+
+impl LineSink for Stdout {
+    fn write_line(&mut self, line: &str) -> io::Result<()> {
+        self.0.write_all(line.as_bytes())?;
+        self.0.write_all(b"\n")
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
 
 /// All event sinks.
 #[derive(Debug)]
 pub struct Outputs {
     format: Format,
-    stdout: BufWriter<io::Stdout>,
-    export: Option<ExportFile>,
-    /// Write errors seen (counted, reported once).
-    pub write_errors: u64,
-    reported: bool,
+    stdout: Option<Sink>,
+    export: Option<Sink>,
+    export_format: ExportFormat,
 }
 
 impl Outputs {
-    /// Stdout in `format`, plus the export file if any.
-    #[must_use]
-    pub fn new(format: Format, export: Option<ExportFile>) -> Outputs {
-        Outputs {
+    /// Stdout in `format`, plus the export file if any (in `export_format`), each with its
+    /// writer thread.
+    ///
+    /// # Errors
+    /// A writer thread could not be started.
+    pub fn new(
+        format: Format,
+        export: Option<ExportFile>,
+        export_format: ExportFormat,
+    ) -> io::Result<Outputs> {
+        let stdout = Sink::spawn(
+            "stdout",
+            Stdout(BufWriter::with_capacity(64 * 1024, io::stdout())),
+            QUEUE_LINES,
+        )?;
+        let export = match export {
+            Some(x) => Some(Sink::spawn("export", x, QUEUE_LINES)?),
+            None => None,
+        };
+        Ok(Outputs {
             format,
-            stdout: BufWriter::with_capacity(64 * 1024, io::stdout()),
+            stdout: Some(stdout),
             export,
-            write_errors: 0,
-            reported: false,
-        }
+            export_format,
+        })
     }
 
-    fn note_err(&mut self, what: &str, e: &io::Error) {
-        self.write_errors += 1;
-        if !self.reported {
-            self.reported = true;
-            eprintln!("varta-watch: cannot write {what}: {e} (further errors only counted)");
-        }
-    }
-
-    /// Emits one row to every sink (buffered); `now` is the daemon's clock (JSON
+    /// Emits one row to every sink (queued, never waits); `now` is the daemon's clock (JSON
     /// `emitted_ns`).
     pub fn emit(&mut self, row: &Row, now: Nanos) {
-        let line = match self.format {
-            Format::Text => row.text(),
-            Format::Json => row.json(now),
-        };
-        if let Err(e) = writeln!(self.stdout, "{line}") {
-            self.note_err("stdout", &e);
+        if let Some(s) = &self.stdout {
+            s.send(match self.format {
+                Format::Text => row.text(),
+                Format::Json => row.json(now),
+            });
         }
-        if let Some(x) = self.export.as_mut() {
-            if let Err(e) = x.write_line(&row.tsv()) {
-                self.note_err("export file", &e);
+        if let Some(x) = &self.export {
+            let line = match self.export_format {
+                ExportFormat::Compat => row.tsv_compat(),
+                ExportFormat::Varta => Some(row.tsv()),
+            };
+            if let Some(line) = line {
+                x.send(line);
+            }
+        }
+    }
+
+    /// A refused datagram: a `decode`/`mismatch` line in the compat export file, while its
+    /// queue is less than half full.
+    pub fn rejected(&mut self, at: Nanos, r: &Rejection) {
+        let Some(x) = &self.export else { return };
+        if self.export_format != ExportFormat::Compat {
+            return;
+        }
+        let st = x.stats();
+        let backlog = st
+            .queued
+            .load(Ordering::Relaxed)
+            .saturating_sub(st.written.load(Ordering::Relaxed));
+        if let Some(line) = rejection_tsv(at, r) {
+            if backlog < (QUEUE_LINES / 2) as u64 {
+                x.send(line);
+            } else {
+                st.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 
     /// Prints an informational line (startup, shutdown) in the current format.
     pub fn info(&mut self, msg: &str) {
-        let r = match self.format {
-            Format::Text => writeln!(self.stdout, "varta-watch: {msg}"),
+        let line = match self.format {
+            Format::Text => format!("varta-watch: {msg}"),
             Format::Json => {
                 let mut s = String::new();
                 row::json_escape(msg, &mut s);
-                writeln!(self.stdout, "{{\"kind\":\"info\",\"detail\":\"{s}\"}}")
+                format!("{{\"kind\":\"info\",\"detail\":\"{s}\"}}")
             }
         };
-        if let Err(e) = r {
-            self.note_err("stdout", &e);
+        if let Some(s) = &self.stdout {
+            s.send(line);
         }
     }
 
-    /// Flushes every sink.
-    pub fn flush(&mut self) {
-        if let Err(e) = self.stdout.flush() {
-            self.note_err("stdout", &e);
+    /// Nothing to do: writers flush whenever their queue runs empty. Kept so the loop states
+    /// where its turn's output ends.
+    pub fn flush(&mut self) {}
+
+    /// Closes every queue and waits (bounded per sink, [`writer::CLOSE_WAIT`]) for the writers
+    /// to write and sync what they accepted.
+    pub fn close(&mut self) {
+        for s in [self.export.as_mut(), self.stdout.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            s.close(writer::CLOSE_WAIT);
         }
-        if let Some(x) = self.export.as_mut() {
-            if let Err(e) = x.flush() {
-                self.note_err("export file", &e);
-            }
-        }
+    }
+
+    /// Failed writes, flushes and syncs, all sinks.
+    #[must_use]
+    pub fn write_errors(&self) -> u64 {
+        self.sinks()
+            .map(|s| s.stats().errors.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Lines dropped on a full queue, by sink; both labels (`stdout`, `export`) always.
+    #[must_use]
+    pub fn dropped(&self) -> Vec<(&'static str, u64)> {
+        let of = |s: Option<&Sink>| s.map_or(0, |s| s.stats().dropped.load(Ordering::Relaxed));
+        vec![
+            ("stdout", of(self.stdout.as_ref())),
+            ("export", of(self.export.as_ref())),
+        ]
+    }
+
+    fn sinks(&self) -> impl Iterator<Item = &Sink> {
+        [self.stdout.as_ref(), self.export.as_ref()]
+            .into_iter()
+            .flatten()
     }
 }

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use vlp_core::Status;
 
-use crate::tracker::{AgentId, Event, Listener, Nanos};
+use crate::tracker::{AgentId, Event, Listener, Nanos, Rejection};
 
 /// One output record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,6 +266,53 @@ impl Row {
     }
 }
 
+impl Row {
+    /// The existing observer's six-column TSV line (no newline), the export file's default
+    /// format: `observer_ns kind pid nonce status detail`, `-` where a column has no value.
+    /// Our kinds map to its kinds (one table, in the README): `new`, `restart`, `status`,
+    /// `recovered`, `crash` and `goodbye` are `beat` lines (status after the event, detail the
+    /// payload), `stall` is `stall` (the last beat's nonce, status `stall`, detail `-`),
+    /// `evicted` is `eviction`. Recovery decisions have no line in that format (they are in
+    /// the audit file); `None` for them.
+    #[must_use]
+    pub fn tsv_compat(&self) -> Option<String> {
+        let kind = match self.kind {
+            "new" | "restart" | "status" | "recovered" | "crash" | "goodbye" => "beat",
+            "stall" => "stall",
+            "evicted" => "eviction",
+            _ => return None,
+        };
+        let dash = || "-".to_string();
+        let nonce = self.nonce.map_or_else(dash, |n| n.to_string());
+        let status = self.status.map_or("-", |s| s.name());
+        let detail = match kind {
+            "beat" => self.payload.map_or_else(dash, |p| p.to_string()),
+            _ => dash(),
+        };
+        Some(format!(
+            "{}\t{kind}\t{}\t{nonce}\t{status}\t{detail}",
+            self.at, self.agent.pid
+        ))
+    }
+}
+
+/// The existing observer's TSV line for a refused datagram: `decode` (`- - -` and the failed
+/// rule) or `mismatch` (the claimed pid, detail `auth_failure` or `origin_conflict`); `None`
+/// for refusals that format has no kind for.
+#[must_use]
+pub fn rejection_tsv(at: Nanos, r: &Rejection) -> Option<String> {
+    use crate::tracker::ReasonClass;
+    match (r, r.class()) {
+        (Rejection::PidMismatch { claimed, .. }, _) => {
+            Some(format!("{at}\tmismatch\t{claimed}\t-\t-\tauth_failure"))
+        }
+        (Rejection::OriginConflict, _) => Some(format!("{at}\tmismatch\t-\t-\t-\torigin_conflict")),
+        (_, ReasonClass::Auth) => Some(format!("{at}\tmismatch\t-\t-\t-\tauth_failure")),
+        (_, ReasonClass::Decode) => Some(format!("{at}\tdecode\t-\t-\t-\t{}", r.reason())),
+        _ => None,
+    }
+}
+
 pub(super) fn json_escape(s: &str, out: &mut String) {
     for c in s.chars() {
         match c {
@@ -370,5 +417,76 @@ mod tests {
             row.tsv(),
             "10\tstatus\t42\t\tdegraded\tok -> degraded payload=77"
         );
+    }
+
+    #[test]
+    fn compat_tsv_maps_our_kinds_to_the_existing_ones() {
+        let a = agent();
+        let line = |e: &Event| Row::from_event(e).tsv_compat();
+        assert_eq!(
+            line(&Event::Stalled {
+                at: 5,
+                agent: a,
+                last_beat: 1,
+                nonce: 9
+            })
+            .unwrap(),
+            "5\tstall\t42\t9\tstall\t-"
+        );
+        assert_eq!(
+            line(&Event::StatusChanged {
+                at: 6,
+                agent: a,
+                from: Status::Ok,
+                to: Status::Degraded,
+                payload: 77
+            })
+            .unwrap(),
+            "6\tbeat\t42\t-\tdegraded\t77"
+        );
+        assert_eq!(
+            line(&Event::NewAgent {
+                at: 7,
+                agent: a,
+                status: Status::Ok,
+                nonce: 3
+            })
+            .unwrap(),
+            "7\tbeat\t42\t3\tok\t-"
+        );
+        assert_eq!(
+            line(&Event::Evicted { at: 8, agent: a }).unwrap(),
+            "8\teviction\t42\t-\t-\t-"
+        );
+        assert!(Row::basic(1, "recovery", a, None, None, "x".into())
+            .tsv_compat()
+            .is_none());
+        assert_eq!(
+            rejection_tsv(
+                9,
+                &Rejection::PidMismatch {
+                    attested: 1,
+                    claimed: 2
+                }
+            )
+            .unwrap(),
+            "9\tmismatch\t2\t-\t-\tauth_failure"
+        );
+        assert_eq!(
+            rejection_tsv(9, &Rejection::Decode(vlp_core::DecodeError::BadMagic)).unwrap(),
+            "9\tdecode\t-\t-\t-\tbad_magic"
+        );
+        for l in [
+            line(&Event::Died {
+                at: 1,
+                agent: a,
+                clean: true,
+                payload: 0,
+            })
+            .unwrap(),
+            rejection_tsv(1, &Rejection::OriginConflict).unwrap(),
+        ] {
+            assert_eq!(l.split('\t').count(), 6, "{l}");
+        }
     }
 }

@@ -11,9 +11,8 @@
 //! raised once per failure run; the next record tries again, so the trail resumes, still
 //! chained, when space returns.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -37,35 +36,8 @@ pub struct AuditConfig {
     pub max_bytes: u64,
 }
 
-/// Why the audit file cannot be used at start.
-#[derive(Debug, thiserror::Error)]
-pub enum AuditOpenError {
-    /// Open, stat or read failed.
-    #[error("{op}: {source}")]
-    Io {
-        /// The operation.
-        op: &'static str,
-        /// The error.
-        source: io::Error,
-    },
-    /// A symbolic link.
-    #[error("is a symbolic link (refused)")]
-    Symlink,
-    /// Not a regular file.
-    #[error("is not a regular file")]
-    NotRegular,
-    /// Owned by another user.
-    #[error("is owned by uid {owner}, not by us (uid {expected})")]
-    WrongOwner {
-        /// Its owner.
-        owner: u32,
-        /// Our euid.
-        expected: u32,
-    },
-    /// Group or others have access.
-    #[error("mode {0:04o} gives group/others access; chmod 600 it")]
-    TooOpen(u32),
-}
+/// Why the audit file cannot be used at start: the rules of [`crate::fsutil`].
+pub use crate::fsutil::PrivateFileError as AuditOpenError;
 
 /// The audit writer.
 #[derive(Debug)]
@@ -87,38 +59,7 @@ fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> AuditOpenError {
 
 /// Opens `path` for appending with the file rules of the module docs.
 fn open_checked(path: &Path) -> Result<File, AuditOpenError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::ELOOP) {
-                AuditOpenError::Symlink
-            } else {
-                AuditOpenError::Io {
-                    op: "open",
-                    source: e,
-                }
-            }
-        })?;
-    let meta = file.metadata().map_err(io_err("stat"))?;
-    if !meta.file_type().is_file() {
-        return Err(AuditOpenError::NotRegular);
-    }
-    let me = rustix::process::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(AuditOpenError::WrongOwner {
-            owner: meta.uid(),
-            expected: me,
-        });
-    }
-    if meta.mode() & 0o077 != 0 {
-        return Err(AuditOpenError::TooOpen(meta.mode() & 0o7777));
-    }
-    Ok(file)
+    crate::fsutil::open_private(path, true)
 }
 
 /// Reads the last `TAIL` bytes of `file`.
@@ -133,9 +74,7 @@ fn read_tail(file: &mut File, size: u64) -> io::Result<Vec<u8>> {
 /// `PATH.n`.
 #[must_use]
 pub fn generation(path: &Path, n: u32) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(format!(".{n}"));
-    PathBuf::from(s)
+    crate::fsutil::generation(path, n)
 }
 
 impl AuditLog {
@@ -167,11 +106,7 @@ impl AuditLog {
         let mut found = audit::last_record(&cfg.chain, &tail);
         if found.is_none() && size == 0 {
             // Rotated just before the restart: continue from the newest generation.
-            if let Ok(mut g) = File::options()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(generation(&cfg.path, 1))
-            {
+            if let Ok(mut g) = crate::fsutil::open_read_nofollow(&generation(&cfg.path, 1)) {
                 let gsize = g.metadata().map_err(io_err("stat"))?.len();
                 let t = read_tail(&mut g, gsize).map_err(io_err("read"))?;
                 found = audit::last_record(&cfg.chain, &t);
@@ -238,21 +173,12 @@ impl AuditLog {
             rustix::fs::fdatasync(f)?;
         }
         self.file = None;
-        for n in (1..GENERATIONS).rev() {
-            let from = generation(&self.cfg.path, n);
-            if from.exists() {
-                std::fs::rename(&from, generation(&self.cfg.path, n + 1))?;
-            }
-        }
-        std::fs::rename(&self.cfg.path, generation(&self.cfg.path, 1))?;
+        crate::fsutil::rotate(&self.cfg.path, GENERATIONS)?;
         self.reopen()
     }
 
     fn reopen(&mut self) -> io::Result<()> {
-        let f = open_checked(&self.cfg.path).map_err(|e| match e {
-            AuditOpenError::Io { source, .. } => source,
-            other => io::Error::other(other.to_string()),
-        })?;
+        let f = open_checked(&self.cfg.path)?;
         self.size = f.metadata()?.len();
         self.file = Some(f);
         Ok(())

@@ -21,6 +21,9 @@ pub enum Transport {
     SharedKey,
     /// Plaintext UDP: the pid is only claimed.
     PlainUdp,
+    /// Unix socket, but the agent lives in another PID namespace (admitted by
+    /// `--allow-cross-namespace-agents`): never recovered.
+    UnixOtherNamespace,
 }
 
 impl Transport {
@@ -66,6 +69,7 @@ impl Policy {
             Transport::SharedKey if self.allow_shared_key_udp => Ok(()),
             Transport::PlainUdp if self.allow_plaintext_udp => Ok(()),
             Transport::SharedKey | Transport::PlainUdp => Err(Refusal::UnauthenticatedTransport),
+            Transport::UnixOtherNamespace => Err(Refusal::CrossNamespaceAgent),
         }
     }
 }
@@ -104,8 +108,8 @@ macro_rules! labelled {
 labelled! {
     /// Why a recovery was not run: `varta_recovery_refused_total{reason}`. The first five are
     /// the upstream observer's label values (kept so its alert rules keep working); the
-    /// namespace and socket-mode ones are never produced by this observer (it has no such gate)
-    /// but are exported at zero so `by (reason)` rules see the same series.
+    /// socket-mode one is never produced by this observer (it has no such mode) but is
+    /// exported at zero so `by (reason)` rules see the same series.
     Refusal {
         /// A shared-key or plaintext UDP agent without the operator's opt-in.
         UnauthenticatedTransport => "unauthenticated_transport",

@@ -36,6 +36,16 @@ pub enum Origin {
         /// The datagram's source address.
         source: SocketAddr,
     },
+    /// A Unix sender the shell found in another PID namespace than the observer's and the
+    /// operator admits (`--allow-cross-namespace-agents`). Its frames carry the pid of its
+    /// own namespace; it is tracked under `pid`, the kernel-attested pid in ours (the one a
+    /// recovery command can act on), and the frame's pid is not compared.
+    UnixOtherNamespace {
+        /// The sender's pid as this observer's namespace sees it.
+        pid: u32,
+        /// The sender's real uid.
+        uid: u32,
+    },
 }
 
 /// What a UDP listener accepts.
@@ -75,6 +85,19 @@ pub struct TrackerConfig {
     /// retired dropped first), so that replays of their captured datagrams do not create them
     /// again. `None`: as many as the capacity.
     pub tombstones: Option<usize>,
+    /// What makes room when the table is full (`--tracker-eviction-policy`); `None`: dead
+    /// entries, then (for proven newcomers only) unproven identities.
+    pub eviction: Option<EvictionPolicy>,
+}
+
+/// What may be evicted to make room for a new agent when the table is full, after dead
+/// entries. Either way an unproven newcomer can only displace unproven identities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EvictionPolicy {
+    /// Only agents already stalled, the longest-stalled first.
+    Strict,
+    /// Stalled agents first, then the agent silent longest.
+    Balanced,
 }
 
 impl Default for TrackerConfig {
@@ -88,6 +111,7 @@ impl Default for TrackerConfig {
             udp: Vec::new(),
             proven_reserve: None,
             tombstones: None,
+            eviction: None,
         }
     }
 }

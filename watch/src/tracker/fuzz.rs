@@ -72,6 +72,7 @@ pub fn config() -> TrackerConfig {
         // Small, so the reserve for proven identities and dropped tombstones are reached.
         proven_reserve: Some(2),
         tombstones: Some(3),
+        eviction: None,
     }
 }
 

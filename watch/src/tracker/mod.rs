@@ -9,11 +9,13 @@
 //! |---|---|
 //! | `config` | listeners' configuration, [`Origin`], identity ([`AgentId`], [`KeyClass`]) |
 //! | `pipeline` | the one decode/accept pipeline (uid, decode, open, replay precheck) |
+//! | `batch` | a receive batch's secure datagrams opened together, then the pipeline |
 //! | `session` | how a verified frame is taken (beat, reordering, restart, death), admission and capacity |
 //! | `streams` | remembered streams per identity, tombstones of evicted ones |
 //! | `deadlines` | stalls and evictions |
 //! | `table` | the slab, its index and the deadline lists |
 //! | `keys` | master-derived agent keys per slot |
+//! | `rate` | beat rate limits per identity and global, the key-derivation budget |
 //! | `events`, `reject`, `stats`, `view` | what comes out: [`Event`]/[`EventKind`], [`Rejection`]/[`Reason`], [`Stats`], [`AgentView`] |
 //! | `persist` | the state file's codec ([`Tracker::snapshot`], [`Tracker::restore`]) |
 //! | `invariants`, `fuzz` (feature `fuzz`) | self-checks and the fuzz entry points |
@@ -104,6 +106,7 @@
 //! clamped to the latest time seen), and [`Tracker::restore`] returns an error for any bytes
 //! it cannot load.
 
+mod batch;
 mod config;
 mod deadlines;
 mod events;
@@ -113,6 +116,7 @@ mod invariants;
 mod keys;
 mod persist;
 mod pipeline;
+mod rate;
 mod reject;
 mod rekey;
 mod session;
@@ -126,10 +130,11 @@ mod view;
 use std::collections::VecDeque;
 use std::fmt;
 
-pub use config::{AgentId, KeyClass, Listener, Origin, TrackerConfig, UdpMode};
+pub use config::{AgentId, EvictionPolicy, KeyClass, Listener, Origin, TrackerConfig, UdpMode};
 pub use deadlines::{ThresholdError, MAX_THRESHOLDS};
 pub use events::{AcceptKind, Accepted, Event, EventKind};
 pub use persist::{ClockMapping, PersistError, STATE_MAGIC, STATE_VERSION};
+pub use rate::{Gcra, RateConfig, RateScope, DEFAULT_DERIVATIONS_PER_SEC};
 pub use reject::{Reason, ReasonClass, Rejection};
 pub use rekey::RekeyError;
 pub use stats::Stats;
@@ -181,11 +186,17 @@ pub struct Tracker {
     tombs: Tombstones,
     /// Slots reserved for proven identities ([`AgentId::is_proven`]).
     proven_reserve: usize,
+    /// What a full table evicts for a newcomer, beyond dead entries.
+    eviction: Option<EvictionPolicy>,
     /// Key of the IPv6 source-address fingerprints (persisted with the table).
     origin_seed: u64,
+    /// How [`Tracker::handle_batch`] opens secure datagrams (the widest SIMD path here).
+    backend: vlp_core::batch::Backend,
     events: VecDeque<Event>,
     stats: Stats,
     now: Nanos,
+    /// Beat limits and the key-derivation budget (`rate`).
+    rate: rate::Limiter,
 }
 
 impl fmt::Debug for Tracker {
@@ -234,10 +245,13 @@ impl Tracker {
             histories: Histories::with_capacity(early),
             tombs: Tombstones::new(tombstones, early),
             proven_reserve: cfg.proven_reserve.unwrap_or(capacity / 4).min(capacity),
+            eviction: cfg.eviction,
             origin_seed: seed,
+            backend: vlp_core::batch::Backend::detect(),
             events: VecDeque::with_capacity(64),
             stats: Stats::ZERO,
             now: 0,
+            rate: rate::Limiter::new(&RateConfig::default(), capacity),
         }
     }
 
@@ -253,9 +267,20 @@ impl Tracker {
         origin: &Origin,
         bytes: &[u8],
     ) -> Result<Accepted, Rejection> {
+        self.handle_one(now, origin, bytes, None)
+    }
+
+    /// [`Tracker::handle_datagram`], with what the batched path opened ahead.
+    fn handle_one(
+        &mut self,
+        now: Nanos,
+        origin: &Origin,
+        bytes: &[u8],
+        pre: Option<batch::Pre>,
+    ) -> Result<Accepted, Rejection> {
         let now = self.clock(now);
         self.stats.datagrams += 1;
-        let r = self.pipeline(now, origin, bytes);
+        let r = self.pipeline(now, origin, bytes, pre);
         match &r {
             Ok(a) => {
                 self.stats.accepted += 1;

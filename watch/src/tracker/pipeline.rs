@@ -8,6 +8,7 @@ use vlp_core::envelope::{MASTER_LEN, SHARED_LEN};
 use vlp_core::kdf::derive_agent_key;
 use vlp_core::{DecodeError, Frame, Iv, Key, MasterDatagram, OpenError, SharedDatagram, FRAME_LEN};
 
+use super::batch::Pre;
 use super::session::precheck;
 use super::table::{listener_code, tag};
 use super::{Accepted, Listener, Nanos, Origin, Rejection, Tracker, UdpMode};
@@ -31,18 +32,26 @@ pub(super) struct Verified {
 }
 
 impl Tracker {
+    /// `pre`: what the batched path ([`super::batch`]) opened ahead for this datagram; the
+    /// decisions, counters and events are the same with or without it (an open is a pure
+    /// function of key and bytes, and the agent key of a master-key datagram is a pure
+    /// function of master key and pid, whether kept or derived).
     pub(super) fn pipeline(
         &mut self,
         now: Nanos,
         origin: &Origin,
         bytes: &[u8],
+        pre: Option<Pre>,
     ) -> Result<Accepted, Rejection> {
         let v = match *origin {
-            Origin::Unix { pid, uid } => {
+            Origin::Unix { pid, uid } | Origin::UnixOtherNamespace { pid, uid } => {
                 if !self.allowed_uids.contains(&uid) {
                     return Err(Rejection::UidRefused { uid });
                 }
-                let frame = Frame::parse(bytes).map_err(Rejection::Decode)?;
+                let mut frame = Frame::parse(bytes).map_err(Rejection::Decode)?;
+                if matches!(origin, Origin::UnixOtherNamespace { .. }) {
+                    frame = with_pid(&frame, pid).map_err(Rejection::Decode)?;
+                }
                 if frame.pid() != pid {
                     return Err(Rejection::PidMismatch {
                         attested: pid,
@@ -83,7 +92,10 @@ impl Tracker {
                     UdpMode::Secure { keys, master } => match bytes.len() {
                         FRAME_LEN => return Err(Rejection::PlaintextRefused),
                         SHARED_LEN => {
-                            let (iv, frame) = open_shared(keys, bytes)?;
+                            let (iv, frame) = match pre {
+                                Some(Pre::Shared(opened)) => opened?,
+                                _ => open_shared(keys, bytes)?,
+                            };
                             Verified {
                                 listener: code,
                                 agent_key: false,
@@ -110,20 +122,33 @@ impl Tracker {
                                     kept = self.keys.as_ref().and_then(|k| k.get(s));
                                 }
                             }
+                            let (opened, derived) = match pre {
+                                Some(Pre::Master { opened, derived }) => (Some(opened), derived),
+                                _ => (None, None),
+                            };
                             let (iv, frame, new_key) = match kept {
                                 Some(k) => {
-                                    let (iv, frame) = d.open(k).map_err(Rejection::Open)?;
+                                    let opened = opened.unwrap_or_else(|| d.open(k));
+                                    let (iv, frame) = opened.map_err(Rejection::Open)?;
                                     (iv, frame, None)
                                 }
                                 None => {
+                                    // An identity not tracked yet: bounded HKDF work (`rate`).
+                                    if slot.is_none() && !self.rate.try_derive(now) {
+                                        return Err(Rejection::DeriveBudget);
+                                    }
+                                    // Counted whether or not the batch derived it already:
+                                    // one per datagram that finds no kept key, as one by one.
                                     self.stats.key_derivations += 1;
-                                    let k = derive_agent_key(master, d.pid());
-                                    let (iv, frame) = d.open(&k).map_err(Rejection::Open)?;
+                                    let k = derived
+                                        .unwrap_or_else(|| derive_agent_key(master, d.pid()));
+                                    let opened = opened.unwrap_or_else(|| d.open(&k));
+                                    let (iv, frame) = opened.map_err(Rejection::Open)?;
                                     (iv, frame, Some(k))
                                 }
                             };
                             let pid = frame.pid();
-                            let r = self.track(
+                            let r = self.track_limited(
                                 now,
                                 Verified {
                                     listener: code,
@@ -149,7 +174,7 @@ impl Tracker {
                 }
             }
         };
-        self.track(now, v)
+        self.track_limited(now, v)
     }
 
     /// Keeps a master-derived agent key in `slot`'s key store (if the slot is within it).
@@ -189,5 +214,23 @@ pub(super) fn origin_fingerprint(seed: u64, addr: SocketAddr) -> u64 {
                 .hash_one((u128::from(ip), addr.port()));
             (h >> 1).max(1)
         }
+    }
+}
+
+/// `frame` as sent under `pid` instead (an agent of another PID namespace, tracked under the
+/// pid this observer sees).
+fn with_pid(frame: &Frame, pid: u32) -> Result<Frame, vlp_core::DecodeError> {
+    if frame.is_goodbye() {
+        Frame::goodbye(pid, frame.timestamp())
+    } else if frame.is_terminal() {
+        Frame::terminal(pid, frame.timestamp(), frame.payload())
+    } else {
+        Frame::new(
+            frame.status(),
+            pid,
+            frame.timestamp(),
+            frame.nonce(),
+            frame.payload(),
+        )
     }
 }

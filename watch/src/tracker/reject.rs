@@ -71,6 +71,14 @@ pub enum Rejection {
     /// The tracker's room for unproven identities (plain UDP, shared key) is full; the rest is
     /// reserved for kernel-attested and per-agent-key identities.
     UnprovenCapacity,
+    /// Over a beat rate limit (`--max-beat-rate`, `--global-beat-rate`; see `rate`).
+    RateLimited {
+        /// Which bucket refused it.
+        scope: super::RateScope,
+    },
+    /// A master-key datagram of an unknown identity past the per-second budget of key
+    /// derivations: refused unopened.
+    DeriveBudget,
 }
 
 /// The stable reasons rejections are counted under; [`Reason::as_str`] is its one spelling (metric label, logs, docs).
@@ -128,6 +136,10 @@ pub enum Reason {
     OriginConflict,
     /// [`Rejection::UnprovenCapacity`].
     UnprovenCapacity,
+    /// [`Rejection::RateLimited`].
+    RateLimited,
+    /// [`Rejection::DeriveBudget`].
+    DeriveBudget,
 }
 
 /// Which family of metrics a [`Reason`] belongs to.
@@ -152,7 +164,7 @@ pub enum ReasonClass {
 
 impl Reason {
     /// Number of reasons.
-    pub const COUNT: usize = 26;
+    pub const COUNT: usize = 28;
 
     /// Every reason, in declaration order (pre-registering metric labels).
     pub const ALL: [Reason; Reason::COUNT] = [
@@ -182,6 +194,8 @@ impl Reason {
         Reason::NotCurrentStream,
         Reason::OriginConflict,
         Reason::UnprovenCapacity,
+        Reason::RateLimited,
+        Reason::DeriveBudget,
     ];
 
     /// The reason's one spelling (snake_case: metric label, logs, docs). The decode reasons equal [`DecodeError::kind`].
@@ -214,6 +228,8 @@ impl Reason {
             Reason::NotCurrentStream => "not_current_stream",
             Reason::OriginConflict => "origin_conflict",
             Reason::UnprovenCapacity => "unproven_capacity",
+            Reason::RateLimited => "rate_limited",
+            Reason::DeriveBudget => "derive_budget",
         }
     }
 
@@ -243,7 +259,9 @@ impl Reason {
             | Reason::PlaintextRefused
             | Reason::NoKey
             | Reason::UnknownListener
-            | Reason::OriginConflict => ReasonClass::Policy,
+            | Reason::OriginConflict
+            | Reason::RateLimited
+            | Reason::DeriveBudget => ReasonClass::Policy,
         }
     }
 
@@ -287,6 +305,8 @@ impl Rejection {
             Rejection::NotCurrentStream => Reason::NotCurrentStream,
             Rejection::OriginConflict => Reason::OriginConflict,
             Rejection::UnprovenCapacity => Reason::UnprovenCapacity,
+            Rejection::RateLimited { .. } => Reason::RateLimited,
+            Rejection::DeriveBudget => Reason::DeriveBudget,
         }
     }
 
@@ -349,6 +369,12 @@ impl fmt::Display for Rejection {
             Rejection::UnprovenCapacity => f.write_str(
                 "room for unattested identities is full (the rest is reserved for attested ones)",
             ),
+            Rejection::RateLimited { scope } => {
+                write!(f, "over the {} beat rate limit", scope.as_str())
+            }
+            Rejection::DeriveBudget => {
+                f.write_str("key derivations for unknown agents are over their per-second budget")
+            }
         }
     }
 }

@@ -6,7 +6,9 @@ use vlp_core::{Frame, Iv, ReplayWindow};
 use super::pipeline::Verified;
 use super::streams::{Histories, History, Seen, SeenKind};
 use super::table::{tag, Agent, ListId, Phase};
-use super::{AcceptKind, Accepted, Event, Nanos, Rejection, Tracker, REORDER_SLACK};
+use super::{
+    AcceptKind, Accepted, Event, EvictionPolicy, Nanos, Rejection, Tracker, REORDER_SLACK,
+};
 
 /// How a frame of a known agent is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,13 +229,27 @@ impl Tracker {
     /// table is full, the longest-dead entry makes room; for a proven newcomer, if no entry
     /// is dead, the unproven entry with the earliest deadline is evicted (stalled ones
     /// first), counted in [`super::Stats::displaced`]. Proven live agents are never pushed
-    /// out.
+    /// out. With an [`EvictionPolicy`] (`--tracker-eviction-policy`), after dead entries the
+    /// longest-stalled entry makes room (`strict`), then the longest-silent live one
+    /// (`balanced`), among the classes the newcomer may displace (an unproven newcomer only
+    /// unproven identities).
     fn make_room(&mut self, now: Nanos, proven: bool) -> Result<(), Rejection> {
         let quota = self.table.capacity().saturating_sub(self.proven_reserve);
         if !proven && self.table.unproven_len() >= quota {
-            let Some(victim) = self.table.head(ListId::Dead, false) else {
+            let dead = self.table.head(ListId::Dead, false);
+            let by_policy = || match self.eviction? {
+                EvictionPolicy::Strict => self.table.head(ListId::Stalled, false),
+                EvictionPolicy::Balanced => self
+                    .table
+                    .head(ListId::Stalled, false)
+                    .or_else(|| self.table.head(ListId::Alive, false)),
+            };
+            let Some(victim) = dead.or_else(by_policy) else {
                 return Err(Rejection::UnprovenCapacity);
             };
+            if dead.is_none() {
+                self.stats.displaced += 1;
+            }
             self.evict(victim, now);
             return Ok(());
         }
@@ -252,16 +268,36 @@ impl Tracker {
             self.evict(victim, now);
             return Ok(());
         }
-        if proven {
-            let live = self
+        let victim = match self.eviction {
+            None if proven => self
                 .table
                 .head(ListId::Stalled, false)
-                .or_else(|| self.table.head(ListId::Alive, false));
-            if let Some(victim) = live {
-                self.stats.displaced += 1;
-                self.evict(victim, now);
-                return Ok(());
+                .or_else(|| self.table.head(ListId::Alive, false)),
+            None => None,
+            Some(policy) => {
+                // The longest-silent entry of a list among the classes this newcomer may
+                // displace: an unproven identity never pushes out a proven one.
+                let oldest = |list: ListId| {
+                    [
+                        Some(self.table.head(list, false)),
+                        proven.then(|| self.table.head(list, true)),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .min_by_key(|&s| last_beat(s))
+                };
+                let stalled = oldest(ListId::Stalled);
+                match policy {
+                    EvictionPolicy::Strict => stalled,
+                    EvictionPolicy::Balanced => stalled.or_else(|| oldest(ListId::Alive)),
+                }
             }
+        };
+        if let Some(victim) = victim {
+            self.stats.displaced += 1;
+            self.evict(victim, now);
+            return Ok(());
         }
         Err(Rejection::CapacityExceeded)
     }

@@ -1,482 +1,65 @@
-//! Shared by the operations tests (`watch/tests/ops_*.rs`) and the alert-latency benchmark
-//! (`watch/examples/ops_bench_alert.rs`): a webhook receiver, a real Alertmanager and a real
-//! Prometheus on loopback (Debian's `prometheus-alertmanager` and `prometheus`), and the real
-//! daemon with a real agent that can be frozen (SIGSTOP) and thawed.
+//! Shared by the operations tests (`watch/tests/ops_*.rs`): the operations stack on loopback
+//! (webhook receiver, real Alertmanager and Prometheus, the real daemon, real agents), whose one
+//! definition lives with the alert-latency benchmark in `tools/src/bench/alert/stack.rs`, and
+//! here what the tests add: the binaries Cargo built and the repository's `deploy/` files.
 
-#![allow(dead_code, reason = "each test binary uses a different subset")]
+#![allow(
+    dead_code,
+    unused_imports,
+    reason = "each test binary uses a different subset"
+)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
+#[path = "../../../tools/src/bench/alert/stack.rs"]
+mod stack;
 #[path = "../common/varta_tool.rs"]
 mod varta_tool;
 
-const AM_BIN: &str = "prometheus-alertmanager";
-const PROM_BIN: &str = "prometheus";
+pub use stack::{
+    free_port, http_get, tmpdir, wait, Agent, Alertmanager, Observer as Daemon, Prometheus, Webhook,
+};
 
-/// The `varta-watch` binary: Cargo's for integration tests, `$VARTA_WATCH` otherwise (the
-/// benchmark example), else `target/debug/varta-watch`.
+/// The `varta-watch` binary Cargo built for these tests.
 pub fn varta_watch() -> PathBuf {
-    option_env!("CARGO_BIN_EXE_varta-watch").map_or_else(
-        || {
-            std::env::var_os("VARTA_WATCH").map_or_else(
-                || repo_root().join("target/debug/varta-watch"),
-                PathBuf::from,
-            )
-        },
-        PathBuf::from,
-    )
+    PathBuf::from(env!("CARGO_BIN_EXE_varta-watch"))
 }
 
-/// The `varta` tool (its `agent` subcommand is a real agent process).
-pub fn varta_agent() -> PathBuf {
-    varta_tool::beside(&varta_watch())
-}
-
-/// The repository root.
+/// The repository root (its `deploy/` files are under test).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-pub fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("varta-ops-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A loopback port free at the time of asking.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `GET path` on `addr`: status and body, or `None` if nobody answers.
-pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let status = resp.split_whitespace().nth(1)?.parse().ok()?;
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
-}
-
-/// Polls `f` every 20 ms until it returns `Some`, for at most `limit`.
-pub fn wait<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+/// The real daemon (`varta-watch run`) and the `varta` tool beside it for agents.
+pub fn programs() -> stack::Programs {
+    let watch = varta_watch();
+    stack::Programs {
+        varta: varta_tool::beside(&watch),
+        observer: (watch, vec!["run".into()]),
     }
 }
 
-/// A webhook receiver: every POSTed JSON body, with its arrival time.
-pub struct Webhook {
-    /// Its URL (any path is accepted).
-    pub url: String,
-    /// Every notification body, with its arrival time.
-    pub got: Arc<Mutex<Vec<(Instant, Value)>>>,
+/// Starts the real daemon with `args` (see [`stack::Observer::start`]).
+pub fn daemon(dir: &Path, args: &[&str]) -> Daemon {
+    Daemon::start(&programs(), dir, args, &[])
 }
 
-impl Webhook {
-    pub fn start() -> Webhook {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/varta", l.local_addr().unwrap());
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let g = Arc::clone(&got);
-        std::thread::spawn(move || {
-            for conn in l.incoming() {
-                let Ok(conn) = conn else { continue };
-                let g = Arc::clone(&g);
-                std::thread::spawn(move || serve_webhook(conn, &g));
-            }
-        });
-        Webhook { url, got }
-    }
-
-    /// Notifications so far whose alerts include one with `alertname` and `agent`.
-    pub fn about(&self, alertname: &str, agent: &str) -> Vec<(Instant, Value)> {
-        self.got
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, n)| {
-                n["alerts"].as_array().is_some_and(|a| {
-                    a.iter().any(|x| {
-                        x["labels"]["alertname"] == alertname && x["labels"]["agent"] == agent
-                    })
-                })
-            })
-            .cloned()
-            .collect()
-    }
-
-    /// Waits for a notification about `alertname`/`agent` with `status` (`firing`/`resolved`).
-    pub fn wait_for(&self, alertname: &str, agent: &str, status: &str, limit: Duration) -> Value {
-        wait(
-            limit,
-            &format!("a {status} notification for {agent}"),
-            || {
-                self.about(alertname, agent)
-                    .into_iter()
-                    .find(|(_, n)| n["status"] == status)
-                    .map(|(_, n)| n)
-            },
-        )
-    }
+/// [`daemon`] with extra environment variables.
+pub fn daemon_env(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Daemon {
+    Daemon::start(&programs(), dir, args, env)
 }
 
-/// Reads HTTP/1.1 requests (keep-alive) and records their JSON bodies.
-fn serve_webhook(conn: TcpStream, got: &Mutex<Vec<(Instant, Value)>>) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-    let Ok(mut w) = conn.try_clone() else { return };
-    let mut r = BufReader::new(conn);
-    loop {
-        let mut len = 0usize;
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if r.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = l.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        let mut body = vec![0u8; len.min(1 << 20)];
-        if r.read_exact(&mut body).is_err() {
-            return;
-        }
-        if let Ok(v) = serde_json::from_slice(&body) {
-            got.lock().unwrap().push((Instant::now(), v));
-        }
-        if w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            .is_err()
-        {
-            return;
-        }
-    }
-}
-
-/// A real Alertmanager on loopback, killed on drop.
-pub struct Alertmanager {
-    child: Child,
-    /// Its web address.
-    pub web: SocketAddr,
-    /// Its base URL (`--alertmanager-url`).
-    pub url: String,
-}
-
-/// The shipped routing with the receiver's URL and a 1 s group interval.
+/// The shipped Alertmanager routing, pointed at `webhook` (see [`stack::write_am_config`]).
 pub fn write_am_config(dir: &Path, webhook: &Webhook) -> PathBuf {
-    let root = repo_root();
-    let shipped =
-        std::fs::read_to_string(root.join("deploy/alertmanager/alertmanager.yml")).unwrap();
-    assert!(
-        shipped.contains("http://127.0.0.1:9099/varta") && shipped.contains("group_interval: 30s")
-    );
-    let cfg = shipped
-        .replace("http://127.0.0.1:9099/varta", &webhook.url)
-        .replace("group_interval: 30s", "group_interval: 1s");
-    let path = dir.join("alertmanager.yml");
-    std::fs::write(&path, cfg).unwrap();
-    path
+    stack::write_am_config(&repo_root(), dir, webhook)
 }
 
-impl Alertmanager {
-    /// Starts one instance; `cluster`: its own gossip port and its peers' (empty: no cluster).
-    pub fn start(dir: &Path, config: &Path, cluster: Option<(u16, &[u16])>) -> Alertmanager {
-        let port = free_port();
-        let web: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let storage = dir.join(format!("am-{port}"));
-        std::fs::create_dir_all(&storage).unwrap();
-        let mut cmd = Command::new(AM_BIN);
-        cmd.arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.path={}", storage.display()))
-            .arg(format!("--web.listen-address={web}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join(format!("am-{port}.log"))).unwrap());
-        match cluster {
-            None => {
-                cmd.arg("--cluster.listen-address=");
-            }
-            Some((own, peers)) => {
-                cmd.arg(format!("--cluster.listen-address=127.0.0.1:{own}"))
-                    .arg(format!("--cluster.advertise-address=127.0.0.1:{own}"))
-                    .args(["--cluster.settle-timeout=2s", "--cluster.peer-timeout=1s"])
-                    .arg("--cluster.gossip-interval=50ms");
-                for p in peers {
-                    cmd.arg(format!("--cluster.peer=127.0.0.1:{p}"));
-                }
-            }
-        }
-        let child = cmd.spawn().unwrap_or_else(|e| {
-            panic!("cannot run {AM_BIN} ({e}): install Debian's prometheus-alertmanager")
-        });
-        let am = Alertmanager {
-            child,
-            web,
-            url: format!("http://{web}"),
-        };
-        wait(Duration::from_secs(20), "Alertmanager /-/ready", || {
-            http_get(web, "/-/ready").filter(|(s, _)| *s == 200)
-        });
-        am
-    }
-
-    /// Waits until the gossip cluster is ready with `n` members.
-    pub fn wait_cluster(&self, n: usize) {
-        wait(
-            Duration::from_secs(30),
-            "a ready Alertmanager cluster",
-            || {
-                let (_, body) = http_get(self.web, "/api/v2/status")?;
-                let v: Value = serde_json::from_str(&body).ok()?;
-                let c = &v["cluster"];
-                (c["status"] == "ready" && c["peers"].as_array()?.len() == n).then_some(())
-            },
-        );
-    }
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A real Prometheus on loopback, scraping `targets` as job `varta-watch` every second with the
-/// shipped rules (`deploy/prometheus/varta.rules.yml`), evaluating every second and alerting to
-/// `alertmanagers`; killed on drop.
-pub struct Prometheus {
-    child: Child,
-    /// Its web address.
-    pub web: SocketAddr,
-}
-
-impl Prometheus {
-    pub fn start(
-        dir: &Path,
-        targets: &[SocketAddr],
-        alertmanagers: &[&Alertmanager],
-    ) -> Prometheus {
-        let port = free_port();
-        let web: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let rules = repo_root().join("deploy/prometheus/varta.rules.yml");
-        let quoted = |v: Vec<String>| {
-            v.iter()
-                .map(|s| format!("'{s}'"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let cfg = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             rule_files: ['{}']\n\
-             alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: [{}]\n\
-             scrape_configs:\n  - job_name: varta-watch\n    scrape_interval: 1s\n    scrape_timeout: 900ms\n    static_configs:\n      - targets: [{}]\n",
-            rules.display(),
-            quoted(alertmanagers.iter().map(|a| a.web.to_string()).collect()),
-            quoted(targets.iter().map(ToString::to_string).collect()),
-        );
-        let path = dir.join(format!("prometheus-{port}.yml"));
-        std::fs::write(&path, cfg).unwrap();
-        let storage = dir.join(format!("tsdb-{port}"));
-        let child = Command::new(PROM_BIN)
-            .arg(format!("--config.file={}", path.display()))
-            .arg(format!("--storage.tsdb.path={}", storage.display()))
-            .arg(format!("--web.listen-address={web}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join(format!("prometheus-{port}.log"))).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {PROM_BIN} ({e}): install Debian's prometheus"));
-        let p = Prometheus { child, web };
-        wait(Duration::from_secs(30), "Prometheus /-/ready", || {
-            http_get(web, "/-/ready").filter(|(s, _)| *s == 200)
-        });
-        p
-    }
-
-    /// Waits until every scrape target is up.
-    pub fn wait_targets_up(&self, n: usize) {
-        wait(Duration::from_secs(20), "Prometheus targets up", || {
-            let (_, body) = http_get(
-                self.web,
-                "/api/v1/query?query=sum(up%7Bjob%3D%22varta-watch%22%7D)",
-            )?;
-            let v: Value = serde_json::from_str(&body).ok()?;
-            let up: f64 = v["data"]["result"][0]["value"][1].as_str()?.parse().ok()?;
-            (up >= n as f64).then_some(())
-        });
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The real observer (`varta-watch run --format json --prom-addr 127.0.0.1:0 …`) on a socket in
-/// its directory, with its JSON event lines; killed on drop.
-pub struct Daemon {
-    child: Child,
-    /// Its Unix socket.
-    pub socket: PathBuf,
-    /// Its metrics address.
-    pub prom: SocketAddr,
-    /// Its event lines, with their arrival time.
-    pub lines: Receiver<(Instant, String)>,
-}
-
-impl Daemon {
-    pub fn start(dir: &Path, args: &[&str]) -> Daemon {
-        let socket = dir.join("s.sock");
-        let mut child = Command::new(varta_watch())
-            .arg("run")
-            .arg("--socket")
-            .arg(&socket)
-            .args(["--format", "json", "--prom-addr", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let mut first = String::new();
-        err.read_line(&mut first).unwrap();
-        assert!(first.contains("listening"), "observer failed: {first}");
-        std::thread::spawn(move || for _ in err.lines() {});
-        let prom = first
-            .split("http://")
-            .nth(1)
-            .and_then(|s| s.split('/').next())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no metrics address in {first}"));
-        let (tx, lines) = std::sync::mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send((Instant::now(), line)).is_err() {
-                    break;
-                }
-            }
-        });
-        Daemon {
-            child,
-            socket,
-            prom,
-            lines,
-        }
-    }
-
-    /// Waits for an event line containing every needle; returns its arrival time and text.
-    pub fn wait_line(&self, needles: &[&str], limit: Duration) -> (Instant, String) {
-        let t0 = Instant::now();
-        loop {
-            let left = limit.checked_sub(t0.elapsed()).unwrap_or_else(|| {
-                panic!("timed out after {limit:?} waiting for an event line with {needles:?}")
-            });
-            if let Ok((at, l)) = self.lines.recv_timeout(left) {
-                if needles.iter().all(|n| l.contains(n)) {
-                    return (at, l);
-                }
-            }
-        }
-    }
-
-    /// Starts a real agent (`varta agent`, which sends through `varta-client`) beating every
-    /// `interval_ms` and waits until the observer saw it.
-    pub fn agent(&self, interval_ms: u32) -> Agent {
-        let child = Command::new(varta_agent())
-            .arg("agent")
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(["--interval-ms", &interval_ms.to_string()])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let a = Agent { child };
-        let pid = format!("\"pid\":{}", a.pid());
-        self.wait_line(&[&pid], Duration::from_secs(10));
-        a
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A real agent process; killed on drop.
-pub struct Agent {
-    child: Child,
-}
-
-impl Agent {
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The `agent` label the observer's alerts give it.
-    pub fn alert_name(&self) -> String {
-        format!("unix:{}", self.pid())
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill(2) on our own, not yet reaped, child.
-        let rc = unsafe { libc::kill(i32::try_from(self.pid()).unwrap(), sig) };
-        assert_eq!(rc, 0, "kill({sig})");
-    }
-
-    /// SIGSTOP: the agent hangs.
-    pub fn freeze(&self) {
-        self.signal(libc::SIGSTOP);
-    }
-
-    /// SIGCONT: it beats again.
-    pub fn thaw(&self) {
-        self.signal(libc::SIGCONT);
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A real Prometheus with the shipped rules (see [`stack::Prometheus::start`]).
+pub fn prometheus(
+    dir: &Path,
+    targets: &[SocketAddr],
+    alertmanagers: &[&Alertmanager],
+) -> Prometheus {
+    Prometheus::start(&repo_root(), dir, targets, alertmanagers)
 }

@@ -32,6 +32,7 @@ fn cfg() -> TrackerConfig {
         ],
         proven_reserve: None,
         tombstones: None,
+        eviction: None,
     }
 }
 
