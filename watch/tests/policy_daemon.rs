@@ -549,3 +549,54 @@ fn the_real_daemons_page_shows_a_frozen_agent_as_stalled_in_chromium() {
         "not a PNG"
     );
 }
+
+#[test]
+fn silences_survive_a_restart_through_the_state_file() {
+    let dir = Dir::new("restart");
+    let state = dir.0.join("state");
+    let args = ["--state-file", state.to_str().unwrap()];
+    let mut d = Daemon::start(&dir, &args);
+    let o = d.cli(&[
+        "silence",
+        "add",
+        "--match",
+        "unit=backup.service",
+        "--for",
+        "2h",
+        "--comment",
+        "disk swap",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&d.child),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let st = d.child.wait().unwrap();
+    assert!(st.success(), "{st:?}");
+    drop(d);
+
+    let d = Daemon::start(&dir, &args);
+    let s = d.status();
+    let silences = s["silences"].as_array().unwrap();
+    assert_eq!(silences.len(), 1, "{s}");
+    assert_eq!(silences[0]["comment"], "disk swap");
+    let ends = silences[0]["ends_at_ms"].as_u64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(ends > now + 3_500_000 && ends <= now + 7_200_000, "{s}");
+    // New silences get new ids.
+    let o = d.cli(&["silence", "add", "--for", "1m"]);
+    assert!(o.status.success(), "{o:?}");
+    let s = d.status();
+    let ids: Vec<u64> = s["silences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_ne!(ids[0], ids[1], "{s}");
+}

@@ -326,9 +326,13 @@ impl Daemon {
             eviction: cfg.compat.eviction,
             ..TrackerConfig::default()
         };
-        let (mut tracker, state, state_notice) = state::restore(cfg.state, tracker_cfg, start)?;
+        let (mut tracker, mut state, state_notice) = state::restore(cfg.state, tracker_cfg, start)?;
         tracker.set_rate_limits(&cfg.rate);
-        policy.apply_thresholds(&mut tracker);
+        let mut policy = policy;
+        policy.adopt(&mut tracker);
+        if let Some(st) = state.as_mut() {
+            policy.restore_silences(st);
+        }
         let recovery = match cfg.recovery {
             Some(r) => {
                 let path = r.audit.as_ref().map(|a| a.path.clone()).unwrap_or_default();

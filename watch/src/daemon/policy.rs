@@ -75,6 +75,8 @@ pub(super) struct PolicyLoop {
     class_threshold: Vec<u8>,
     reload_args: Option<Vec<OsString>>,
     hup: Arc<AtomicBool>,
+    /// The silences changed since the state file's copy was last updated.
+    silences_changed: bool,
 }
 
 impl PolicyLoop {
@@ -131,6 +133,7 @@ impl PolicyLoop {
             class_threshold,
             reload_args: None,
             hup,
+            silences_changed: false,
         })
     }
 
@@ -162,6 +165,16 @@ impl PolicyLoop {
             .get(usize::from(self.directory.class_of(agent).0))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// At start: learns of the agents restored from the state file, then gives the tracker
+    /// the threshold classes and every agent its class.
+    pub(super) fn adopt(&mut self, tracker: &mut Tracker) {
+        let ids: Vec<AgentId> = tracker.agents().map(|v| v.id).collect();
+        for id in ids {
+            self.directory.adopt(id);
+        }
+        self.apply_thresholds(tracker);
     }
 
     /// Gives the tracker the threshold classes and every tracked agent its class.
@@ -223,18 +236,40 @@ impl PolicyLoop {
         }
         let wanted = self.link.hub().take_wanted();
         let now_ms = wall_ms();
-        // Whether the set changed matters once silences are saved with the state file.
-        let _changed = self.link.apply_silence_commands(
+        if self.link.apply_silence_commands(
             self.directory.silences_mut(),
             now_ms,
             COMMANDS_PER_TURN,
-        );
+        ) {
+            self.silences_changed = true;
+        }
         if wanted {
             let snap = self
                 .directory
                 .snapshot(&mut self.builder, tracker.agents(), now, now_ms);
             self.link.hub().publish(snap);
         }
+    }
+
+    /// Takes the silences the state file held (dropping those that ended, refusing a set that
+    /// breaks a bound with one line) and gives the store their current form to write.
+    pub(super) fn restore_silences(&mut self, store: &mut super::state::StateStore) {
+        if let Some(bytes) = store.restored_silences.take() {
+            let set = serde_json::from_slice::<SilenceSet>(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|s| s.restored(wall_ms()).map_err(|e| e.to_string()));
+            match set {
+                Ok(set) => *self.directory.silences_mut() = set,
+                Err(e) => eprintln!("varta-watch: silences in the state file not restored: {e}"),
+            }
+        }
+        store.silences = Some(self.silences_json());
+    }
+
+    /// The silences as the state file keeps them.
+    fn silences_json(&self) -> Vec<u8> {
+        // Plain data: serialising cannot fail; an empty set is written on the impossible path.
+        serde_json::to_vec(self.directory.silences()).unwrap_or_else(|_| b"{}".to_vec())
     }
 
     /// Whether SIGHUP arrived since the last call.
@@ -350,6 +385,11 @@ impl super::Daemon {
     pub(super) fn policy_turn(&mut self, hub_ready: bool) {
         let now = self.now();
         self.policy.turn(&mut self.tracker, now, hub_ready);
+        if std::mem::take(&mut self.policy.silences_changed) {
+            if let Some(st) = self.state.as_mut() {
+                st.silences = Some(self.policy.silences_json());
+            }
+        }
         if self.policy.take_reload() {
             match self.policy.reload(&mut self.tracker, &mut self.udp_modes) {
                 Ok(what) => eprintln!("varta-watch: configuration reloaded: {what}"),

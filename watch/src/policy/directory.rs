@@ -126,6 +126,14 @@ impl Directory {
         f
     }
 
+    /// Learns of an agent the tracker already holds (restored from the state file): basic
+    /// facts, a class, and an identity request, as for a new session.
+    pub fn adopt(&mut self, agent: AgentId) {
+        if !self.agents.contains_key(&agent) {
+            self.admit(agent);
+        }
+    }
+
     /// Takes one tracker event.
     pub fn on_event(&mut self, ev: &Event) {
         match *ev {
