@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
     let anchor = data
         .get(..8)
         .map(|b| (u64::from_le_bytes(b.try_into().unwrap()) % 64, [0u8; 32]));
-    for chain in [Chain::Sha256, Chain::Hmac(zeroize::Zeroizing::new([0x5a; 32]))] {
+    for chain in [
+        Chain::Sha256,
+        Chain::Hmac(zeroize::Zeroizing::new([0x5a; 32])),
+    ] {
         for a in [None, anchor] {
             let mut v = Verifier::new(chain.clone(), a);
             let half = data.len() / 2;

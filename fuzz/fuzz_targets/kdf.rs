@@ -18,7 +18,9 @@ fn reference<const N: usize>(ikm: &[u8], label: &[u8], suffix: &[u8]) -> [u8; N]
     let mut info = label.to_vec();
     info.extend_from_slice(suffix);
     let mut okm = [0u8; N];
-    Hkdf::<Sha256>::new(None, ikm).expand(&info, &mut okm).unwrap();
+    Hkdf::<Sha256>::new(None, ikm)
+        .expand(&info, &mut okm)
+        .unwrap();
     okm
 }
 

@@ -2,8 +2,6 @@
 //! binary and has its documented effect, where the effect shows cheaply (a file, a status
 //! code, a counter, an exit); where it does not, the row says where it is tested.
 //!
-//! Flags of the list that another part of the observer has not built yet are in [`PENDING`]:
-//! the test fails when one of them is accepted, so the list is kept honest.
 
 mod compat_support;
 
@@ -70,14 +68,6 @@ const LIST: &[&str] = &[
     "strict-namespace-check",
     "iteration-budget-ms",
     "scrape-budget-ms",
-];
-
-/// Flags of the list built elsewhere and not accepted yet, with a sample value (empty for a
-/// switch). Each must still be refused; once it is accepted, move it to a row of [`cases`].
-const PENDING: &[(&str, &str)] = &[
-    ("audit-fsync-budget-ms", "50"),
-    ("audit-sync-interval-ms", "0"),
-    ("audit-rotation-budget-ms", "50"),
 ];
 
 const TOKEN: &str = "5c1f0b7e2a9d4c3b8e6f1a0d7c2b9e4f3a8d1c6b0e5f2a7d9c4b1e8f3a6d0c2b";
@@ -217,6 +207,40 @@ fn cases() -> Vec<(&'static str, Check)> {
             covered(&["--global-beat-rate", "5000", "--global-beat-burst", "10000"]),
         ),
         ("hw-watchdog", covered(&["--hw-watchdog", "/dev/null"])),
+        // The audit budgets' effects are unit-tested in recovery::audit_log.
+        (
+            "audit-sync-interval-ms",
+            covered(&[
+                "--recovery-exec",
+                "/bin/true",
+                "--recovery-audit-file",
+                "{dir}/audit.log",
+                "--audit-sync-interval-ms",
+                "100",
+            ]),
+        ),
+        (
+            "audit-fsync-budget-ms",
+            covered(&[
+                "--recovery-exec",
+                "/bin/true",
+                "--recovery-audit-file",
+                "{dir}/audit.log",
+                "--audit-fsync-budget-ms",
+                "50",
+            ]),
+        ),
+        (
+            "audit-rotation-budget-ms",
+            covered(&[
+                "--recovery-exec",
+                "/bin/true",
+                "--recovery-audit-file",
+                "{dir}/audit.log",
+                "--audit-rotation-budget-ms",
+                "50",
+            ]),
+        ),
         (
             "socket",
             Box::new(|d: &Path| {
@@ -852,36 +876,14 @@ fn every_flag_of_the_list_is_accepted_and_has_its_effect() {
     );
     let cases = cases();
     let mut seen: Vec<&str> = cases.iter().map(|(f, _)| *f).collect();
-    seen.extend(PENDING.iter().map(|(f, _)| *f));
     seen.sort_unstable();
     let mut list = LIST.to_vec();
     list.sort_unstable();
-    assert_eq!(
-        seen, list,
-        "every flag of the list is a row or pending, once"
-    );
+    assert_eq!(seen, list, "every flag of the list is a row, once");
     for (flag, check) in &cases {
         let dir = tmpdir(flag);
         eprintln!("--{flag}");
         check(&dir);
         let _ = std::fs::remove_dir_all(&dir);
     }
-}
-
-#[test]
-fn pending_flags_are_still_refused() {
-    let dir = tmpdir("pending");
-    for (flag, value) in PENDING {
-        let mut args = vec![format!("--{flag}")];
-        if !value.is_empty() {
-            args.push((*value).to_string());
-        }
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (st, err) = run_to_exit(&argv(&dir, &refs));
-        assert!(
-            st.code() == Some(2) && err.contains(&format!("--{flag}")),
-            "--{flag} is accepted now: move it from PENDING to a row of cases() ({st:?}: {err})"
-        );
-    }
-    let _ = std::fs::remove_dir_all(&dir);
 }

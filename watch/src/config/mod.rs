@@ -212,6 +212,18 @@ pub struct RunArgs {
     /// Rotate the audit file at this size, keeping 5 generations [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub recovery_audit_max_bytes: Option<u64>,
+    /// Also fdatasync the audit file once this long has passed since its last sync; 0: only
+    /// every --recovery-audit-sync-every records [default: 0].
+    #[arg(long, value_name = "MS")]
+    pub audit_sync_interval_ms: Option<u64>,
+    /// An audit fdatasync slower than this is counted in
+    /// varta_recovery_audit_over_budget_total{op="fsync"} (the loop waits for it) [default: 50].
+    #[arg(long, value_name = "MS")]
+    pub audit_fsync_budget_ms: Option<u64>,
+    /// An audit file rotation slower than this is counted in
+    /// varta_recovery_audit_over_budget_total{op="rotation"} [default: 50].
+    #[arg(long, value_name = "MS")]
+    pub audit_rotation_budget_ms: Option<u64>,
     /// At shutdown, recovery children get SIGTERM, then SIGKILL after this long
     /// [default: 5000, min 100].
     #[arg(long, value_name = "MS")]

@@ -132,8 +132,16 @@ impl RunArgs {
                 if let Some(p) = &self.key_file {
                     keys.push(read_key(p, "key-file")?);
                 }
+                // An accepted-key file holds one key per line (comments and blank lines
+                // allowed), as the existing observer's do.
                 for p in &self.accepted_key_file {
-                    keys.push(read_key(p, "accepted-key-file")?);
+                    keys.extend(vlp_core::keyfile::read_key_list(p).map_err(|source| {
+                        ConfigError::KeyFile {
+                            flag: "accepted-key-file",
+                            path: p.clone(),
+                            source,
+                        }
+                    })?);
                 }
                 let master = match &self.master_key_file {
                     Some(p) => Some(read_key(p, "master-key-file")?),

@@ -161,6 +161,10 @@ fn sample(key: &str, keys: &Path) -> Option<(Setting, Vec<Setting>)> {
         "recovery-audit-key-file" => (set(key, format!("\"{}\"", k("k1")), &[&k("k1")]), audited()),
         "recovery-audit-sync-every" => (set(key, "3", &["3"]), audited()),
         "recovery-audit-max-bytes" => (set(key, "65536", &["65536"]), audited()),
+        "audit-sync-interval-ms" => (set(key, "20", &["20"]), audited()),
+        "audit-fsync-budget-ms" | "audit-rotation-budget-ms" => {
+            (set(key, "75", &["75"]), audited())
+        }
         "shutdown-grace-ms" => (set(key, "250", &["250"]), vec![]),
         "recovery-debounce-ms" => (set(key, "77", &["77"]), rec()),
         "recovery-timeout-ms" => (set(key, "88", &["88"]), rec()),
@@ -434,4 +438,56 @@ listener = "udp0"
     );
     let e = RunArgs::load(&[OsString::from("--class"), OsString::from("nocolon")]).unwrap_err();
     assert!(e.to_string().contains("NAME:KEY=VALUE"), "{e}");
+}
+
+#[test]
+fn an_accepted_key_file_holds_one_key_per_line() {
+    let dir = Dir::new("keylist");
+    let one = dir.write("one", &"11".repeat(32), 0o600);
+    let list = dir.write(
+        "list",
+        &format!(
+            "# rotation keys\n{}\n\n# the next one\n{}\n",
+            "22".repeat(32),
+            "33".repeat(32)
+        ),
+        0o600,
+    );
+    let args: Vec<OsString> = [
+        "--udp-port",
+        "0",
+        "--key-file",
+        one.to_str().unwrap(),
+        "--accepted-key-file",
+        list.to_str().unwrap(),
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    let cfg = RunArgs::load(&args).unwrap();
+    let keys = &cfg.udp.as_ref().unwrap().keys;
+    let want = |h: &str| vlp_core::Key::from_hex(&h.repeat(32)).unwrap();
+    assert_eq!(keys, &vec![want("11"), want("22"), want("33")]);
+    // A bad line is refused, naming the file.
+    let bad = dir.write("bad", &format!("{}\nnot-a-key\n", "22".repeat(32)), 0o600);
+    let args: Vec<OsString> = [
+        "--udp-port",
+        "0",
+        "--accepted-key-file",
+        bad.to_str().unwrap(),
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    let e = RunArgs::load(&args).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            ConfigError::KeyFile {
+                flag: "accepted-key-file",
+                ..
+            }
+        ),
+        "{e}"
+    );
 }

@@ -42,8 +42,7 @@ impl Daemon {
             .map(crate::listener::Listener::label)
             .zip(c.datagrams.iter().copied())
             .collect();
-        let (recovery, recovery_refused, recovery_audit_dropped, recovery_duration) =
-            crate::recovery::metrics(self.recovery.as_ref());
+        let rec = crate::recovery::metrics(self.recovery.as_ref());
         let decode_errors = st
             .rejections()
             .filter(|(r, _)| r.class() == ReasonClass::Decode)
@@ -77,10 +76,11 @@ impl Daemon {
                 })
                 .collect(),
             events_dropped: st.events_dropped,
-            recovery,
-            recovery_refused,
-            recovery_audit_dropped,
-            recovery_duration,
+            recovery: rec.outcomes,
+            recovery_refused: rec.refused,
+            recovery_audit_dropped: rec.audit_dropped,
+            recovery_audit_over_budget: rec.audit_over_budget,
+            recovery_duration: rec.durations,
             busy_turns: c.busy_turns,
             passed_fds_closed: self.batch.passed_fds_closed(),
             recv_errors: c.recv_errors,

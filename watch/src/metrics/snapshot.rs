@@ -76,6 +76,8 @@ pub struct Snapshot {
     pub recovery_refused: Vec<(&'static str, u64)>,
     /// Recovery decisions that could not be written to the audit file.
     pub recovery_audit_dropped: u64,
+    /// Audit file operations that overran their time budget, by op (`fsync`, `rotation`).
+    pub recovery_audit_over_budget: Vec<(&'static str, u64)>,
     /// Run time of finished recovery children, ns, summed, and their number.
     pub recovery_duration: (u64, u64),
     /// Loop turns that hit the per-turn datagram bound (flood indicator).
@@ -256,6 +258,11 @@ impl Snapshot {
             "varta_recovery_audit_dropped",
             "Recovery decisions that could not be written to the audit file (unaudited)",
             counter(self.recovery_audit_dropped),
+        );
+        reg.register(
+            "varta_recovery_audit_over_budget",
+            "Audit file fdatasyncs and rotations slower than --audit-fsync-budget-ms / --audit-rotation-budget-ms (the loop waited for them), by op",
+            fam(&self.recovery_audit_over_budget, "op"),
         );
         reg.register(
             "varta_frames_accepted",

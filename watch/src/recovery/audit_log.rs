@@ -10,11 +10,17 @@
 //! (`ftruncate` to the size before it), the record is counted as dropped and the alarm is
 //! raised once per failure run; the next record tries again, so the trail resumes, still
 //! chained, when space returns.
+//!
+//! The writes run on the observer's loop, so their time is watched: an `fdatasync` longer than
+//! `--audit-fsync-budget-ms` or a rotation longer than `--audit-rotation-budget-ms` is counted
+//! (`varta_recovery_audit_over_budget_total{op}`) and reported once per run of overruns.
+//! `--audit-sync-interval-ms` (0: off) also syncs once that long has passed since the last
+//! sync, whatever `--recovery-audit-sync-every` says.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use super::audit::{self, Chain, Hash, Record, GENESIS};
 
@@ -34,7 +40,17 @@ pub struct AuditConfig {
     pub sync_every: u32,
     /// `--recovery-audit-max-bytes`.
     pub max_bytes: u64,
+    /// `--audit-sync-interval-ms` (`None`: only every `sync_every` records).
+    pub sync_interval: Option<Duration>,
+    /// `--audit-fsync-budget-ms`: an `fdatasync` slower than this is counted.
+    pub fsync_budget: Duration,
+    /// `--audit-rotation-budget-ms`: a rotation slower than this is counted.
+    pub rotation_budget: Duration,
 }
+
+/// The audit file operations that have a time budget, in the order of
+/// [`AuditLog::over_budget`]: the one spelling of `varta_recovery_audit_over_budget_total{op}`.
+pub const BUDGETED_OPS: [&str; 2] = ["fsync", "rotation"];
 
 /// Why the audit file cannot be used at start: the rules of [`crate::fsutil`].
 pub use crate::fsutil::PrivateFileError as AuditOpenError;
@@ -51,6 +67,11 @@ pub struct AuditLog {
     failing: bool,
     dropped: u64,
     errors: u64,
+    last_sync: Instant,
+    /// Overruns by [`BUDGETED_OPS`] index.
+    over_budget: [u64; 2],
+    /// Whether the last budgeted operation overran (so a run of them is reported once).
+    overrunning: bool,
 }
 
 fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> AuditOpenError {
@@ -129,7 +150,55 @@ impl AuditLog {
             failing: false,
             dropped: 0,
             errors: 0,
+            last_sync: Instant::now(),
+            over_budget: [0; 2],
+            overrunning: false,
         })
+    }
+
+    /// Budget overruns by operation, as `(op, count)` for every op of [`BUDGETED_OPS`].
+    #[must_use]
+    pub fn over_budget(&self) -> [(&'static str, u64); 2] {
+        [
+            (BUDGETED_OPS[0], self.over_budget[0]),
+            (BUDGETED_OPS[1], self.over_budget[1]),
+        ]
+    }
+
+    /// Counts `took` against the budget of [`BUDGETED_OPS`]`[op]`.
+    fn budget(&mut self, op: usize, took: Duration) {
+        let budget = if op == 0 {
+            self.cfg.fsync_budget
+        } else {
+            self.cfg.rotation_budget
+        };
+        if took <= budget {
+            self.overrunning = false;
+            return;
+        }
+        self.over_budget[op] += 1;
+        if !self.overrunning {
+            eprintln!(
+                "varta-watch: audit file {}: {} took {} ms (budget {} ms); the observer's loop waited for it (further overruns only counted)",
+                self.cfg.path.display(),
+                BUDGETED_OPS[op],
+                took.as_millis(),
+                budget.as_millis()
+            );
+        }
+        self.overrunning = true;
+    }
+
+    /// `fdatasync`, timed against its budget.
+    fn datasync(&mut self) -> io::Result<()> {
+        let Some(f) = self.file.as_ref() else {
+            return Ok(());
+        };
+        let t = Instant::now();
+        let r = rustix::fs::fdatasync(f).map_err(io::Error::from);
+        self.last_sync = Instant::now();
+        self.budget(0, t.elapsed());
+        r
     }
 
     /// The last record written: `(seq, hash)` (`(0, zeros)` before the first), to anchor the
@@ -169,12 +238,12 @@ impl AuditLog {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        if let Some(f) = self.file.as_ref() {
-            rustix::fs::fdatasync(f)?;
-        }
+        let t = Instant::now();
+        self.datasync()?;
         self.file = None;
-        crate::fsutil::rotate(&self.cfg.path, GENERATIONS)?;
-        self.reopen()
+        let r = crate::fsutil::rotate(&self.cfg.path, GENERATIONS).and_then(|()| self.reopen());
+        self.budget(1, t.elapsed());
+        r
     }
 
     fn reopen(&mut self) -> io::Result<()> {
@@ -257,12 +326,16 @@ impl AuditLog {
         }
         self.size += len;
         self.unsynced += 1;
-        if self.unsynced >= self.cfg.sync_every {
+        let interval_due = self
+            .cfg
+            .sync_interval
+            .is_some_and(|i| self.last_sync.elapsed() >= i);
+        if self.unsynced >= self.cfg.sync_every || interval_due {
             self.unsynced = 0;
-            if let Err(e) = rustix::fs::fdatasync(&*file) {
+            if let Err(e) = self.datasync() {
                 // The record is in the file (the chain goes on through it) but may not be
                 // durable: an alarm, not a dropped record.
-                self.alarm("fdatasync", &io::Error::from(e));
+                self.alarm("fdatasync", &e);
             }
         }
         Ok(())
@@ -273,12 +346,73 @@ impl AuditLog {
         if self.unsynced == 0 {
             return;
         }
-        if let Some(f) = self.file.as_ref() {
-            if let Err(e) = rustix::fs::fdatasync(f) {
-                self.alarm("fdatasync", &io::Error::from(e));
-            } else {
-                self.unsynced = 0;
-            }
+        match self.datasync() {
+            Err(e) => self.alarm("fdatasync", &e),
+            Ok(()) => self.unsynced = 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(
+        dir: &Path,
+        sync_every: u32,
+        sync_interval: Option<Duration>,
+        budget: Duration,
+    ) -> AuditLog {
+        let _ = std::fs::create_dir_all(dir);
+        AuditLog::open(AuditConfig {
+            path: dir.join("audit.log"),
+            chain: Chain::Sha256,
+            sync_every,
+            max_bytes: 4096,
+            sync_interval,
+            fsync_budget: budget,
+            rotation_budget: budget,
+        })
+        .unwrap()
+    }
+
+    fn tmp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("varta-audit-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn sync_interval_syncs_before_sync_every_records() {
+        let dir = tmp("interval");
+        let mut a = log(&dir, 1000, None, Duration::from_secs(60));
+        assert!(a.append(1, "unix:7", Some(9), "spawned", "-"));
+        assert_eq!(a.unsynced, 1, "no interval: waits for 1000 records");
+        let mut b = log(
+            &dir.join("b"),
+            1000,
+            Some(Duration::from_nanos(1)),
+            Duration::from_secs(60),
+        );
+        assert!(b.append(1, "unix:7", Some(9), "spawned", "-"));
+        assert_eq!(b.unsynced, 0, "the interval passed: synced at once");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn slow_fsyncs_and_rotations_are_counted_against_their_budget() {
+        let dir = tmp("budget");
+        let mut a = log(&dir, 1, None, Duration::from_secs(60));
+        assert!(a.append(1, "unix:7", Some(9), "spawned", "-"));
+        assert_eq!(a.over_budget(), [("fsync", 0), ("rotation", 0)]);
+        // A zero budget: every operation overruns it.
+        let mut b = log(&dir.join("b"), 1, None, Duration::ZERO);
+        for i in 0..60 {
+            assert!(b.append(i, "unix:7", Some(9), "spawned", &"x".repeat(80)));
+        }
+        let [(_, fsyncs), (_, rotations)] = b.over_budget();
+        assert!(fsyncs >= 60, "{fsyncs}");
+        assert!(rotations >= 1, "4096-byte files rotate: {rotations}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

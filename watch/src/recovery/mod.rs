@@ -245,34 +245,47 @@ pub struct Recovery {
     durations: (u64, u64),
 }
 
-/// Label/value pairs for the metrics snapshot: outcomes, refusals (every label, at zero without
-/// recovery), unaudited decisions, and the `(sum ns, count)` of child run times.
+/// The recovery figures of a scrape, every label value present even without a recovery
+/// command.
+#[derive(Debug, Default)]
+pub struct RecoveryFigures {
+    /// `varta_recovery_outcomes_total{outcome}`.
+    pub outcomes: Vec<(&'static str, u64)>,
+    /// `varta_recovery_refused_total{reason}`.
+    pub refused: Vec<(&'static str, u64)>,
+    /// `varta_recovery_audit_dropped_total`.
+    pub audit_dropped: u64,
+    /// `varta_recovery_audit_over_budget_total{op}`.
+    pub audit_over_budget: Vec<(&'static str, u64)>,
+    /// Run time of finished children, ns, summed, and their number.
+    pub durations: (u64, u64),
+}
+
+/// The recovery figures of `r` (zeros without a recovery command).
 #[must_use]
-#[allow(
-    clippy::type_complexity,
-    reason = "four metric families, named at the one call site"
-)]
-pub fn metrics(
-    r: Option<&Recovery>,
-) -> (
-    Vec<(&'static str, u64)>,
-    Vec<(&'static str, u64)>,
-    u64,
-    (u64, u64),
-) {
+pub fn metrics(r: Option<&Recovery>) -> RecoveryFigures {
+    let over_budget = r.and_then(|r| r.audit.as_ref()).map_or(
+        [
+            (audit_log::BUDGETED_OPS[0], 0),
+            (audit_log::BUDGETED_OPS[1], 0),
+        ],
+        AuditLog::over_budget,
+    );
     match r {
-        Some(r) => (
-            r.outcomes().collect(),
-            r.refusals().collect(),
-            r.audit_dropped(),
-            r.durations(),
-        ),
-        None => (
-            Outcome::ALL.iter().map(|o| (o.as_str(), 0)).collect(),
-            Refusal::ALL.iter().map(|x| (x.as_str(), 0)).collect(),
-            0,
-            (0, 0),
-        ),
+        Some(r) => RecoveryFigures {
+            outcomes: r.outcomes().collect(),
+            refused: r.refusals().collect(),
+            audit_dropped: r.audit_dropped(),
+            audit_over_budget: over_budget.to_vec(),
+            durations: r.durations(),
+        },
+        None => RecoveryFigures {
+            outcomes: Outcome::ALL.iter().map(|o| (o.as_str(), 0)).collect(),
+            refused: Refusal::ALL.iter().map(|x| (x.as_str(), 0)).collect(),
+            audit_dropped: 0,
+            audit_over_budget: over_budget.to_vec(),
+            durations: (0, 0),
+        },
     }
 }
 

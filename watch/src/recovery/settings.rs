@@ -13,6 +13,8 @@ use crate::config::RunArgs;
 pub const DEFAULT_AUDIT_MAX_BYTES: u64 = 64 << 20;
 /// Smallest accepted `--recovery-audit-max-bytes` (a few records).
 pub const MIN_AUDIT_MAX_BYTES: u64 = 4096;
+/// Default `--audit-fsync-budget-ms` and `--audit-rotation-budget-ms`.
+pub const DEFAULT_AUDIT_BUDGET_MS: u64 = 50;
 /// Default and minimum `--shutdown-grace-ms`.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 5000;
 /// Minimum `--shutdown-grace-ms`.
@@ -111,6 +113,25 @@ pub fn resolve(a: &RunArgs) -> Result<(Option<RecoveryConfig>, Duration), String
             chain,
             sync_every,
             max_bytes,
+            sync_interval: match ms(
+                "--audit-sync-interval-ms",
+                a.audit_sync_interval_ms.unwrap_or(0),
+                0,
+            )? {
+                0 => None,
+                ns => Some(Duration::from_nanos(ns)),
+            },
+            fsync_budget: Duration::from_nanos(ms(
+                "--audit-fsync-budget-ms",
+                a.audit_fsync_budget_ms.unwrap_or(DEFAULT_AUDIT_BUDGET_MS),
+                1,
+            )?),
+            rotation_budget: Duration::from_nanos(ms(
+                "--audit-rotation-budget-ms",
+                a.audit_rotation_budget_ms
+                    .unwrap_or(DEFAULT_AUDIT_BUDGET_MS),
+                1,
+            )?),
         }),
         None => None,
     };
