@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --release -p varta-watch --example scale            # all sizes
 //! cargo run --release -p varta-watch --example scale -- 1000000 # one size
+//! cargo run --release -p varta-watch --example scale -- 1000000 8 # one size, 8 threshold classes
 //! cargo run --release -p varta-watch --example scale -- state   # state file, 10k and 100k
 //! ```
 //!
@@ -47,7 +48,9 @@ fn gcd(a: u64, b: u64) -> u64 {
     }
 }
 
-fn one_size(n: u64) {
+/// `classes` > 1: that many threshold classes (distinct thresholds), agent `i` in class
+/// `i % classes`, set once per agent after its admission as the shell does once per session.
+fn one_size(n: u64, classes: u8) {
     let threshold: Nanos = 3_600_000_000_000;
     let base_rss = rss_bytes();
     let mut t = Tracker::new(TrackerConfig {
@@ -69,6 +72,14 @@ fn one_size(n: u64) {
         )
     };
 
+    // Threshold classes: class c waits threshold + c seconds; agent i is in class i % classes,
+    // set right after its admission, as the shell does when the session starts.
+    let ths: Vec<Nanos> = (0..u64::from(classes.max(1)))
+        .map(|c| threshold + c * 1_000_000_000)
+        .collect();
+    let longest = *ths.last().unwrap_or(&threshold);
+    t.set_thresholds(&ths, |_| 0).expect("threshold classes");
+
     // Admission of every agent.
     let start = Instant::now();
     let mut now: Nanos = 1;
@@ -77,11 +88,14 @@ fn one_size(n: u64) {
         let (pid, bytes) = frame(i, 0);
         black_box(t.handle_datagram(now, &Origin::Unix { pid, uid: 0 }, &bytes)).ok();
         while t.poll_event().is_some() {}
+        if classes > 1 {
+            let class = u8::try_from(i % u64::from(classes)).unwrap_or(0);
+            t.set_threshold_class(varta_watch::tracker::AgentId::unix(pid), class);
+        }
         now += 1;
     }
     let admit = start.elapsed();
     let rss = rss_bytes().saturating_sub(base_rss);
-
     // Cost of building the frames alone (CRC), to separate it from the core's work.
     let start = Instant::now();
     for k in 0..n {
@@ -106,7 +120,7 @@ fn one_size(n: u64) {
     // Every agent stalls: the cost of one deadline.
     let start = Instant::now();
     let mut stalls = 0u64;
-    let end = now + threshold;
+    let end = now + longest;
     while let Some(d) = t.poll_timeout() {
         if d > end {
             break;
@@ -128,6 +142,10 @@ fn one_size(n: u64) {
         beat_ns,
         emit_ns,
         stall_ns,
+    );
+    println!(
+        "{n:>9} agents | {} threshold class(es); admit includes setting the class",
+        classes.max(1)
     );
 }
 
@@ -300,7 +318,11 @@ fn main() {
             state(10_000);
             state(100_000);
         }
-        Some(n) => one_size(n.parse().expect("agent count")),
+        Some(n) => one_size(
+            n.parse().expect("agent count"),
+            args.get(1)
+                .map_or(1, |c| c.parse().expect("threshold classes")),
+        ),
         None => {
             let exe = std::env::current_exe().expect("current_exe");
             for n in ["10000", "100000", "1000000"] {

@@ -40,6 +40,9 @@ fn main() -> ExitCode {
         Some(Command::Status(a)) => {
             varta_watch::control::client::status(&a).map_err(|e| e.to_string())
         }
+        Some(Command::Reload(a)) => {
+            varta_watch::control::client::reload(&a).map_err(|e| e.to_string())
+        }
         Some(Command::Silence(a)) => {
             varta_watch::control::client::silence(&a).map_err(|e| e.to_string())
         }
@@ -53,5 +56,6 @@ fn main() -> ExitCode {
 fn run(argv: Vec<OsString>) -> Result<i32, String> {
     let cfg = RunArgs::load(&argv).map_err(|e| e.to_string())?;
     let mut daemon = varta_watch::daemon::Daemon::new(cfg).map_err(|e| e.to_string())?;
+    daemon.set_reload_args(argv);
     Ok(daemon.run())
 }

@@ -99,6 +99,9 @@ pub enum ConfigError {
     /// A recovery, audit or shutdown flag failed its rule (the message names the flag).
     #[error("{0}")]
     Recovery(String),
+    /// A `[[class]]` / `--class` or `[[name]]` section failed its rule.
+    #[error("{0}")]
+    Policy(String),
     /// A direct-delivery flag failed its rule (the message names the flag).
     #[error("{0}")]
     Alerting(String),

@@ -80,6 +80,34 @@ pub fn read_checked(path: &Path) -> Result<String, ConfigError> {
     Ok(text)
 }
 
+/// Whether `value` is an array of tables: a `[[class]]` or `[[name]]` section list, which is
+/// policy, not a flag.
+fn is_sections(value: &toml::Value) -> bool {
+    matches!(value, toml::Value::Array(items) if items.first().is_some_and(toml::Value::is_table))
+}
+
+/// The `[[class]]` and `[[name]]` sections of the TOML `text` ([`crate::policy::PolicyConfig`]);
+/// `class = ["NAME:..."]` strings are the `--class` flag instead, read by [`to_args`].
+///
+/// # Errors
+/// [`ConfigError::FileSyntax`] for a malformed section.
+pub fn policy_sections(
+    path: &Path,
+    text: &str,
+) -> Result<crate::policy::PolicyConfig, ConfigError> {
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::FileSyntax {
+        path: path.to_path_buf(),
+        msg: e.message().replace('\n', " "),
+    })?;
+    table.retain(|k, v| matches!(k, "class" | "name") && is_sections(v));
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::FileSyntax {
+            path: path.to_path_buf(),
+            msg: e.message().replace('\n', " "),
+        })
+}
+
 /// Turns the TOML `text` into arguments for `cmd` (the observer's flags).
 ///
 /// # Errors
@@ -96,6 +124,10 @@ pub fn to_args(path: &Path, text: &str, cmd: &clap::Command) -> Result<Vec<OsStr
     };
     let mut args = Vec::new();
     for (key, value) in &table {
+        // `[[class]]` / `[[name]]` sections are policy, read by `policy_sections`.
+        if matches!(key.as_str(), "class" | "name") && is_sections(value) {
+            continue;
+        }
         // `config` itself is no key: files do not include files.
         let arg = cmd
             .get_arguments()

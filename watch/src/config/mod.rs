@@ -49,6 +49,9 @@ pub enum Command {
     Key(crate::keytool::KeyArgs),
     /// Every agent's state from a running observer (stalled first).
     Status(crate::control::client::StatusArgs),
+    /// Tell a running observer to reload its configuration (SIGHUP to the pid behind the
+    /// control socket).
+    Reload(crate::control::client::ReloadArgs),
     /// Silence agents for maintenance: add, list, expire.
     Silence(crate::control::client::SilenceArgs),
     /// State-file tools: `state anchor FILE` prints the audit anchor it records.
@@ -244,6 +247,11 @@ pub struct RunArgs {
     /// even when other processes load the CPU (needs CAP_SYS_NICE).
     #[arg(long, value_name = "PRIO")]
     pub rt_priority: Option<u8>,
+    /// A class of agents with its own policy, `NAME:KEY=VALUE,...` with matchers (unit, exe,
+    /// comm, uid, pid, listener, key) and settings (threshold-ms, recovery, severity,
+    /// label.NAME); repeatable, first match wins, after the file's `[[class]]` sections.
+    #[arg(long = "class", value_name = "NAME:KEY=VALUE,...")]
+    pub class: Vec<crate::policy::class::ClassConfig>,
     /// Flags of the original observer without an older name here.
     #[command(flatten)]
     pub compat: compat::CompatArgs,
@@ -317,6 +325,10 @@ pub struct Config {
     pub rt_priority: Option<u8>,
     /// Abort when the loop has not turned for this long.
     pub self_watchdog: Option<std::time::Duration>,
+    /// `[[class]]` (file, then `--class`) and `[[name]]` sections, checked.
+    pub policy: crate::policy::PolicyConfig,
+    /// What the default class holds: the global threshold and recovery settings.
+    pub class_defaults: crate::policy::class::Defaults,
     /// Settings of the original observer's flags (HTTP guard, heartbeat file, clock, ...).
     pub compat: crate::compat::CompatConfig,
     /// The state file.
@@ -381,9 +393,11 @@ impl RunArgs {
     pub fn load(argv: &[OsString]) -> Result<Config, ConfigError> {
         let cli = RunArgs::parse(argv).map_err(ConfigError::Args)?;
         let Some(path) = cli.config.clone() else {
-            return cli.resolve();
+            let cfg = cli.resolve()?;
+            return crate::policy::config::checked(cfg, crate::policy::PolicyConfig::default());
         };
         let text = file::read_checked(&path)?;
+        let sections = file::policy_sections(&path, &text)?;
         let mut all = file::to_args(&path, &text, &RunArgs::command())?;
         // The file's arguments alone first, so that a bad value is reported as the file's.
         RunArgs::parse(&all).map_err(|msg| ConfigError::FileValue {
@@ -391,7 +405,8 @@ impl RunArgs {
             msg,
         })?;
         all.extend(argv.iter().cloned());
-        RunArgs::parse(&all).map_err(ConfigError::Args)?.resolve()
+        let cfg = RunArgs::parse(&all).map_err(ConfigError::Args)?.resolve()?;
+        crate::policy::config::checked(cfg, sections)
     }
 }
 

@@ -282,10 +282,15 @@ impl RunArgs {
             prom_addr: self.prom_addr,
             metrics_max_agents,
             http,
-            recovery,
             shutdown_grace,
             rt_priority,
             self_watchdog,
+            policy: crate::policy::PolicyConfig {
+                classes: self.class.clone(),
+                names: Vec::new(),
+            },
+            class_defaults: crate::policy::config::defaults(threshold_ns, recovery.as_ref()),
+            recovery,
             state,
             alerting: crate::alerting::settings::resolve(self)?,
             hw_watchdog: match &self.hw_watchdog {

@@ -171,6 +171,14 @@ fn sample(key: &str, keys: &Path) -> Option<(Setting, Vec<Setting>)> {
         "recovery-allow-unattested" => (set(key, "true", &[]), rec()),
         "rt-priority" => (set(key, "10", &["10"]), vec![]),
         "self-watchdog-secs" => (set(key, "3", &["3"]), vec![]),
+        "class" => (
+            set(
+                key,
+                "[\"fast:comm=pump*,threshold-ms=50\", \"slow:pid=100-199\"]",
+                &["fast:comm=pump*,threshold-ms=50", "slow:pid=100-199"],
+            ),
+            vec![],
+        ),
         "prom-token-file" => (set(key, format!("\"{}\"", k("k1")), &[&k("k1")]), vec![]),
         "prom-rate-limit-per-sec" => (set(key, "5", &["5"]), vec![]),
         "prom-rate-limit-burst" => (
@@ -376,6 +384,60 @@ fn example_config_is_read_through_the_flags() {
     assert_eq!(parsed.threshold_ms, Some(1000));
     assert_eq!(parsed.allow_uid, vec![1000]);
     assert_eq!(parsed.format, Some(super::Format::Text));
+}
+
+#[test]
+fn class_and_name_sections_are_policy_and_come_before_the_flags() {
+    let dir = Dir::new("policy");
+    let text = r#"
+threshold-ms = 500
+
+[[class]]
+name = "backup"
+match = { unit = "backup*.service" }
+threshold-ms = 30000
+severity = "warning"
+labels = { team = "storage" }
+
+[[name]]
+name = "pump-{pid}"
+listener = "udp0"
+"#;
+    let cfg = load_file(&dir, text, &["--class", "fast:comm=pump*,threshold-ms=50"]).unwrap();
+    let names: Vec<&str> = cfg.policy.classes.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["backup", "fast"], "sections, then flags");
+    assert_eq!(cfg.policy.classes[0].threshold_ms, Some(30_000));
+    assert_eq!(cfg.policy.names.len(), 1);
+    assert_eq!(cfg.class_defaults.threshold_ns, 500_000_000);
+
+    // The same class from a section or the flag is the same class.
+    let section = load_file(
+        &dir,
+        "[[class]]\nname = \"fast\"\nmatch = { comm = \"pump*\" }\nthreshold-ms = 50\n",
+        &[],
+    )
+    .unwrap();
+    let flag = RunArgs::load(&[
+        OsString::from("--class"),
+        OsString::from("fast:comm=pump*,threshold-ms=50"),
+    ])
+    .unwrap();
+    assert_eq!(section.policy, flag.policy);
+
+    // Bad sections are refused by rule, naming the class.
+    let err = |text: &str| load_file(&dir, text, &[]).unwrap_err().to_string();
+    assert!(
+        err("[[class]]\nname = \"x\"\nthreshold-ms = 0\n").contains("\"x\": threshold-ms"),
+        "zero threshold"
+    );
+    assert!(err("[[class]]\nname = \"x\"\nbogus = 1\n").contains("bogus"));
+    assert!(err("[[name]]\nname = \"x\"\n").contains("needs at least one of"));
+    assert!(
+        err("[[class]]\nname = \"x\"\nrecovery-cmd = \"/bin/true\"\n")
+            .contains("needs recovery enabled"),
+    );
+    let e = RunArgs::load(&[OsString::from("--class"), OsString::from("nocolon")]).unwrap_err();
+    assert!(e.to_string().contains("NAME:KEY=VALUE"), "{e}");
 }
 
 #[test]

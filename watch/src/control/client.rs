@@ -444,3 +444,31 @@ mod tests {
         assert_eq!(render_silences(&[], 0), "(no silences in force)\n");
     }
 }
+
+/// `varta-watch reload`.
+#[derive(Debug, Clone, Args)]
+pub struct ReloadArgs {
+    /// The observer's agent socket; its control socket is PATH.ctl [default: the observer's
+    /// default socket].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+/// `varta-watch reload`: finds the observer behind the control socket (the kernel names the
+/// peer's pid, `SO_PEERCRED`) and sends it SIGHUP. The observer reloads its configuration,
+/// or refuses a bad one with one line on its stderr and keeps the old one.
+///
+/// # Errors
+/// [`ClientError`]: no observer there, or the signal could not be sent.
+pub fn reload(args: &ReloadArgs) -> Result<i32, ClientError> {
+    let client = Client::connect(args.socket.as_deref())?;
+    let cred = rustix::net::sockopt::socket_peercred(&client.output)
+        .map_err(|e| ClientError::Protocol(format!("SO_PEERCRED: {e}")))?;
+    rustix::process::kill_process(cred.pid, rustix::process::Signal::HUP)
+        .map_err(|e| ClientError::Refused(format!("SIGHUP to pid {}: {e}", cred.pid)))?;
+    println!(
+        "sent SIGHUP to varta-watch pid {}",
+        cred.pid.as_raw_nonzero()
+    );
+    Ok(0)
+}

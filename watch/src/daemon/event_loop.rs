@@ -10,7 +10,7 @@ use super::{Daemon, MAX_BATCHES_PER_TURN};
 use crate::compat::NsVerdict;
 use crate::listener::BATCH;
 use crate::output::Row;
-use crate::recovery::{Reason, Recovery, Request, Transport};
+use crate::recovery::{Reason, Recovery};
 use crate::tracker::{AgentId, Event, EventKind, Nanos, Origin};
 
 impl Daemon {
@@ -21,10 +21,16 @@ impl Daemon {
     /// Drains tracker events to the outputs (and recovery).
     fn drain_events(&mut self) {
         while let Some(ev) = self.tracker.poll_event() {
-            let row = Row::from_event(&ev);
+            self.policy.on_event(&ev, &mut self.tracker);
+            let row = Row {
+                who: Some(self.policy.who(ev.agent())),
+                ..Row::from_event(&ev)
+            };
             let now = self.now();
             self.outputs.emit(&row, now);
-            if let Some(a) = self.alerts.as_mut() {
+            self.policy.record(row.json(now));
+            // A silenced agent's stall or crash raises no alert.
+            if let Some(a) = self.alerts.as_mut().filter(|_| !self.policy.silences(&ev)) {
                 a.handle_event(now, &ev, self.tracker.agent(ev.agent()).as_ref());
             }
             let trigger = match ev {
@@ -38,25 +44,7 @@ impl Daemon {
                 _ => None,
             };
             if let Some((at, agent, reason, status)) = trigger {
-                let mut transport = Transport::of(agent.listener, &self.udp_modes);
-                let now = self.now();
-                if transport == Transport::UnixAttested
-                    && self.compat.ns_gate.is_cross(now, agent.pid)
-                {
-                    transport = Transport::UnixOtherNamespace;
-                }
-                if let Some(rec) = self.recovery.as_mut() {
-                    let decision = rec.trigger(
-                        at,
-                        &Request {
-                            agent,
-                            transport,
-                            reason,
-                            status,
-                        },
-                    );
-                    self.emit_recovery(at, agent, decision.to_string());
-                }
+                self.react(&ev, at, agent, reason, status);
             }
         }
         if let Some(a) = self.alerts.as_mut() {
@@ -65,7 +53,7 @@ impl Daemon {
         }
     }
 
-    fn emit_recovery(&mut self, at: Nanos, agent: AgentId, detail: String) {
+    pub(super) fn emit_recovery(&mut self, at: Nanos, agent: AgentId, detail: String) {
         self.counters.recoveries += 1;
         let now = self.now();
         self.outputs.emit(
@@ -249,10 +237,10 @@ impl Daemon {
 
     /// Sleeps until a descriptor is ready, the next deadline or the end of a hold-off
     /// ([`crate::listener::Pace`]: the Unix socket is not watched meanwhile). Returns which are
-    /// ready: `(signals, scrape, captures)` (listeners into `ready`); on timeout or
+    /// ready: `(signals, scrape, captures, status hub)` (listeners into `ready`); on timeout or
     /// interruption every listener is marked ready, so what arrived before a deadline is read
     /// (at its kernel receive time) before the deadline fires.
-    fn wait(&self, ready: &mut Vec<bool>) -> (bool, bool, bool) {
+    fn wait(&self, ready: &mut Vec<bool>) -> (bool, bool, bool, bool) {
         let hold = self.hold_until > self.now();
         let mut fds = Vec::with_capacity(self.listeners.len() + 2);
         fds.push(PollFd::new(&self.sig_rx, PollFlags::IN));
@@ -279,6 +267,11 @@ impl Daemon {
                     .map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN)),
             );
         }
+        let hub_at = fds.len();
+        fds.push(PollFd::from_borrowed_fd(
+            self.policy.wake_fd(),
+            PollFlags::IN,
+        ));
         let until = [self.next_deadline(), hold.then_some(self.hold_until)]
             .into_iter()
             .flatten()
@@ -297,14 +290,14 @@ impl Daemon {
             // the top, which fires deadlines.
             _ => {
                 ready.resize(self.listeners.len(), true);
-                return (false, false, false);
+                return (false, false, false, false);
             }
         }
         let is_ready = |fd: &PollFd<'_>| !fd.revents().is_empty();
         ready.extend(fds[1..=self.listeners.len()].iter().map(is_ready));
         let scrape = self.metrics.is_some() && is_ready(&fds[captures_at - 1]);
-        let captures = fds[captures_at..].iter().any(is_ready);
-        (is_ready(&fds[0]), scrape, captures)
+        let captures = fds[captures_at..hub_at].iter().any(is_ready);
+        (is_ready(&fds[0]), scrape, captures, is_ready(&fds[hub_at]))
     }
 
     /// Runs until SIGINT or SIGTERM. Returns the process exit status.
@@ -332,7 +325,7 @@ impl Daemon {
 
             // 2. Sleep until something happens, the next deadline or a hold-off's end.
             self.compat.asleep(self.now());
-            let (signals, scrape, captures) = self.wait(&mut ready);
+            let (signals, scrape, captures, hub) = self.wait(&mut ready);
             self.compat.awake(self.now());
 
             // 3. Datagrams, round-robin over the ready listeners, bounded per turn; then how
@@ -356,6 +349,8 @@ impl Daemon {
                     rec.drain_captures();
                 }
             }
+            // Classes from /proc, silence commands, status snapshots, reload.
+            self.policy_turn(hub);
             // 4. A scrape waits: publish a snapshot (never blocks).
             if scrape && self.metrics.as_ref().is_some_and(|m| m.take_request()) {
                 let snap = self.snapshot();

@@ -31,6 +31,7 @@
 mod counters;
 mod event_loop;
 mod os;
+mod policy;
 mod snapshot;
 pub mod state;
 mod supervise;
@@ -102,6 +103,12 @@ pub enum SetupError {
     /// The self-watchdog thread could not be started.
     #[error("--self-watchdog-secs: {0}")]
     SelfWatchdog(io::Error),
+    /// A class or name section was refused.
+    #[error("{0}")]
+    Policy(String),
+    /// The control socket could not be opened.
+    #[error(transparent)]
+    Control(#[from] crate::control::server::ControlError),
     /// The alert delivery thread could not be started.
     #[error("--alertmanager-url: cannot start the delivery thread: {0}")]
     Alerting(io::Error),
@@ -144,6 +151,7 @@ pub struct Daemon {
     start: Instant,
     counters: Counters,
     supervisor: supervise::Supervisor,
+    policy: policy::PolicyLoop,
     /// The daemon's clock (`--clock-source`).
     clock: crate::compat::Clock,
     /// Heartbeat file, namespace gate, iteration histogram, timed shutdown.
@@ -168,8 +176,9 @@ impl std::fmt::Debug for Daemon {
     }
 }
 
-/// A self-pipe written by the signal handlers of SIGINT, SIGTERM and SIGCHLD (the loop polls
-/// its read end); SIGINT and SIGTERM also raise `term`.
+/// A self-pipe written by the signal handlers of SIGINT, SIGTERM, SIGCHLD and SIGHUP (the loop
+/// polls its read end); SIGINT and SIGTERM also raise `term` (SIGHUP its own flag, see
+/// `policy`).
 fn signals() -> io::Result<(UnixStream, Arc<AtomicBool>)> {
     use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
     let (sig_rx, sig_tx) = UnixStream::pair()?;
@@ -178,7 +187,7 @@ fn signals() -> io::Result<(UnixStream, Arc<AtomicBool>)> {
     for sig in [SIGINT, SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&term))?;
     }
-    for sig in [SIGINT, SIGTERM, SIGCHLD] {
+    for sig in [SIGINT, SIGTERM, SIGCHLD, signal_hook::consts::SIGHUP] {
         signal_hook::low_level::pipe::register(sig, sig_tx.try_clone()?)?;
     }
     Ok((sig_rx, term))
@@ -277,14 +286,24 @@ impl Daemon {
             ),
             None => None,
         };
+        let policy = policy::PolicyLoop::new(
+            &cfg.policy,
+            &cfg.class_defaults,
+            cfg.socket.as_deref(),
+            cfg.capacity,
+        )?;
+        if let Some(ctl) = policy.control_socket() {
+            where_.push(format!("control {}", ctl.display()));
+        }
         let metrics = match cfg.prom_addr {
             Some(addr) => {
                 let guard = crate::metrics::Guard::new(
                     cfg.compat.prom_token.take(),
                     cfg.compat.prom_rate_limit,
                 );
-                let (publisher, bound) = crate::metrics::serve(addr, cfg.http, guard)
-                    .map_err(|source| SetupError::Metrics { addr, source })?;
+                let (publisher, bound) =
+                    crate::metrics::serve(addr, cfg.http, guard, policy.routes())
+                        .map_err(|source| SetupError::Metrics { addr, source })?;
                 where_.push(format!("metrics http://{bound}/metrics"));
                 Some(publisher)
             }
@@ -307,8 +326,13 @@ impl Daemon {
             eviction: cfg.compat.eviction,
             ..TrackerConfig::default()
         };
-        let (mut tracker, state, state_notice) = state::restore(cfg.state, tracker_cfg, start)?;
+        let (mut tracker, mut state, state_notice) = state::restore(cfg.state, tracker_cfg, start)?;
         tracker.set_rate_limits(&cfg.rate);
+        let mut policy = policy;
+        policy.adopt(&mut tracker);
+        if let Some(st) = state.as_mut() {
+            policy.restore_silences(st);
+        }
         let recovery = match cfg.recovery {
             Some(r) => {
                 let path = r.audit.as_ref().map(|a| a.path.clone()).unwrap_or_default();
@@ -379,11 +403,18 @@ impl Daemon {
             alerts,
             pace,
             hold_until: 0,
+            policy,
         };
         if let Some(line) = state_notice {
             eprintln!("varta-watch: {line}");
             daemon.outputs.info(&line);
         }
         Ok(daemon)
+    }
+
+    /// The arguments the observer was started with (without the program name): SIGHUP and
+    /// `varta-watch reload` read them, and the file they name, again.
+    pub fn set_reload_args(&mut self, argv: Vec<std::ffi::OsString>) {
+        self.policy.set_reload_args(argv);
     }
 }

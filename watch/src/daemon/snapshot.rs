@@ -30,6 +30,7 @@ impl Daemon {
                 beats: a.beats,
                 stalls: a.stalls,
                 status: a.reported_status().as_u8(),
+                who: Some(self.policy.who(a.id)),
                 crashed,
             });
         }

@@ -80,6 +80,8 @@ pub enum Section {
     Tracker = 2,
     /// The audit chain's last record: sequence number (8) and hash (32). Optional.
     AuditAnchor = 3,
+    /// The silences in force (JSON of [`crate::policy::silence::SilenceSet`]). Optional.
+    Silences = 4,
 }
 
 impl Section {
@@ -88,6 +90,7 @@ impl Section {
             1 => Some(Section::Clock),
             2 => Some(Section::Tracker),
             3 => Some(Section::AuditAnchor),
+            4 => Some(Section::Silences),
             _ => None,
         }
     }
@@ -187,6 +190,8 @@ pub struct Parsed<'a> {
     pub tracker: &'a [u8],
     /// The audit chain's last `(seq, hash)`, if it was recorded.
     pub anchor: Option<(u64, [u8; 32])>,
+    /// The silences section's bytes, if it was written.
+    pub silences: Option<&'a [u8]>,
 }
 
 fn section_head(out: &mut Vec<u8>, s: Section, flags: u16, len: usize) {
@@ -204,10 +209,22 @@ pub fn encode(
     anchor: Option<(u64, [u8; 32])>,
     out: &mut Vec<u8>,
 ) {
+    encode_with(tracker, tracker_now, clocks, anchor, None, out);
+}
+
+/// [`encode`] with the silences section (`silences`: its bytes, written when given).
+pub fn encode_with(
+    tracker: &Tracker,
+    tracker_now: Nanos,
+    clocks: &Clocks,
+    anchor: Option<(u64, [u8; 32])>,
+    silences: Option<&[u8]>,
+    out: &mut Vec<u8>,
+) {
     out.clear();
     out.extend_from_slice(&FILE_MAGIC);
     out.extend_from_slice(&FILE_VERSION.to_le_bytes());
-    let sections: u16 = if anchor.is_some() { 3 } else { 2 };
+    let sections: u16 = 2 + u16::from(anchor.is_some()) + u16::from(silences.is_some());
     out.extend_from_slice(&sections.to_le_bytes());
     section_head(out, Section::Clock, REQUIRED, CLOCK_LEN);
     out.extend_from_slice(&clocks.boot_id);
@@ -230,6 +247,10 @@ pub fn encode(
         section_head(out, Section::AuditAnchor, 0, ANCHOR_LEN);
         out.extend_from_slice(&seq.to_le_bytes());
         out.extend_from_slice(&hash);
+    }
+    if let Some(bytes) = silences {
+        section_head(out, Section::Silences, 0, bytes.len());
+        out.extend_from_slice(bytes);
     }
     let sum = Sha256::digest(&out[..]);
     out.extend_from_slice(&sum);
@@ -259,6 +280,7 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed<'_>, ContentError> {
     let mut clocks = None;
     let mut tracker = None;
     let mut anchor = None;
+    let mut silences = None;
     let bad = |section, why| ContentError::BadSection { section, why };
     for _ in 0..count {
         let head = body
@@ -312,6 +334,10 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed<'_>, ContentError> {
                     return Err(bad(s, "appears twice"));
                 }
             }
+            Some(s @ Section::Silences) if silences.is_some() => {
+                return Err(bad(s, "appears twice"));
+            }
+            Some(Section::Silences) => silences = Some(data),
         }
     }
     if at != body.len() {
@@ -321,6 +347,7 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed<'_>, ContentError> {
         clocks: clocks.ok_or(bad(Section::Clock, "missing"))?,
         tracker: tracker.ok_or(bad(Section::Tracker, "missing"))?,
         anchor,
+        silences,
     })
 }
 
@@ -526,6 +553,10 @@ pub struct StateStore {
     pub clock_back: Duration,
     /// The audit anchor found in the restored file.
     pub restored_anchor: Option<(u64, [u8; 32])>,
+    /// The silences section found in the restored file (taken by the policy shell).
+    pub restored_silences: Option<Vec<u8>>,
+    /// The silences section to write with each snapshot (set by the policy shell).
+    pub silences: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for StateStore {
@@ -571,6 +602,7 @@ impl StateStore {
         }
         let mut figures = StateFigures::default();
         let mut restored_anchor = None;
+        let mut restored_silences = None;
         let (tracker, notice) = match read_checked(&cfg.path)? {
             None => (Tracker::new(tracker_cfg), None),
             Some(bytes) => {
@@ -579,11 +611,12 @@ impl StateStore {
                     let at = restore_mapping(&p.clocks, &now, tracker_now);
                     let t = Tracker::restore(tracker_cfg.clone(), p.tracker, at)?;
                     let rebooted = p.clocks.boot_id != now.boot_id;
-                    Ok((t, p.anchor, rebooted))
+                    Ok((t, p.anchor, rebooted, p.silences.map(<[u8]>::to_vec)))
                 });
                 match result {
-                    Ok((t, anchor, rebooted)) => {
+                    Ok((t, anchor, rebooted, silences)) => {
                         restored_anchor = anchor;
+                        restored_silences = silences;
                         let line = format!(
                             "state restored from {}: {} agents{}",
                             cfg.path.display(),
@@ -647,6 +680,8 @@ impl StateStore {
                 figures,
                 clock_back,
                 restored_anchor,
+                restored_silences,
+                silences: None,
             },
             Restored { tracker, notice },
         ))
@@ -706,7 +741,14 @@ impl StateStore {
         };
         self.next_due = now.saturating_add(self.cfg.interval_ns);
         let t0 = Instant::now();
-        encode(tracker, now, &Clocks::now(), anchor, &mut buf);
+        encode_with(
+            tracker,
+            now,
+            &Clocks::now(),
+            anchor,
+            self.silences.as_deref(),
+            &mut buf,
+        );
         self.figures.encode_seconds = t0.elapsed().as_secs_f64();
         if let Some(jobs) = &self.jobs {
             if let Err(mpsc::SendError(buf)) = jobs.send(buf) {
@@ -734,7 +776,14 @@ impl StateStore {
         self.poll();
         let mut buf = self.buf.take().unwrap_or_default();
         let t0 = Instant::now();
-        encode(tracker, now, &Clocks::now(), anchor, &mut buf);
+        encode_with(
+            tracker,
+            now,
+            &Clocks::now(),
+            anchor,
+            self.silences.as_deref(),
+            &mut buf,
+        );
         self.figures.encode_seconds = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         let result = write_atomic(&self.cfg.path, &buf);
@@ -877,6 +926,20 @@ mod tests {
         let _ = t.handle_datagram(5_000_000, &origin, &frame.emit());
         assert_eq!(t.len(), 1);
         t
+    }
+
+    #[test]
+    fn the_silences_section_round_trips_and_is_optional() {
+        let t = tracker_with_agent();
+        let clocks = Clocks::now();
+        let mut out = Vec::new();
+        encode_with(&t, 9, &clocks, None, Some(b"{\"x\":1}"), &mut out);
+        assert_eq!(
+            parse(&out).expect("parses").silences,
+            Some(&b"{\"x\":1}"[..])
+        );
+        encode(&t, 9, &clocks, None, &mut out);
+        assert_eq!(parse(&out).expect("parses").silences, None);
     }
 
     fn cfg() -> TrackerConfig {

@@ -15,6 +15,10 @@
 //! These are plain functions: the HTTP server (whatever stack serves `/metrics`) calls them
 //! and sets `content-type` from [`STATUS_HTML_CONTENT_TYPE`] / [`JSON_CONTENT_TYPE`].
 
+mod routes;
+
+pub use routes::{routes, StatusState};
+
 use std::collections::VecDeque;
 
 use thiserror::Error;

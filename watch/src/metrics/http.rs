@@ -43,18 +43,20 @@ pub struct AppState {
 
 /// The routes, declared in one place. A new page or API is one more `.route` here, reading
 /// the same published snapshot; an authentication or rate-limit layer wraps them all here.
-pub fn router(state: AppState) -> Router {
+/// `status` holds the status page's routes ([`crate::http_assets::routes`]); the guard
+/// (bearer token, scrape rate limit) wraps them with the rest.
+pub fn router(state: AppState, status: Router) -> Router {
     let guard = (Arc::clone(&state.guard), Arc::clone(&state.counters));
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/", get(metrics))
+        .with_state(state)
+        .merge(status)
         .fallback(|| async { (StatusCode::NOT_FOUND, "try /metrics\n") })
         .layer(axum::middleware::from_fn_with_state(
             guard,
             super::guard::check,
         ))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
-        .with_state(state)
 }
 
 /// A snapshot no older than [`FRESH`], asking the loop for one when needed; the last one if
@@ -91,10 +93,13 @@ async fn metrics(State(state): State<AppState>) -> Response {
 ///
 /// # Errors
 /// Binding the listener, creating the eventfd, the runtime or the thread.
+/// `status` holds the status page's routes ([`crate::http_assets::routes`]), merged in by
+/// [`router`].
 pub fn serve(
     addr: SocketAddr,
     limits: HttpLimits,
     guard: Guard,
+    status: Router,
 ) -> io::Result<(Publisher, SocketAddr)> {
     let listener = bind(addr)?;
     let bound = listener.local_addr()?;
@@ -111,7 +116,7 @@ pub fn serve(
         .build()?;
     std::thread::Builder::new()
         .name("varta-http".into())
-        .spawn(move || runtime.block_on(accept_loop(listener, limits, state)))?;
+        .spawn(move || runtime.block_on(accept_loop(listener, limits, state, status)))?;
     Ok((publisher, bound))
 }
 
@@ -140,12 +145,17 @@ fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(std::net::TcpListener::from(fd))
 }
 
-async fn accept_loop(listener: std::net::TcpListener, limits: HttpLimits, state: AppState) {
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    limits: HttpLimits,
+    state: AppState,
+    status: Router,
+) {
     let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
         return;
     };
     let counters = Arc::clone(&state.counters);
-    let app = router(state);
+    let app = router(state, status);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let (stream, peer) = match listener.accept().await {

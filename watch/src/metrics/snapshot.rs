@@ -26,6 +26,9 @@ pub struct AgentRow {
     pub stalls: u64,
     /// 0 ok, 1 degraded, 2 critical, 3 stall.
     pub status: u8,
+    /// Its name (unit or `comm` from `/proc`, or configured) and class, for
+    /// `varta_agent_info`.
+    pub who: Option<(Option<String>, String)>,
     /// Its last frame was a crash report (`varta_agent_crashed`).
     pub crashed: bool,
 }
@@ -155,6 +158,7 @@ impl Snapshot {
         let beats = Family::<Labels, Counter>::default();
         let stalls = Family::<Labels, Counter>::default();
         let status = Family::<Labels, Gauge>::default();
+        let info = Family::<Labels, Gauge>::default();
         let crashed = Family::<Labels, Gauge>::default();
         for a in &self.agents {
             let pid = a.pid.to_string();
@@ -162,8 +166,21 @@ impl Snapshot {
             beats.get_or_create(&l).inc_by(a.beats);
             stalls.get_or_create(&l).inc_by(a.stalls);
             status.get_or_create(&l).set(i64::from(a.status));
+            if let Some((name, class)) = &a.who {
+                let mut l = l.clone();
+                if let Some(n) = name {
+                    l.push(("name".into(), n.clone()));
+                }
+                l.push(("class".into(), class.clone()));
+                info.get_or_create(&l).set(1);
+            }
             crashed.get_or_create(&l).set(i64::from(a.crashed));
         }
+        reg.register(
+            "varta_agent_info",
+            "Agent name (systemd unit or comm from /proc, or configured) and class; always 1, join on pid and listener",
+            info,
+        );
         reg.register(
             "varta_beats",
             "Accepted regular heartbeats per agent; terminal frames are not beats: a crash report counts in varta_events_total{kind=\"crash\"}, a goodbye in varta_events_total{kind=\"goodbye\"}, and both in varta_frames_accepted_total",

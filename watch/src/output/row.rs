@@ -30,6 +30,9 @@ pub struct Row {
     pub last_beat: Option<Nanos>,
     /// Time since the previous beat (`recovered`).
     pub silent_for: Option<Nanos>,
+    /// The agent's name and class, when the policy directory knows them (text and JSON
+    /// lines; the TSV export keeps its columns).
+    pub who: Option<(Option<String>, String)>,
 }
 
 fn ms(ns: Nanos) -> String {
@@ -67,6 +70,7 @@ impl Row {
             payload: None,
             last_beat: None,
             silent_for: None,
+            who: None,
         }
     }
 
@@ -188,6 +192,12 @@ impl Row {
                 let _ = write!(s, " nonce={n}");
             }
         }
+        if let Some((name, class)) = &self.who {
+            if let Some(n) = name {
+                let _ = write!(s, " name={n}");
+            }
+            let _ = write!(s, " class={class}");
+        }
         if !self.detail.is_empty() {
             let _ = write!(s, " {}", self.detail);
         }
@@ -222,6 +232,16 @@ impl Row {
         }
         if let Some(t) = self.silent_for {
             let _ = write!(s, ",\"silent_for_ns\":{t}");
+        }
+        if let Some((name, class)) = &self.who {
+            if let Some(n) = name {
+                s.push_str(",\"name\":\"");
+                json_escape(n, &mut s);
+                s.push('"');
+            }
+            s.push_str(",\"class\":\"");
+            json_escape(class, &mut s);
+            s.push('"');
         }
         s.push_str(",\"detail\":\"");
         json_escape(&self.detail, &mut s);

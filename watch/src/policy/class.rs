@@ -34,26 +34,14 @@
 //! called once per agent session (first beat, restart, and when identity facts arrive), never
 //! per beat. The beat path looks the class up by [`ClassId`] (one byte) only.
 //!
-//! # What the tracker must change to honour per-class thresholds
+//! # Per-class thresholds in the tracker
 //!
-//! Today the tracker keeps one deadline list per state with one global `threshold`: deadlines
-//! fall in the order beats were accepted, so the list head is always the earliest (O(1) per
-//! beat). With classes, deadlines stay ordered *within one threshold*, so the tracker needs:
-//!
-//! 1. one alive-deadline list per **distinct threshold** ([`ClassSet::thresholds`] gives them,
-//!    at most [`MAX_CLASSES`] + 1), instead of one; a beat moves its slot to the tail of its
-//!    own list, still O(1);
-//! 2. a `u8` threshold index in the agent slot (the slot has spare bits next to the phase),
-//!    set by a new `Tracker::set_class(agent, threshold_index)` that the shell calls when
-//!    [`ClassSet::resolve`] decides (moving the slot from one list to the other, O(1));
-//!    a new agent starts in the default class's list until then;
-//! 3. `poll_timeout` / `handle_timeout` take the minimum over the list heads (≤ 65 heads,
-//!    checked only when a deadline is due or the head changes; a small array of heads, no
-//!    heap);
-//! 4. the stall event's `at` stays the exact `last_beat + threshold_of(class)`;
-//! 5. on reload (new class set), thresholds are re-indexed: each agent keeps its deadline
-//!    list until its next session re-resolves it, or the shell re-resolves every agent once
-//!    (O(agents), off the beat path).
+//! The tracker keeps one alive/stalled deadline list pair per **distinct threshold**
+//! (`Tracker::set_thresholds`, the default class's first) and one class byte per agent, set
+//! once per session by the shell (`Tracker::set_threshold_class`): within one threshold,
+//! deadlines fall in beat order, so every list stays sorted and a beat stays O(1); the
+//! earliest deadline is among the list heads. A reload gives the tracker the new thresholds
+//! and every agent its class again (O(n log n), off the beat path).
 //!
 //! Eviction (`evict_after`) stays global.
 

@@ -126,6 +126,14 @@ impl Directory {
         f
     }
 
+    /// Learns of an agent the tracker already holds (restored from the state file): basic
+    /// facts, a class, and an identity request, as for a new session.
+    pub fn adopt(&mut self, agent: AgentId) {
+        if !self.agents.contains_key(&agent) {
+            self.admit(agent);
+        }
+    }
+
     /// Takes one tracker event.
     pub fn on_event(&mut self, ev: &Event) {
         match *ev {
@@ -147,6 +155,12 @@ impl Directory {
 
     /// Applies finished identities; returns how many agents were updated.
     pub fn poll_identities(&mut self) -> usize {
+        self.poll_identities_with(|_, _| {})
+    }
+
+    /// [`Directory::poll_identities`], telling `on_class` each updated agent's class (the
+    /// shell moves it to its class's threshold then).
+    pub fn poll_identities_with(&mut self, mut on_class: impl FnMut(AgentId, ClassId)) -> usize {
         let Some(w) = &self.worker else {
             return 0;
         };
@@ -164,6 +178,7 @@ impl Directory {
             let facts = Directory::stored(res.request.agent, e).with_process(&p);
             e.class = self.classes.resolve(&facts);
             e.facts = Some(Box::new(facts));
+            on_class(res.request.agent, e.class);
             updated += 1;
         }
         updated

@@ -23,6 +23,7 @@
 //! bad input is a typed error naming the rule it broke.
 
 pub mod class;
+pub mod config;
 pub mod directory;
 pub mod identity;
 pub mod silence;

@@ -391,6 +391,20 @@ impl Recovery {
 
     /// Decides on `req` at `now` and starts the program if it may run.
     pub fn trigger(&mut self, now: Nanos, req: &Request<'_>) -> Decision {
+        self.trigger_with(now, req, None, None)
+    }
+
+    /// [`Recovery::trigger`] with a class's own command and debounce in place of the
+    /// configured ones (`None`: the configured one). The transport policy, limits, audit
+    /// trail and timeout stay the observer's.
+    pub fn trigger_with(
+        &mut self,
+        now: Nanos,
+        req: &Request<'_>,
+        template: Option<&CommandTemplate>,
+        debounce: Option<Nanos>,
+    ) -> Decision {
+        let debounce = debounce.unwrap_or(self.cfg.debounce);
         let agent = req.agent;
         let reason = req.reason.as_str();
         let refuse = |me: &mut Recovery, r: Refusal| {
@@ -408,7 +422,7 @@ impl Recovery {
             return refuse(self, r);
         }
         if let Some(&last) = self.last_run.get(&agent) {
-            if now.saturating_sub(last) < self.cfg.debounce {
+            if now.saturating_sub(last) < debounce {
                 self.record(
                     now,
                     agent,
@@ -433,7 +447,7 @@ impl Recovery {
         self.last_run.insert(agent, now);
         let listener = listener_label(agent.listener);
         let agent_text = agent.to_string();
-        let argv = self.cfg.template.render(&Vars {
+        let argv = template.unwrap_or(&self.cfg.template).render(&Vars {
             pid: agent.pid,
             listener: &listener,
             agent: &agent_text,

@@ -14,17 +14,25 @@ impl Tracker {
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut on_lists = 0usize;
         let mut min_deadline: Option<Nanos> = None;
-        for (l, want, proven) in [
-            (ListId::Alive, "alive", false),
-            (ListId::Alive, "alive", true),
-            (ListId::Stalled, "stalled", false),
-            (ListId::Stalled, "stalled", true),
-            (ListId::Dead, "dead", false),
-            (ListId::Dead, "dead", true),
-        ] {
+        let lists = (0..self.table.classes()).flat_map(|c| {
+            [
+                (ListId::Alive, "alive", c, false),
+                (ListId::Alive, "alive", c, true),
+                (ListId::Stalled, "stalled", c, false),
+                (ListId::Stalled, "stalled", c, true),
+            ]
+        });
+        let dead = [
+            (ListId::Dead, "dead", 0, false),
+            (ListId::Dead, "dead", 0, true),
+        ];
+        for (l, want, class, proven) in lists.chain(dead) {
             let mut prev: Option<Nanos> = None;
-            for s in self.table.walk(l, proven) {
+            for s in self.table.walk(l, class, proven) {
                 let a = &self.table.slab[s as usize];
+                if l != ListId::Dead && usize::from(self.table.class(s)) != class {
+                    return Err(format!("slot {s} on the list of another threshold class"));
+                }
                 if a.proven() != proven {
                     return Err(format!("slot {s} on the wrong attestation list"));
                 }

@@ -118,6 +118,7 @@ mod persist;
 mod pipeline;
 mod rate;
 mod reject;
+mod rekey;
 mod session;
 mod stats;
 mod streams;
@@ -130,10 +131,12 @@ use std::collections::VecDeque;
 use std::fmt;
 
 pub use config::{AgentId, EvictionPolicy, KeyClass, Listener, Origin, TrackerConfig, UdpMode};
+pub use deadlines::{ThresholdError, MAX_THRESHOLDS};
 pub use events::{AcceptKind, Accepted, Event, EventKind};
 pub use persist::{ClockMapping, PersistError, STATE_MAGIC, STATE_VERSION};
 pub use rate::{Gcra, RateConfig, RateScope, DEFAULT_DERIVATIONS_PER_SEC};
 pub use reject::{Reason, ReasonClass, Rejection};
+pub use rekey::RekeyError;
 pub use stats::Stats;
 pub use streams::STREAM_HISTORY;
 pub use view::{AgentState, AgentView};
@@ -169,7 +172,9 @@ pub const MAX_CAPACITY: usize = (u32::MAX - 1) as usize;
 
 /// The observer core (see the module docs).
 pub struct Tracker {
-    threshold: Nanos,
+    /// Stall threshold per threshold class; `[0]` is the default class (the configured
+    /// `threshold`). See [`Tracker::set_thresholds`].
+    thresholds: Vec<Nanos>,
     evict_after: Nanos,
     allowed_uids: Vec<u32>,
     udp: Vec<UdpMode>,
@@ -197,7 +202,7 @@ pub struct Tracker {
 impl fmt::Debug for Tracker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tracker")
-            .field("threshold", &self.threshold)
+            .field("thresholds", &self.thresholds)
             .field("evict_after", &self.evict_after)
             .field("len", &self.table.len())
             .field("udp_listeners", &self.udp.len())
@@ -231,7 +236,7 @@ impl Tracker {
             foldhash::fast::RandomState::default().hash_one(0x5eed_u64)
         };
         Tracker {
-            threshold: cfg.threshold.max(1),
+            thresholds: vec![cfg.threshold.max(1)],
             evict_after: cfg.evict_after,
             allowed_uids: cfg.allowed_uids,
             udp: cfg.udp,

@@ -40,13 +40,13 @@ impl Tracker {
         if v.origin != 0
             && a.origin != 0
             && a.origin != v.origin
-            && now < a.last_beat.saturating_add(self.threshold)
+            && now < a.last_beat.saturating_add(self.threshold_of(slot))
         {
             return Err(Rejection::OriginConflict);
         }
         let decision = match v.iv {
             Some(iv) => decide_secure(a, &self.histories, slot, &iv, &v.frame, v.prechecked)?,
-            None => decide_plain(a, &v.frame, now, self.threshold)?,
+            None => decide_plain(a, &v.frame, now, self.threshold_of(slot))?,
         };
         let a = &mut self.table.slab[slot as usize];
         if !v.frame.is_terminal() {

@@ -1,5 +1,5 @@
-//! The agent table: a slab of fixed-size entries, a compact hash index over it, and three
-//! intrusive deadline lists threaded through the slab.
+//! The agent table: a slab of fixed-size entries, a compact hash index over it, and intrusive
+//! deadline lists threaded through the slab.
 //!
 //! Memory per agent is one [`Agent`] (96 bytes, pinned by a `const` assertion) plus one `u32`
 //! bucket and one control byte of the hash index (about 10 bytes at hashbrown's load factor).
@@ -12,11 +12,27 @@
 //! `stalled` list is filled in stall order, which is `last_beat` order, so its eviction
 //! deadlines (`last_beat + threshold + evict_after`) are sorted too; the `dead` list is filled
 //! at death time (`last_beat` = time of the terminal frame), sorted the same way.
+//!
+//! Per-class thresholds keep that property by giving each **threshold class** (a small index,
+//! one per distinct threshold, at most [`MAX_THRESHOLD_CLASSES`]) its own `alive` and `stalled`
+//! lists: within one class every deadline is `last_beat + threshold_of(class)`, so each list
+//! stays sorted, and the earliest deadline is among the list heads (a few dozen at most). The
+//! class of a slot is one byte in a side array beside the slab (the 96-byte entry has no spare
+//! byte), read when the slot is linked into a list. The `dead` lists do not depend on it.
 
 use hashbrown::HashTable;
 use vlp_core::{ReplayWindow, Status};
 
 use super::{AgentId, KeyClass, Listener, Nanos};
+
+/// Most threshold classes (distinct thresholds) the table keeps lists for; a class is a `u8`.
+pub(crate) const MAX_THRESHOLD_CLASSES: usize = 128;
+
+/// No class change waits for the slot's next beat.
+pub(crate) const NO_PENDING: u8 = u8::MAX;
+
+/// Most entries [`Table::insert_sorted`] steps over before it gives up.
+pub(crate) const MAX_INSERT_STEPS: usize = 64;
 
 /// "No slot" in the intrusive links.
 pub(crate) const NIL: u32 = u32::MAX;
@@ -151,6 +167,10 @@ impl Agent {
         self.bits |= FLAG_KEY;
     }
 
+    pub(crate) fn clear_has_key(&mut self) {
+        self.bits &= !FLAG_KEY;
+    }
+
     pub(crate) fn status(&self) -> Status {
         Status::from_u8(self.status).unwrap_or(Status::Ok)
     }
@@ -241,9 +261,15 @@ pub(crate) struct Table {
     index: HashTable<u32>,
     hasher: foldhash::fast::RandomState,
     free: u32,
-    /// Two lists per [`ListId`]: unproven identities at `2 * l`, proven ones at `2 * l + 1`
-    /// (see [`Agent::proven`]), so the capacity reserve finds an unproven victim in O(1).
-    lists: [List; 6],
+    /// Per threshold class `c`, list `l` (alive or stalled) of unproven identities at
+    /// `(2c + l) * 2`, proven ones at `(2c + l) * 2 + 1` (see [`Agent::proven`]), so the
+    /// capacity reserve finds an unproven victim without a walk; the two dead lists last.
+    lists: Vec<List>,
+    /// Threshold classes with lists.
+    classes: usize,
+    /// The threshold class of each slot and the class it moves to at its next beat
+    /// ([`NO_PENDING`] if none), parallel to `slab`.
+    class: Vec<[u8; 2]>,
     len: usize,
     unproven: usize,
     capacity: usize,
@@ -258,7 +284,9 @@ impl Table {
             index: HashTable::with_capacity(initial),
             hasher: foldhash::fast::RandomState::default(),
             free: NIL,
-            lists: [List::EMPTY; 6],
+            lists: vec![List::EMPTY; 6],
+            classes: 1,
+            class: Vec::with_capacity(initial),
             len: 0,
             unproven: 0,
             capacity,
@@ -307,8 +335,11 @@ impl Table {
             let s = u32::try_from(self.slab.len()).unwrap_or(NIL);
             debug_assert!(s != NIL, "capacity is clamped below u32::MAX");
             self.slab.push(agent);
+            self.class.push([0, NO_PENDING]);
             s
         };
+        // A new identity starts in the default class until the shell says otherwise.
+        self.class[slot as usize] = [0, NO_PENDING];
         let h = self.hash(self.slab[slot as usize].tag());
         let Table {
             index,
@@ -348,9 +379,135 @@ impl Table {
         }
     }
 
+    /// The index into `lists` of list `l` of threshold class `class`, proven or not.
+    fn index_of(&self, l: ListId, class: usize, proven: bool) -> usize {
+        let p = usize::from(proven);
+        match l {
+            ListId::Dead => self.classes * 4 + p,
+            ListId::Alive | ListId::Stalled => (class * 2 + l as usize) * 2 + p,
+        }
+    }
+
     /// The index into `lists` of list `l` for `slot`'s identity.
     fn list_index(&self, l: ListId, slot: u32) -> usize {
-        l as usize * 2 + usize::from(self.slab[slot as usize].proven())
+        self.index_of(
+            l,
+            usize::from(self.class[slot as usize][0]),
+            self.slab[slot as usize].proven(),
+        )
+    }
+
+    /// The threshold class of `slot`.
+    pub(crate) fn class(&self, slot: u32) -> u8 {
+        self.class[slot as usize][0]
+    }
+
+    /// Makes `slot` move to `class` when it next beats (see [`Table::push_back`]).
+    pub(crate) fn set_pending_class(&mut self, slot: u32, class: u8) {
+        self.class[slot as usize][1] = class;
+    }
+
+    /// Threshold classes with lists.
+    pub(crate) fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// Sets `slot`'s class; the slot must not be on a list (unlink it first).
+    pub(crate) fn set_class(&mut self, slot: u32, class: u8) {
+        debug_assert!(usize::from(class) < self.classes);
+        self.class[slot as usize] = [class, NO_PENDING];
+    }
+
+    /// Where `slot` would go in list `l` of threshold class `class` to keep it sorted by
+    /// `key`: the entry to insert after (`NIL`: at the head), found walking from the tail;
+    /// `None` past [`MAX_INSERT_STEPS`] entries (the caller then waits for the slot's next
+    /// beat, which appends it at a tail in O(1)).
+    pub(crate) fn sorted_position(
+        &self,
+        l: ListId,
+        class: u8,
+        slot: u32,
+        key: impl Fn(&Table, u32) -> u64,
+    ) -> Option<u32> {
+        let li = self.index_of(l, usize::from(class), self.slab[slot as usize].proven());
+        let k = key(self, slot);
+        let mut after = self.lists[li].tail;
+        for _ in 0..=MAX_INSERT_STEPS {
+            if after == NIL || key(self, after) <= k {
+                return Some(after);
+            }
+            after = self.slab[after as usize].prev;
+        }
+        None
+    }
+
+    /// Links `slot` (unlinked, its phase and class naming list `l`) right after `after`
+    /// (`NIL`: at the head), as found by [`Table::sorted_position`].
+    pub(crate) fn link_after(&mut self, l: ListId, slot: u32, after: u32) {
+        let li = self.list_index(l, slot);
+        let next = if after == NIL {
+            self.lists[li].head
+        } else {
+            self.slab[after as usize].next
+        };
+        {
+            let a = &mut self.slab[slot as usize];
+            a.prev = after;
+            a.next = next;
+        }
+        if after == NIL {
+            self.lists[li].head = slot;
+        } else {
+            self.slab[after as usize].next = slot;
+        }
+        if next == NIL {
+            self.lists[li].tail = slot;
+        } else {
+            self.slab[next as usize].prev = slot;
+        }
+    }
+
+    /// Re-threads every list for `classes` threshold classes, each slot's class from
+    /// `class_of` (clamped to the default class when out of range), each list sorted by `key`.
+    /// O(n log n): for setup and reload, never per beat.
+    pub(crate) fn rebuild(
+        &mut self,
+        classes: usize,
+        mut class_of: impl FnMut(&Agent) -> u8,
+        key: impl Fn(&Table, u32) -> u64,
+    ) {
+        self.classes = classes.clamp(1, MAX_THRESHOLD_CLASSES);
+        self.lists = vec![List::EMPTY; self.classes * 4 + 2];
+        let mut live: Vec<(usize, u64, u32)> = Vec::with_capacity(self.len);
+        for s in 0..self.slab.len() {
+            let phase = self.slab[s].phase();
+            if phase == Phase::Free {
+                continue;
+            }
+            let c = class_of(&self.slab[s]);
+            self.class[s] = [
+                if usize::from(c) < self.classes { c } else { 0 },
+                NO_PENDING,
+            ];
+            let slot = u32::try_from(s).unwrap_or(NIL);
+            let Some(li) = self.list_of(slot) else {
+                continue;
+            };
+            live.push((li, key(self, slot), slot));
+        }
+        live.sort_unstable();
+        for (li, _, slot) in live {
+            let tail = self.lists[li].tail;
+            let a = &mut self.slab[slot as usize];
+            a.prev = tail;
+            a.next = NIL;
+            if tail == NIL {
+                self.lists[li].head = slot;
+            } else {
+                self.slab[tail as usize].next = slot;
+            }
+            self.lists[li].tail = slot;
+        }
     }
 
     fn list_of(&self, slot: u32) -> Option<usize> {
@@ -387,8 +544,16 @@ impl Table {
         a.next = NIL;
     }
 
-    /// Appends `slot` at the tail of list `l` (its phase must already name `l`).
+    /// Appends `slot` at the tail of list `l` (its phase must already name `l`). On the alive
+    /// list (a beat: the slot's deadline is the latest of any list), a class change that
+    /// waited for this beat takes effect.
     pub(crate) fn push_back(&mut self, l: ListId, slot: u32) {
+        if l == ListId::Alive {
+            let c = &mut self.class[slot as usize];
+            if c[1] != NO_PENDING {
+                *c = [c[1], NO_PENDING];
+            }
+        }
         let l = self.list_index(l, slot);
         let tail = self.lists[l].tail;
         {
@@ -404,10 +569,14 @@ impl Table {
         self.lists[l].tail = slot;
     }
 
-    /// The entry with the earliest deadline on list `l` among proven or unproven identities.
+    /// The entry with the oldest last beat among the heads of list `l` (of every threshold
+    /// class) of proven or unproven identities: O(classes), for the capacity reserve.
     pub(crate) fn head(&self, l: ListId, proven: bool) -> Option<u32> {
-        let h = self.lists[l as usize * 2 + usize::from(proven)].head;
-        (h != NIL).then_some(h)
+        let classes = if l == ListId::Dead { 1 } else { self.classes };
+        (0..classes)
+            .map(|c| self.lists[self.index_of(l, c, proven)].head)
+            .filter(|&h| h != NIL)
+            .min_by_key(|&h| self.slab[h as usize].last_beat)
     }
 
     /// The head of every list (the earliest deadline is among them).
@@ -422,14 +591,16 @@ impl Table {
 
     /// Bytes of heap the table holds (slab capacity + index), for the scale bench.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.slab.capacity() * core::mem::size_of::<Agent>() + self.index.allocation_size()
+        self.slab.capacity() * core::mem::size_of::<Agent>()
+            + self.class.capacity() * 2
+            + self.index.allocation_size()
     }
 
     /// Walks list `l` of proven or unproven identities from head to tail (invariant checks;
     /// allocates, not for the hot path).
-    pub(crate) fn walk(&self, l: ListId, proven: bool) -> Vec<u32> {
+    pub(crate) fn walk(&self, l: ListId, class: usize, proven: bool) -> Vec<u32> {
         let mut v = Vec::new();
-        let mut s = self.lists[l as usize * 2 + usize::from(proven)].head;
+        let mut s = self.lists[self.index_of(l, class, proven)].head;
         while s != NIL {
             v.push(s);
             s = self.slab[s as usize].next;

@@ -10,6 +10,7 @@ use super::*;
 
 mod persist;
 mod security;
+mod thresholds;
 
 const MS: Nanos = 1_000_000;
 const THR: Nanos = 200 * MS;
