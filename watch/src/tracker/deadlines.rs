@@ -81,7 +81,7 @@ impl Tracker {
     /// Puts `agent` in threshold class `class` (an index into [`Tracker::thresholds`]), once per
     /// agent session when the shell has resolved its class. Its pending deadline moves to the
     /// new threshold at once when its place in the new class's list is among the last
-    /// [`MAX_INSERT_STEPS`](super::table::MAX_INSERT_STEPS) (the usual case: the class is
+    /// `MAX_INSERT_STEPS` (64) (the usual case: the class is
     /// resolved right after a beat); otherwise the move waits for its next beat, which
     /// appends it to the new list in O(1), and until then the old threshold holds. Either
     /// way the cost is bounded, never a walk of the table. Returns `false` (and changes
