@@ -1,6 +1,7 @@
-//! The control socket end to end: real agent processes beating over a real Unix socket into the
-//! tracker, the policy directory identifying them from `/proc`, and the real `varta-watch`
-//! binary's `status` and `silence` subcommands talking to the control socket.
+//! The control socket end to end against the REAL daemon: real agent processes (`varta agent`)
+//! beating over a real Unix socket into `varta-watch run`, which identifies them from `/proc`,
+//! and the real `varta-watch` binary's `status` and `silence` subcommands talking to its
+//! control socket. Needs `cargo build -p varta-tools` first.
 
 mod policy_support;
 
@@ -10,16 +11,9 @@ use std::os::unix::net::UnixStream;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use policy_support::{agent_child_body, Agent, Observer};
+use policy_support::Daemon;
 use varta_watch::control::snapshot::{RowState, StatusSnapshot};
 use varta_watch::control::Response;
-
-/// Not a test: the agent process the other tests start (see `policy_support::Agent`).
-#[test]
-#[ignore = "helper: run as a child process by the other tests, with VARTA_TEST_AGENT_SOCKET set"]
-fn agent_child() {
-    agent_child_body();
-}
 
 fn watch(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_varta-watch"))
@@ -40,22 +34,22 @@ fn text(o: &Output) -> String {
 const CLASSES: &str = r#"
 [[class]]
 name = "test-agents"
-match = { comm = "control_socket*" }
+match = { comm = "ctlpoke*" }
 threshold-ms = 300
 "#;
 
 #[test]
 fn status_and_silences_through_the_real_cli() {
-    let obs = Observer::start(300, CLASSES);
-    let sock = obs.socket.to_str().unwrap().to_string();
+    let obs = Daemon::start("ctl-cli", 300, CLASSES, &[]);
+    let sock = obs.socket().to_str().unwrap().to_string();
 
     // Owner-only from the start.
     let meta = std::fs::metadata(obs.control()).unwrap();
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 
-    let healthy = Agent::spawn(&obs.socket);
-    let frozen = Agent::spawn(&obs.socket);
+    let healthy = obs.agent("ctlpoke-a");
+    let frozen = obs.agent("ctlpoke-b");
     let (hp, fp) = (healthy.pid(), frozen.pid());
     // Both beating and identified (the class comes from /proc's comm, resolved off the beat
     // path once the identity worker answered).
@@ -186,13 +180,13 @@ fn status_and_silences_through_the_real_cli() {
 
 #[test]
 fn status_watch_keeps_redrawing() {
-    let obs = Observer::start(300, "");
-    let agent = Agent::spawn(&obs.socket);
+    let obs = Daemon::start("ctl-watch", 300, "", &[]);
+    let agent = obs.agent("watchpoke");
     let pid = agent.pid();
     obs.wait_for("the agent", |s| s.agents.iter().any(|a| a.pid == pid));
     let mut child = Command::new(env!("CARGO_BIN_EXE_varta-watch"))
         .args(["status", "--watch", "--interval-ms", "100", "--socket"])
-        .arg(&obs.socket)
+        .arg(obs.socket())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -229,9 +223,10 @@ fn status_watch_keeps_redrawing() {
 
 #[test]
 fn a_missing_observer_is_one_clear_line() {
-    let dir = policy_support::TempDir::new("nobody");
-    let sock = dir.0.join("varta.sock");
+    let dir = policy_support::observer::tmpdir("ctl-nobody");
+    let sock = dir.join("varta.sock");
     let out = watch(&["status", "--socket", sock.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("cannot reach the observer at"), "{err}");
@@ -250,7 +245,7 @@ fn roundtrip(stream: &mut UnixStream, line: &[u8]) -> Response {
 
 #[test]
 fn hostile_clients_get_errors_not_a_stuck_server() {
-    let obs = Observer::start(300, "");
+    let obs = Daemon::start("ctl-hostile", 300, "", &[]);
     let ctl = obs.control();
 
     // An idle connection holds nothing up.
@@ -289,7 +284,7 @@ fn hostile_clients_get_errors_not_a_stuck_server() {
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(env!("CARGO_BIN_EXE_varta-watch"))
-        .args(["status", "--socket", obs.socket.to_str().unwrap()])
+        .args(["status", "--socket", obs.socket().to_str().unwrap()])
         .output()
         .unwrap();
     assert!(!out.status.success(), "{}", text(&out));

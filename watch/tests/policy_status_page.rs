@@ -1,112 +1,38 @@
-//! The status page in a real browser: real agents beat into the tracker, one is frozen, a small
-//! HTTP server serves the page and `/api/agents` from the same builders the observer's HTTP
-//! side calls, and headless Chromium (Debian's `chromium`) loads it. The DOM must show the
-//! frozen agent first, as stalled; a screenshot is saved to `target/status-page.png`.
+//! The status page in a real browser against the REAL daemon: real agents (`varta agent`) beat
+//! into `varta-watch run`, one is frozen, and headless Chromium (Debian's `chromium`) loads the
+//! page the daemon serves on its `--prom-addr`. The DOM must show the frozen agent first, as
+//! stalled; a screenshot is saved to `target/status-page.png`. With `--prom-token-file`, the
+//! page itself loads without the token and asks for it, and every data path wants it.
 //!
-//! Needs `chromium` on `PATH` (`apt-get install -y chromium`; `scripts/test.sh` installs it).
+//! Needs `cargo build -p varta-tools` first, and `chromium` on `PATH` (`apt-get install -y
+//! chromium`; `scripts/test.sh` installs it).
 
 mod policy_support;
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use policy_support::{agent_child_body, Agent, Observer, TempDir};
+use policy_support::observer::{metric_in, tmpdir, write_file};
+use policy_support::Daemon;
 use varta_watch::control::client::Client;
-use varta_watch::control::snapshot::{RowState, SnapshotHub};
+use varta_watch::control::snapshot::RowState;
 use varta_watch::control::Request;
-use varta_watch::http_assets::{
-    agents_json, JSON_CONTENT_TYPE, STATUS_HTML, STATUS_HTML_CONTENT_TYPE,
-};
 
-/// Not a test: the agent process the other tests start (see `policy_support::Agent`).
-#[test]
-#[ignore = "helper: run as a child process by the other tests, with VARTA_TEST_AGENT_SOCKET set"]
-fn agent_child() {
-    agent_child_body();
-}
+/// A bearer token (64 hex digits, as `--prom-token-file` wants it).
+const TOKEN: &str = "5e0c5e0c5e0c5e0c5e0c5e0c5e0c5e0c5e0c5e0c5e0c5e0c5e0c5e0c5e0c5e0c";
 
-/// A small HTTP server on loopback: `/` is the page, `/api/agents` the hub's fresh snapshot;
-/// with a token, `/api/*` wants `Authorization: Bearer TOKEN` (401 otherwise). The page itself
-/// holds no data and must load without the token, or it could not ask for one.
-struct PageServer {
-    addr: String,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl PageServer {
-    fn start(hub: Arc<SnapshotHub>, token: Option<&'static str>) -> PageServer {
-        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
-        let addr = server.server_addr().to_ip().unwrap().to_string();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            while !stop2.load(Ordering::Acquire) {
-                let Ok(Some(req)) = server.recv_timeout(Duration::from_millis(100)) else {
-                    continue;
-                };
-                let header = |name: &str, value: &str| {
-                    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).unwrap()
-                };
-                if let (Some(t), true) = (token, req.url().starts_with("/api/")) {
-                    let want = format!("Bearer {t}");
-                    let ok = req
-                        .headers()
-                        .iter()
-                        .any(|h| h.field.equiv("Authorization") && h.value.as_str() == want);
-                    if !ok {
-                        let _ =
-                            req.respond(tiny_http::Response::from_string("").with_status_code(401));
-                        continue;
-                    }
-                }
-                let (body, ctype) = match req.url() {
-                    "/" => (STATUS_HTML.to_string(), STATUS_HTML_CONTENT_TYPE),
-                    "/api/agents" => (
-                        agents_json(&hub.fresh(Duration::from_millis(500))),
-                        JSON_CONTENT_TYPE,
-                    ),
-                    _ => {
-                        let _ =
-                            req.respond(tiny_http::Response::from_string("").with_status_code(404));
-                        continue;
-                    }
-                };
-                let _ = req.respond(
-                    tiny_http::Response::from_string(body)
-                        .with_header(header("Content-Type", ctype)),
-                );
-            }
-        });
-        PageServer {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/", self.addr)
-    }
-}
-
-impl Drop for PageServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+/// Numbers the browser profiles, so that parallel tests never share one.
+static PROFILES: AtomicU32 = AtomicU32::new(0);
 
 /// Runs headless Chromium with `extra` arguments on `url` (bound: 60 s); returns stdout.
 fn chromium(extra: &[&str], url: &str) -> String {
-    let profile = TempDir::new("chromium");
+    let profile = tmpdir(&format!(
+        "chromium-{}",
+        PROFILES.fetch_add(1, Ordering::Relaxed)
+    ));
     let mut child = Command::new("chromium")
         .args([
             "--headless",
@@ -118,7 +44,7 @@ fn chromium(extra: &[&str], url: &str) -> String {
             "--no-first-run",
             "--virtual-time-budget=3000",
         ])
-        .arg(format!("--user-data-dir={}", profile.0.display()))
+        .arg(format!("--user-data-dir={}", profile.display()))
         .args(extra)
         .arg(url)
         .stdout(Stdio::piped())
@@ -145,6 +71,7 @@ fn chromium(extra: &[&str], url: &str) -> String {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let _ = std::fs::remove_dir_all(&profile);
     reader.join().unwrap()
 }
 
@@ -169,12 +96,17 @@ fn agent_rows(dom: &str) -> Vec<String> {
 
 #[test]
 fn the_page_shows_the_frozen_agent_first_as_stalled() {
-    let obs = Observer::start(
+    let obs = Daemon::start(
+        "page",
         300,
         "[[class]]\nname = \"browser-test\"\nmatch = { listener = \"unix\" }\n",
+        &[],
     );
-    let agents: Vec<Agent> = (0..3).map(|_| Agent::spawn(&obs.socket)).collect();
-    let pids: Vec<u32> = agents.iter().map(Agent::pid).collect();
+    let agents: Vec<_> = ["pagepoke-a", "pagepoke-b", "pagepoke-c"]
+        .iter()
+        .map(|n| obs.agent(n))
+        .collect();
+    let pids: Vec<u32> = agents.iter().map(|a| a.pid()).collect();
     obs.wait_for("three agents beating", |s| {
         pids.iter().all(|p| {
             s.agents
@@ -192,7 +124,7 @@ fn the_page_shows_the_frozen_agent_first_as_stalled() {
     });
 
     // A silence on one healthy agent, shown with its expiry.
-    let mut client = Client::connect(Some(&obs.socket)).unwrap();
+    let mut client = Client::connect(Some(obs.socket())).unwrap();
     client
         .request(&Request::SilenceAdd {
             matchers: vec![format!("pid={}", pids[0])],
@@ -201,8 +133,8 @@ fn the_page_shows_the_frozen_agent_first_as_stalled() {
         })
         .unwrap();
 
-    let page = PageServer::start(Arc::clone(&obs.hub), None);
-    let dom = chromium(&["--dump-dom"], &page.url());
+    let page = obs.url();
+    let dom = chromium(&["--dump-dom"], &page);
     let rows = agent_rows(&dom);
     assert_eq!(rows.len(), 3, "rows: {rows:?}\nDOM:\n{dom}");
     assert_eq!(
@@ -234,7 +166,7 @@ fn the_page_shows_the_frozen_agent_first_as_stalled() {
     assert!(silences.contains("<td>kernel upgrade</td>"), "{silences}");
 
     // Filters from the address: only the stalled agent, then only the healthy ones.
-    let dom = chromium(&["--dump-dom"], &format!("{}#state=stalled", page.url()));
+    let dom = chromium(&["--dump-dom"], &format!("{}#state=stalled", page));
     let rows = agent_rows(&dom);
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(
@@ -243,12 +175,12 @@ fn the_page_shows_the_frozen_agent_first_as_stalled() {
     );
     let dom = chromium(
         &["--dump-dom"],
-        &format!("{}#class=browser-test&state=ok", page.url()),
+        &format!("{}#class=browser-test&state=ok", page),
     );
     let rows = agent_rows(&dom);
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert!(rows.iter().all(|r| attr(r, "data-state") == Some("ok")));
-    let dom = chromium(&["--dump-dom"], &format!("{}#class=other", page.url()));
+    let dom = chromium(&["--dump-dom"], &format!("{}#class=other", page));
     assert!(agent_rows(&dom).is_empty());
     assert!(dom.contains("<div id=\"empty\">No agents.</div>"), "{dom}");
 
@@ -260,7 +192,7 @@ fn the_page_shows_the_frozen_agent_first_as_stalled() {
             "--window-size=1280,800",
             "--hide-scrollbars",
         ],
-        &page.url(),
+        &page,
     );
     let png = std::fs::read(&shot).expect("no screenshot written");
     assert!(
@@ -269,17 +201,93 @@ fn the_page_shows_the_frozen_agent_first_as_stalled() {
     );
 }
 
+/// The daemon with `--prom-token-file` and one agent beating into it.
+fn daemon_with_token(tag: &str) -> (Daemon, policy_support::Agent) {
+    let dir = tmpdir(&format!("{tag}-token"));
+    let token = write_file(&dir.join("token"), &format!("{TOKEN}\n"), 0o600);
+    let obs = Daemon::start(
+        tag,
+        300,
+        "",
+        &["--prom-token-file", token.to_str().unwrap()],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let agent = obs.agent("tokenpoke");
+    let pid = agent.pid();
+    obs.wait_for("the agent beating", |s| {
+        s.agents
+            .iter()
+            .any(|a| a.pid == pid && a.state == RowState::Ok)
+    });
+    (obs, agent)
+}
+
+#[test]
+fn with_a_token_the_page_loads_without_it_and_every_data_path_wants_it() {
+    let (obs, agent) = daemon_with_token("open-page");
+    let d = &obs.obs;
+
+    // The page itself: static HTML with the token form, no data.
+    let (code, page) = d.get("/", None);
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("<!doctype html>"), "{page}");
+    assert!(page.contains("<form id=\"auth\""), "{page}");
+    assert!(
+        !page.contains(&format!("\"pid\":{}", agent.pid())),
+        "{page}"
+    );
+
+    // Every data path: 401 without the token or with a wrong one, each counted.
+    let wrong = TOKEN.replace('5', "6");
+    let refused = [
+        ("/api/agents", None),
+        ("/api/events?since=0", None),
+        ("/metrics", None),
+        ("/api/agents", Some(wrong.as_str())),
+    ];
+    for (path, token) in refused {
+        let (code, body) = d.get(path, token);
+        assert_eq!(code, 401, "{path} with {token:?}: {body}");
+        assert!(body.contains("bearer token required"), "{body}");
+    }
+
+    // With it: 200 and the data.
+    let (code, agents) = d.get("/api/agents", Some(TOKEN));
+    assert_eq!(code, 200, "{agents}");
+    assert!(
+        agents.contains(&format!("\"pid\":{}", agent.pid())),
+        "{agents}"
+    );
+    let (code, events) = d.get("/api/events?since=0", Some(TOKEN));
+    assert_eq!(code, 200, "{events}");
+    let (code, metrics) = d.get("/metrics", Some(TOKEN));
+    assert_eq!(code, 200, "{metrics}");
+    assert_eq!(
+        metric_in(&metrics, "varta_prom_auth_failures_total"),
+        4.0,
+        "the four refusals counted, the open page not"
+    );
+}
+
 #[test]
 fn the_page_asks_for_the_token_when_the_api_answers_401() {
-    let obs = Observer::start(300, "");
-    let _agent = Agent::spawn(&obs.socket);
-    obs.wait_for("an agent", |s| !s.agents.is_empty());
-    let page = PageServer::start(Arc::clone(&obs.hub), Some("s3cret"));
-    let dom = chromium(&["--dump-dom"], &page.url());
+    let (obs, agent) = daemon_with_token("token-page");
+    let dom = chromium(&["--dump-dom"], &obs.url());
     assert!(
         dom.contains("<form id=\"auth\" autocomplete=\"off\" class=\"shown\">"),
         "{dom}"
     );
     assert!(dom.contains("token needed"), "{dom}");
     assert!(agent_rows(&dom).is_empty(), "{dom}");
+    assert!(
+        !dom.contains(&format!("data-pid=\"{}\"", agent.pid())),
+        "no data without the token: {dom}"
+    );
+    // The page's own request for the data was refused and counted.
+    let (code, metrics) = obs.obs.get("/metrics", Some(TOKEN));
+    assert_eq!(code, 200, "{metrics}");
+    assert!(
+        metric_in(&metrics, "varta_prom_auth_failures_total") >= 1.0,
+        "{metrics}"
+    );
 }

@@ -1,6 +1,7 @@
 //! The status page's routes on the observer's HTTP side, kept apart from `/metrics` so the
 //! metrics router merges them in one line (and its layers, a bearer token for instance, wrap
-//! them with the rest).
+//! them with the rest; the token guard lets `/`, the page without data, through so that it can
+//! ask for the token, and wants it on `/api/*`).
 
 use std::sync::{Arc, Mutex, PoisonError};
 

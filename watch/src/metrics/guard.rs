@@ -1,6 +1,7 @@
 //! The HTTP side's guard, one layer around every route ([`super::router`]): a bearer token
-//! (`--prom-token-file`) required on every path, and a per-source-IP token bucket on scrapes
-//! (`--prom-rate-limit-per-sec`, `--prom-rate-limit-burst`).
+//! (`--prom-token-file`) required on every path but the status page itself ([`OPEN_PATHS`]),
+//! and a per-source-IP token bucket on scrapes (`--prom-rate-limit-per-sec`,
+//! `--prom-rate-limit-burst`).
 //!
 //! The token is compared in constant time (as a [`Key`], whose equality is `subtle`'s). The
 //! bucket table is bounded ([`MAX_SOURCES`]): when it is full, sources whose bucket has
@@ -20,6 +21,17 @@ use vlp_core::Key;
 
 use super::HttpCounters;
 use crate::compat::RateLimit;
+
+/// The paths served without the token: the status page (`/`), static HTML holding no data, so
+/// that a browser can load the form that asks for the token. Every data path (`/metrics`,
+/// `/api/*`) and every unknown path still needs it.
+pub const OPEN_PATHS: [&str; 1] = ["/"];
+
+/// Whether a request for `path` must carry the bearer token (when one is configured).
+#[must_use]
+pub fn needs_token(path: &str) -> bool {
+    !OPEN_PATHS.contains(&path)
+}
 
 /// Source addresses whose buckets are remembered at most.
 pub const MAX_SOURCES: usize = 4096;
@@ -121,6 +133,9 @@ impl Guard {
         let Some(token) = &self.token else {
             return true;
         };
+        if !needs_token(req.uri().path()) {
+            return true;
+        }
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -174,6 +189,21 @@ pub async fn check(
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn only_the_page_itself_is_open() {
+        assert!(!needs_token("/"));
+        for path in [
+            "/metrics",
+            "/api/agents",
+            "/api/events",
+            "/other",
+            "//",
+            "/index.html",
+        ] {
+            assert!(needs_token(path), "{path}");
+        }
+    }
 
     #[test]
     fn a_bucket_refills_at_the_rate_and_the_table_stays_bounded() {

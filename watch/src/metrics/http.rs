@@ -44,7 +44,8 @@ pub struct AppState {
 /// The routes, declared in one place. A new page or API is one more `.route` here, reading
 /// the same published snapshot; an authentication or rate-limit layer wraps them all here.
 /// `status` holds the status page's routes ([`crate::http_assets::routes`]); the guard
-/// (bearer token, scrape rate limit) wraps them with the rest.
+/// (bearer token, scrape rate limit) wraps them with the rest, and lets the page itself (`/`,
+/// no data) through without the token ([`super::guard::OPEN_PATHS`]).
 pub fn router(state: AppState, status: Router) -> Router {
     let guard = (Arc::clone(&state.guard), Arc::clone(&state.counters));
     Router::new()
