@@ -73,8 +73,17 @@ fn beats_counted_stall_within_bounds_then_recovered() {
     assert!(emitted >= at && emitted - at < 150_000_000, "{line}");
     let series = format!("{{pid=\"{me}\",listener=\"unix\"}}");
     let stalls = format!("varta_stalls_total{series}");
-    let status = format!("varta_status{series}");
-    obs.wait_metric(&status, 3.0, METRIC_WAIT);
+    // varta_status carries the agent's name (from /proc) once the observer has read it.
+    let status_prefix = format!("varta_status{{pid=\"{me}\",listener=\"unix\"");
+    let status_of = |page: &str| -> Option<f64> {
+        page.lines()
+            .find(|l| l.starts_with(&status_prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    obs.wait_scrape("varta_status = 3", METRIC_WAIT, |p| {
+        status_of(p) == Some(3.0)
+    });
     assert_eq!(obs.metric(&stalls), 1.0);
     c.send(&frame(me, 6)).unwrap();
     let (_, rec) = obs.wait_for_timed(&["\"kind\":\"recovered\""], Duration::from_secs(2));
@@ -82,7 +91,7 @@ fn beats_counted_stall_within_bounds_then_recovered() {
     assert_eq!(silent, num(&rec, "at_ns").unwrap() - last_beat, "{rec}");
     assert!(num(&rec, "emitted_ns").unwrap() >= num(&rec, "at_ns").unwrap());
     obs.wait_metric(&format!("varta_beats_total{series}"), 6.0, METRIC_WAIT);
-    assert_eq!(obs.metric(&status), 0.0);
+    assert_eq!(status_of(&obs.scrape()), Some(0.0));
     assert_eq!(obs.metric("varta_frames_accepted_total"), 6.0);
     assert_eq!(obs.metric("varta_watch_pids_tracked"), 1.0);
     // One silence run, one stall event.

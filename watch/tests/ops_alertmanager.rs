@@ -235,6 +235,8 @@ fn daemon_direct_path_frozen_agent_firing_then_resolved() {
         resolved["alerts"][0]["annotations"]["resolved_by"],
         "recovered"
     );
+    // The healthy agent (an agent of its own name) never had an alert.
+    assert_ne!(healthy.alert_name(), name);
     assert!(hook.about(ALERT_STALLED, &healthy.alert_name()).is_empty());
     assert_eq!(obs.metric("varta_alerts_active"), Some(0.0));
 

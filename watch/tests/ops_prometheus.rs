@@ -40,10 +40,11 @@ fn frozen_agent_fires_varta_agent_stalled_then_resolves_through_prometheus() {
     assert_eq!(labels["severity"], "critical");
     assert_eq!(labels["job"], "varta-watch");
     assert_eq!(firing["groupLabels"]["agent"], name.as_str());
-    // The healthy agent is never reported.
+    // The healthy agent (an agent of its own name) is never reported.
     assert!(hook
         .about("VartaAgentStalled", &healthy.alert_name())
         .is_empty());
+    assert_ne!(healthy.alert_name(), name);
 
     agent.thaw();
     obs.wait_line(&["\"kind\":\"recovered\"", &pid], Duration::from_secs(10));

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::{AgentFacts, AlertBook, AlertingConfig, Delivery, DeliveryCounters, Now};
-use crate::tracker::{AgentView, Event, Nanos};
+use crate::tracker::{Event, Nanos};
 
 /// Direct delivery as the loop runs it.
 #[derive(Debug)]
@@ -46,10 +46,9 @@ impl AlertShell {
         })
     }
 
-    /// Takes one tracker event; `view` is the tracker's view of its agent, if still tracked.
-    pub fn handle_event(&mut self, mono: Nanos, event: &Event, view: Option<&AgentView>) {
-        let facts = view.map(AgentFacts::from_view).unwrap_or_default();
-        self.book.handle_event(now(mono), event, &facts);
+    /// Takes one tracker event with what is known of its agent (name, severity, class labels).
+    pub fn handle_event(&mut self, mono: Nanos, event: &Event, facts: &AgentFacts) {
+        self.book.handle_event(now(mono), event, facts);
     }
 
     /// Re-sends active alerts if their interval has passed.

@@ -30,8 +30,16 @@ impl Daemon {
             self.outputs.emit(&row, now);
             self.policy.record(row.json(now));
             // A silenced agent's stall or crash raises no alert.
-            if let Some(a) = self.alerts.as_mut().filter(|_| !self.policy.silences(&ev)) {
-                a.handle_event(now, &ev, self.tracker.agent(ev.agent()).as_ref());
+            if self.alerts.is_some() && !self.policy.silences(&ev) {
+                // The agent's name, severity and class labels come from its class.
+                let facts = self
+                    .tracker
+                    .agent(ev.agent())
+                    .map(|v| self.policy.directory.alert_facts(&v))
+                    .unwrap_or_default();
+                if let Some(a) = self.alerts.as_mut() {
+                    a.handle_event(now, &ev, &facts);
+                }
             }
             let trigger = match ev {
                 Event::Stalled { at, agent, .. } => Some((at, agent, Reason::Stall, "stall")),

@@ -165,16 +165,20 @@ impl Snapshot {
             let l = lab(&[("pid", &pid), ("listener", a.listener)]);
             beats.get_or_create(&l).inc_by(a.beats);
             stalls.get_or_create(&l).inc_by(a.stalls);
-            status.get_or_create(&l).set(i64::from(a.status));
-            if let Some((name, class)) = &a.who {
-                let mut l = l.clone();
-                if let Some(n) = name {
-                    l.push(("name".into(), n.clone()));
-                }
+            // The two series the per-agent alert rules read carry the agent's name once it is
+            // known, so the rules' `agent` label is the same as the direct path's.
+            let name = a.who.as_ref().and_then(|(n, _)| n.clone());
+            let mut named = l.clone();
+            if let Some(n) = &name {
+                named.push(("name".into(), n.clone()));
+            }
+            status.get_or_create(&named).set(i64::from(a.status));
+            crashed.get_or_create(&named).set(i64::from(a.crashed));
+            if let Some((_, class)) = &a.who {
+                let mut l = named.clone();
                 l.push(("class".into(), class.clone()));
                 info.get_or_create(&l).set(1);
             }
-            crashed.get_or_create(&l).set(i64::from(a.crashed));
         }
         reg.register(
             "varta_agent_info",

@@ -487,9 +487,18 @@ impl Observer {
         self.agent_with(interval_ms, &[])
     }
 
-    /// [`Observer::agent`] with further `varta agent` flags (e.g. `--crash-after N`).
+    /// [`Observer::agent`] with further `varta agent` flags (e.g. `--crash-after N`). Each
+    /// agent runs under a name of its own (a symlink `agent-N` to `varta`, so its `comm`
+    /// differs): the observer names Unix agents from /proc, and alerts group by that name.
     pub fn agent_with(&self, interval_ms: u32, extra: &[&str]) -> Agent {
-        let child = Command::new(&self.varta)
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = self.socket.parent().unwrap_or_else(|| Path::new("."));
+        let exe = dir.join(format!("agent-{n}"));
+        let _ = std::fs::remove_file(&exe);
+        std::os::unix::fs::symlink(&self.varta, &exe)
+            .unwrap_or_else(|e| panic!("symlink {}: {e}", exe.display()));
+        let child = Command::new(&exe)
             .arg("agent")
             .arg("--socket")
             .arg(&self.socket)
@@ -498,13 +507,34 @@ impl Observer {
             .stdin(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("{}: {e}", self.varta.display()));
-        let a = Agent {
+        let mut a = Agent {
             child,
             listener: "unix",
+            name: None,
         };
         let pid = format!("\"pid\":{}", a.pid());
         self.wait_line(&[&pid], Duration::from_secs(10));
+        a.name = Some(self.name_of(a.pid()));
         a
+    }
+
+    /// The name the observer learned for Unix agent `pid` (read once from /proc, off its
+    /// loop), as `/api/agents` shows it.
+    fn name_of(&self, pid: u32) -> String {
+        wait(
+            Duration::from_secs(10),
+            "the agent's name in /api/agents",
+            || {
+                let (status, body) = http_get(self.prom, "/api/agents")?;
+                let v: Value = serde_json::from_str(&body).ok().filter(|_| status == 200)?;
+                v["agents"]
+                    .as_array()?
+                    .iter()
+                    .find(|a| a["pid"] == pid && a["listener"] == "unix")?["name"]
+                    .as_str()
+                    .map(str::to_string)
+            },
+        )
     }
 
     /// Starts a real agent beating every `interval_ms` over UDP to `to`, sealed with the shared
@@ -520,9 +550,11 @@ impl Observer {
             .stdin(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("{}: {e}", self.varta.display()));
+        // UDP agents are named only by `[[name]]` sections; none here.
         Agent {
             child,
             listener: "udp0",
+            name: None,
         }
     }
 }
@@ -539,6 +571,8 @@ pub struct Agent {
     child: Child,
     /// The observer's listener it reaches.
     listener: &'static str,
+    /// The name the observer gave it (from /proc for a Unix agent), once known.
+    name: Option<String>,
 }
 
 impl Agent {
@@ -547,9 +581,11 @@ impl Agent {
         self.child.id()
     }
 
-    /// The `agent` label the observer's alerts give it.
+    /// The `agent` label the observer's alerts give it: its name, else `listener:pid`.
     pub fn alert_name(&self) -> String {
-        format!("{}:{}", self.listener, self.pid())
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", self.listener, self.pid()))
     }
 
     fn signal(&self, sig: rustix::process::Signal) {
