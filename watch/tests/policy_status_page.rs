@@ -291,3 +291,51 @@ fn the_page_asks_for_the_token_when_the_api_answers_401() {
         "{metrics}"
     );
 }
+
+#[test]
+fn silences_are_managed_over_http_behind_the_token() {
+    let (obs, agent) = daemon_with_token("http-silences");
+    let d = &obs.obs;
+    let add = format!(
+        "{{\"cmd\":\"silence_add\",\"matchers\":[\"pid={}\"],\"duration\":\"2h\",\"comment\":\"disk swap\"}}",
+        agent.pid()
+    );
+    // Without the token: refused and counted, nothing added.
+    let (code, body) = d.post("/api/control", &add, None);
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = d.post("/api/control", "{\"cmd\":\"silence_list\"}", Some(TOKEN));
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"silences\":[]"), "{body}");
+    // With it: added, listed, shown on the agent, expired.
+    let (code, body) = d.post("/api/control", &add, Some(TOKEN));
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"comment\":\"disk swap\""), "{body}");
+    let (_, list) = d.post("/api/control", "{\"cmd\":\"silence_list\"}", Some(TOKEN));
+    assert!(list.contains("disk swap"), "{list}");
+    let (_, agents) = d.get("/api/agents", Some(TOKEN));
+    assert!(agents.contains("\"silenced\":true"), "{agents}");
+    let id = list
+        .split("\"id\":")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .expect("silence id")
+        .to_string();
+    let (code, body) = d.post(
+        "/api/control",
+        &format!("{{\"cmd\":\"silence_expire\",\"id\":{id}}}"),
+        Some(TOKEN),
+    );
+    assert_eq!(code, 200, "{body}");
+    let (_, list) = d.post("/api/control", "{\"cmd\":\"silence_list\"}", Some(TOKEN));
+    assert!(list.contains("\"silences\":[]"), "{list}");
+    // A request that does not parse, and one the observer refuses, are 400 with the reason.
+    let (code, body) = d.post("/api/control", "{not json", Some(TOKEN));
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = d.post(
+        "/api/control",
+        "{\"cmd\":\"silence_add\",\"matchers\":[\"colour=blue\"],\"duration\":\"2h\"}",
+        Some(TOKEN),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("\"ok\":false"), "{body}");
+}

@@ -147,6 +147,7 @@ impl PolicyLoop {
         crate::http_assets::routes(StatusState {
             hub: Arc::clone(self.link.hub()),
             events: Arc::clone(&self.events),
+            commander: self.link.commander(),
         })
     }
 

@@ -155,6 +155,33 @@ pub fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> io::Result
     Ok((code, body))
 }
 
+/// `POST path` with a JSON `body` (and a bearer `token`); `(status code, whole response)`.
+pub fn http_post(
+    addr: SocketAddr,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(WAIT))?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let code = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((code, out))
+}
+
 /// How the observer's stdout is handled.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Stdout {
@@ -388,6 +415,11 @@ impl Observer {
     /// `GET path` on the metrics address with an optional bearer token: code and response.
     pub fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
         http_get(self.prom.expect("metrics address"), path, token).unwrap()
+    }
+
+    /// `POST path` with a JSON body on the observer's HTTP address.
+    pub fn post(&self, path: &str, body: &str, token: Option<&str>) -> (u16, String) {
+        http_post(self.prom.expect("metrics address"), path, body, token).unwrap()
     }
 
     /// The metrics page, or `None` if it could not be fetched with a 200.
