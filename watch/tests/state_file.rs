@@ -313,6 +313,29 @@ fn the_audit_anchor_in_the_state_file_catches_a_cut_audit_tail() {
     );
     let out = verify(&[s(&cut)]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // The observer itself checks the anchor when it starts on the cut file: an alarm and a
+    // counter, and it runs on (the audit trail goes on from the file's last record).
+    std::fs::write(&audit, lines.join("\n") + "\n").unwrap();
+    let obs = start(&[
+        "--socket",
+        s(&sock),
+        "--state-file",
+        s(&state),
+        "--recovery-exec",
+        "/bin/true",
+        "--recovery-audit-file",
+        s(&audit),
+    ]);
+    obs.wait_stderr(
+        &["ALARM: --recovery-audit-file", "records were cut"],
+        Duration::from_secs(10),
+    );
+    obs.wait_metric(
+        "varta_recovery_audit_anchor_mismatches_total",
+        1.0,
+        Duration::from_secs(10),
+    );
+    drop(obs);
     // A state file without an anchor, or none at all.
     let plain = dir.join("plain");
     let mut obs = start(&["--socket", s(&sock), "--state-file", s(&plain)]);

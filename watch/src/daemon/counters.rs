@@ -16,6 +16,8 @@ pub struct Counters {
     pub busy_turns: u64,
     /// `recvmmsg` errors other than would-block.
     pub recv_errors: u64,
+    /// Starts at which the audit file did not reach, or differed from, the state file's anchor.
+    pub audit_anchor_mismatches: u64,
     /// Datagrams longer than the receive buffer (cut by the kernel).
     pub truncated: u64,
     /// Unix datagrams whose control data (credentials) the kernel cut.

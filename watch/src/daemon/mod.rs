@@ -409,6 +409,14 @@ impl Daemon {
             eprintln!("varta-watch: {line}");
             daemon.outputs.info(&line);
         }
+        let anchored = daemon.state.as_ref().and_then(|s| s.restored_anchor);
+        let last = daemon.recovery.as_ref().and_then(Recovery::audit_last);
+        if let Some(why) = state::audit_anchor_mismatch(anchored, last) {
+            let line = format!("ALARM: --recovery-audit-file: {why} since the last snapshot");
+            eprintln!("varta-watch: {line}");
+            daemon.outputs.info(&line);
+            daemon.counters.audit_anchor_mismatches += 1;
+        }
         Ok(daemon)
     }
 

@@ -79,6 +79,7 @@ impl Daemon {
             recovery: rec.outcomes,
             recovery_refused: rec.refused,
             recovery_audit_dropped: rec.audit_dropped,
+            recovery_audit_anchor_mismatches: self.counters.audit_anchor_mismatches,
             recovery_audit_over_budget: rec.audit_over_budget,
             recovery_duration: rec.durations,
             busy_turns: c.busy_turns,

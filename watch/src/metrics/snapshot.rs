@@ -76,6 +76,8 @@ pub struct Snapshot {
     pub recovery_refused: Vec<(&'static str, u64)>,
     /// Recovery decisions that could not be written to the audit file.
     pub recovery_audit_dropped: u64,
+    /// Starts at which the audit file did not match the state file's anchor.
+    pub recovery_audit_anchor_mismatches: u64,
     /// Audit file operations that overran their time budget, by op (`fsync`, `rotation`).
     pub recovery_audit_over_budget: Vec<(&'static str, u64)>,
     /// Run time of finished recovery children, ns, summed, and their number.
@@ -262,6 +264,11 @@ impl Snapshot {
             "varta_recovery_audit_dropped",
             "Recovery decisions that could not be written to the audit file (unaudited)",
             counter(self.recovery_audit_dropped),
+        );
+        reg.register(
+            "varta_recovery_audit_anchor_mismatches",
+            "Starts at which the audit file ended before, or differed at, the record the state file anchored (cut or edited)",
+            counter(self.recovery_audit_anchor_mismatches),
         );
         reg.register(
             "varta_recovery_audit_over_budget",

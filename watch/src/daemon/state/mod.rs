@@ -578,5 +578,29 @@ pub fn run(a: &StateArgs) -> i32 {
     }
 }
 
+/// Compares the audit file's last record (`last`, read when the file was opened) with the
+/// anchor the state file recorded at its last snapshot: `Some(why)` when the file ends before
+/// the anchored record (records were cut) or its anchored last record differs (edited or
+/// replaced). A file that goes on past the anchor is fine: records written after the last
+/// snapshot (a SIGKILL, a crash) are not anchored yet.
+#[must_use]
+pub fn audit_anchor_mismatch(
+    anchor: Option<(u64, [u8; 32])>,
+    last: Option<(u64, [u8; 32])>,
+) -> Option<String> {
+    let ((aseq, ahash), (fseq, fhash)) = (anchor?, last?);
+    if fseq < aseq {
+        Some(format!(
+            "the audit file ends at record {fseq}, but the state file anchored record {aseq}: records were cut"
+        ))
+    } else if fseq == aseq && fhash != ahash {
+        Some(format!(
+            "the audit file's record {fseq} is not the one the state file anchored: it was edited or replaced"
+        ))
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests;

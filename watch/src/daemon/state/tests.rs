@@ -146,3 +146,20 @@ proptest::proptest! {
         proptest::prop_assert!(parse(&out[..out.len() - cut]).is_err());
     }
 }
+
+#[test]
+fn the_audit_anchor_catches_a_cut_or_edited_file_at_start() {
+    let (h1, h2) = ([1u8; 32], [2u8; 32]);
+    assert_eq!(audit_anchor_mismatch(None, Some((5, h1))), None);
+    assert_eq!(audit_anchor_mismatch(Some((5, h1)), None), None);
+    assert_eq!(audit_anchor_mismatch(Some((5, h1)), Some((5, h1))), None);
+    assert_eq!(
+        audit_anchor_mismatch(Some((5, h1)), Some((7, h2))),
+        None,
+        "records after the last snapshot are not anchored yet"
+    );
+    assert!(audit_anchor_mismatch(Some((5, h1)), Some((4, h1))).is_some_and(|w| w.contains("cut")));
+    assert!(
+        audit_anchor_mismatch(Some((5, h1)), Some((5, h2))).is_some_and(|w| w.contains("edited"))
+    );
+}
