@@ -3,8 +3,7 @@
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::Parser;
-use varta_watch::config::{first_line, Cli, Command, RunArgs};
+use varta_watch::config::{parse_or_exit, Cli, Command, RunArgs};
 
 fn fail(msg: &str) -> ExitCode {
     eprintln!("varta-watch: {msg}");
@@ -12,22 +11,9 @@ fn fail(msg: &str) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse_or_exit::<Cli>("varta-watch") {
         Ok(c) => c,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(
-                e.kind(),
-                ErrorKind::DisplayHelp
-                    | ErrorKind::DisplayVersion
-                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            ) {
-                let _ = e.print();
-                return ExitCode::SUCCESS;
-            }
-            // One line naming the problem; clap's usage block would bury it.
-            return fail(&format!("{} (see --help)", first_line(&e)));
-        }
+        Err(code) => return code,
     };
     let result = match cli.command {
         // The observer's own arguments: everything after the program name, or after `run`

@@ -410,6 +410,29 @@ impl RunArgs {
     }
 }
 
+/// Parses the command line of program `prog` as `T`; `--help` and `--version` are printed and
+/// end the program with status 0, a bad argument with one line naming it (clap's usage block
+/// would bury it) and status 2.
+///
+/// # Errors
+/// The exit code to end with, after its output was printed.
+pub fn parse_or_exit<T: clap::Parser>(prog: &str) -> Result<T, std::process::ExitCode> {
+    use clap::error::ErrorKind;
+    T::try_parse().map_err(|e| {
+        if matches!(
+            e.kind(),
+            ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        ) {
+            let _ = e.print();
+            return std::process::ExitCode::SUCCESS;
+        }
+        eprintln!("{prog}: {} (see --help)", first_line(&e));
+        std::process::ExitCode::from(2)
+    })
+}
+
 /// The first non-empty line of a clap error, without its `error: ` prefix.
 #[must_use]
 pub fn first_line(e: &clap::Error) -> String {
