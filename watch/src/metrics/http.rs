@@ -45,7 +45,7 @@ pub struct AppState {
 /// the same published snapshot; an authentication or rate-limit layer wraps them all here.
 /// `status` holds the status page's routes ([`crate::http_assets::routes`]); the guard
 /// (bearer token, scrape rate limit) wraps them with the rest, and lets the page itself (`/`,
-/// no data) through without the token ([`super::guard::OPEN_PATHS`]).
+/// no data) through without the token (the guard's `OPEN_PATHS`).
 pub fn router(state: AppState, status: Router) -> Router {
     let guard = (Arc::clone(&state.guard), Arc::clone(&state.counters));
     Router::new()
