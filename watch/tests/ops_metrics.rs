@@ -24,31 +24,38 @@ fn stalled_and_crashed_agents_are_exported_past_the_cap_healthy_ones_are_counted
     let stall_pid = format!("\"pid\":{}", frozen.pid());
     obs.wait_line(&["\"kind\":\"stall\"", &stall_pid], Duration::from_secs(10));
 
-    let series = |name: &str, pid: u32| format!("{name}{{pid=\"{pid}\",listener=\"unix\"}}");
+    // The per-agent status series carry the agent's name (each agent runs under its own).
+    let series = |metric: &str, a: &ops_support::Agent| {
+        format!(
+            "{metric}{{pid=\"{}\",listener=\"unix\",name=\"{}\"}}",
+            a.pid(),
+            a.alert_name()
+        )
+    };
     // Two healthy agents and a cap of one: one of them is left out, whichever.
     wait(
         Duration::from_secs(10),
         "a scrape after both events",
-        || (obs.metric(&series("varta_status", frozen.pid()))? == 3.0).then_some(()),
+        || (obs.metric(&series("varta_status", &frozen))? == 3.0).then_some(()),
     );
     assert_eq!(obs.metric("varta_agents_omitted"), Some(1.0));
     assert_eq!(
-        obs.metric(&series("varta_agent_crashed", crashing.pid())),
+        obs.metric(&series("varta_agent_crashed", &crashing)),
         Some(1.0)
     );
     assert_eq!(
-        obs.metric(&series("varta_agent_crashed", frozen.pid())),
+        obs.metric(&series("varta_agent_crashed", &frozen)),
         Some(0.0)
     );
-    let shown: Vec<u32> = healthy
+    let shown: Vec<&ops_support::Agent> = healthy
         .iter()
-        .map(ops_support::Agent::pid)
-        .filter(|p| obs.metric(&series("varta_status", *p)).is_some())
+        .filter(|a| obs.metric(&series("varta_status", a)).is_some())
         .collect();
     assert_eq!(
         shown.len(),
         1,
-        "one healthy agent within the cap: {shown:?}"
+        "one healthy agent within the cap: {:?}",
+        shown.iter().map(|a| a.pid()).collect::<Vec<_>>()
     );
     assert_eq!(
         obs.metric(&series("varta_agent_crashed", shown[0])),
