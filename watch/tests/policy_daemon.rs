@@ -3,8 +3,12 @@
 //! own `comm`, which classes match on). Needs `cargo build -p varta-tools` first; the page test
 //! needs `chromium` on `PATH`.
 
+#[path = "common/page.rs"]
+mod page;
 #[path = "common/varta_tool.rs"]
 mod varta_tool;
+
+use page::{agent_rows, attr, chromium, screenshot};
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
@@ -416,63 +420,6 @@ fn sighup_reloads_class_thresholds_keeps_agents_and_refuses_a_bad_file() {
     d.wait_agent(other.pid(), "still ok", |a| a["state"] == "ok");
 }
 
-/// `<tr ...>` start tags of `<tbody id="agents">` in the dumped DOM.
-fn agent_rows(dom: &str) -> Vec<String> {
-    let Some(start) = dom.find("<tbody id=\"agents\">") else {
-        return Vec::new();
-    };
-    let body = &dom[start..];
-    let body = &body[..body.find("</tbody>").unwrap_or(body.len())];
-    body.match_indices("<tr ")
-        .map(|(i, _)| body[i..i + body[i..].find('>').unwrap()].to_string())
-        .collect()
-}
-
-fn attr<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
-    let start = tag.find(&format!(" {name}=\""))? + name.len() + 3;
-    let len = tag[start..].find('"')?;
-    Some(&tag[start..start + len])
-}
-
-/// Headless Chromium on `url` with `extra` flags (bound 60 s); its stdout.
-fn chromium(extra: &[&str], url: &str) -> String {
-    let profile = Dir::new("chromium-profile");
-    let mut child = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--virtual-time-budget=3000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.0.display()))
-        .args(extra)
-        .arg(url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromium not found: apt-get install -y chromium");
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let end = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("chromium did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    reader.join().unwrap()
-}
-
 #[test]
 fn the_real_daemons_page_shows_a_frozen_agent_as_stalled_in_chromium() {
     let dir = Dir::new("page");
@@ -534,20 +481,7 @@ fn the_real_daemons_page_shows_a_frozen_agent_as_stalled_in_chromium() {
     }
 
     let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/status-page-daemon.png");
-    let _ = std::fs::remove_file(&shot);
-    chromium(
-        &[
-            &format!("--screenshot={}", shot.display()),
-            "--window-size=1280,800",
-            "--hide-scrollbars",
-        ],
-        &url,
-    );
-    let png = std::fs::read(&shot).expect("no screenshot written");
-    assert!(
-        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 1000,
-        "not a PNG"
-    );
+    screenshot(&url, &shot);
 }
 
 #[test]

@@ -7,14 +7,13 @@
 //! Needs `cargo build -p varta-tools` first, and `chromium` on `PATH` (`apt-get install -y
 //! chromium`; `scripts/test.sh` installs it).
 
+#[path = "common/page.rs"]
+mod page;
 mod policy_support;
 
-use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
 
+use page::{agent_rows, attr, chromium, screenshot};
 use policy_support::observer::{metric_in, tmpdir, write_file};
 use policy_support::Daemon;
 use varta_watch::control::client::Client;
@@ -25,75 +24,6 @@ use varta_watch::control::Request;
 const TOKEN: &str = "5e0c5e0c5e0c5e0c5e0c5e0c5e0c5e0c5e0c5e0c5e0c5e0c5e0c5e0c5e0c5e0c";
 
 /// Numbers the browser profiles, so that parallel tests never share one.
-static PROFILES: AtomicU32 = AtomicU32::new(0);
-
-/// Runs headless Chromium with `extra` arguments on `url` (bound: 60 s); returns stdout.
-fn chromium(extra: &[&str], url: &str) -> String {
-    let profile = tmpdir(&format!(
-        "chromium-{}",
-        PROFILES.fetch_add(1, Ordering::Relaxed)
-    ));
-    let mut child = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--virtual-time-budget=3000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(extra)
-        .arg(url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect(
-            "chromium not found: install Debian's chromium package (apt-get install -y chromium)",
-        );
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("chromium did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = std::fs::remove_dir_all(&profile);
-    reader.join().unwrap()
-}
-
-/// The value of attribute `name` in the tag text `tag`.
-fn attr<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
-    let start = tag.find(&format!(" {name}=\""))? + name.len() + 3;
-    let len = tag[start..].find('"')?;
-    Some(&tag[start..start + len])
-}
-
-/// The `<tr ...>` start tags of `<tbody id="agents">`, in document order.
-fn agent_rows(dom: &str) -> Vec<String> {
-    let Some(start) = dom.find("<tbody id=\"agents\">") else {
-        return Vec::new();
-    };
-    let body = &dom[start..];
-    let body = &body[..body.find("</tbody>").unwrap_or(body.len())];
-    body.match_indices("<tr ")
-        .map(|(i, _)| body[i..i + body[i..].find('>').unwrap()].to_string())
-        .collect()
-}
-
 #[test]
 fn the_page_shows_the_frozen_agent_first_as_stalled() {
     let obs = Daemon::start(
@@ -185,20 +115,7 @@ fn the_page_shows_the_frozen_agent_first_as_stalled() {
     assert!(dom.contains("<div id=\"empty\">No agents.</div>"), "{dom}");
 
     let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/status-page.png");
-    let _ = std::fs::remove_file(&shot);
-    chromium(
-        &[
-            &format!("--screenshot={}", shot.display()),
-            "--window-size=1280,800",
-            "--hide-scrollbars",
-        ],
-        &page,
-    );
-    let png = std::fs::read(&shot).expect("no screenshot written");
-    assert!(
-        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 1000,
-        "not a PNG"
-    );
+    screenshot(&page, &shot);
 }
 
 /// The daemon with `--prom-token-file` and one agent beating into it.

@@ -131,35 +131,15 @@ pub fn num(line: &str, key: &str) -> Option<u64> {
     rest[..end].parse().ok()
 }
 
-/// One HTTP/1.1 GET with an optional bearer token: status code and whole response.
+/// One HTTP/1.1 request (`body`: a JSON body to POST; none: a GET) with an optional bearer
+/// token: status code and whole response.
 ///
 /// # Errors
 /// When the connection or the read fails.
-pub fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(WAIT))?;
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: t\r\n{auth}Connection: close\r\n\r\n"
-    )?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
-    let code = body
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok((code, body))
-}
-
-/// `POST path` with a JSON `body` (and a bearer `token`); `(status code, whole response)`.
-pub fn http_post(
+fn http(
     addr: SocketAddr,
     path: &str,
-    body: &str,
+    body: Option<&str>,
     token: Option<&str>,
 ) -> io::Result<(u16, String)> {
     let mut s = TcpStream::connect(addr)?;
@@ -167,10 +147,20 @@ pub fn http_post(
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    let (method, content) = match body {
+        Some(b) => (
+            "POST",
+            format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                b.len()
+            ),
+        ),
+        None => ("GET", String::new()),
+    };
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+        "{method} {path} HTTP/1.1\r\nHost: t\r\n{auth}{content}Connection: close\r\n\r\n{}",
+        body.unwrap_or("")
     )?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
@@ -180,6 +170,27 @@ pub fn http_post(
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     Ok((code, out))
+}
+
+/// `GET path` with an optional bearer token: status code and whole response.
+///
+/// # Errors
+/// When the connection or the read fails.
+pub fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> io::Result<(u16, String)> {
+    http(addr, path, None, token)
+}
+
+/// `POST path` with a JSON `body` and an optional bearer token: status code and whole response.
+///
+/// # Errors
+/// When the connection or the read fails.
+pub fn http_post(
+    addr: SocketAddr,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> io::Result<(u16, String)> {
+    http(addr, path, Some(body), token)
 }
 
 /// How the observer's stdout is handled.
