@@ -11,9 +11,13 @@
 //! our namespace cannot see, attested as pid 0) is accepted, or refused under
 //! `--strict-namespace-check`.
 //!
-//! Checking costs a `stat`; verdicts are remembered per pid for [`RECHECK`] in a table of at
-//! most [`MAX_REMEMBERED`] pids (cleared when full), so a beating agent costs one `stat` a
-//! second, not one per beat. The same verdict decides recovery: an agent of another
+//! Checking costs a `stat` (a path walk through `/proc`, several microseconds); verdicts are
+//! remembered per pid for [`RECHECK`] in a table of at most [`MAX_REMEMBERED`] pids (cleared
+//! when full), so a beating agent costs one `stat` every ten seconds, not one per beat. A
+//! process never changes its own PID namespace, so a verdict can only go stale when the pid
+//! is reused by another process; until the recheck, such a process's frames still carry its
+//! own namespace's pid, which the attested pid refutes (`pid_mismatch`) unless the
+//! namespaces agree. The same verdict decides recovery: an agent of another
 //! namespace is never recovered (`varta_recovery_refused_total{reason="cross_namespace_agent"}`),
 //! its pid there naming another process.
 
@@ -31,7 +35,7 @@ pub struct NamespaceGate {
 }
 
 /// How long a verdict is remembered.
-pub const RECHECK: Nanos = 1_000_000_000;
+pub const RECHECK: Nanos = 10_000_000_000;
 /// Pids remembered at most.
 pub const MAX_REMEMBERED: usize = 65_536;
 

@@ -64,7 +64,15 @@ impl Tracker {
         mut each: impl FnMut(usize, Result<Accepted, Rejection>),
     ) {
         for (c, chunk) in batch.chunks(OPEN_BATCH).enumerate() {
-            let mut pre = self.open_ahead(chunk);
+            // Nothing to open ahead in a batch of the Unix socket.
+            let udp = chunk
+                .iter()
+                .any(|(_, o, _)| matches!(o, Origin::Udp { .. } | Origin::UdpFrom { .. }));
+            let mut pre = if udp {
+                self.open_ahead(chunk)
+            } else {
+                std::array::from_fn(|_| None)
+            };
             for (i, (at, origin, bytes)) in chunk.iter().enumerate() {
                 let r = self.handle_one(*at, origin, bytes, pre[i].take());
                 each(c * OPEN_BATCH + i, r);
