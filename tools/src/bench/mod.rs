@@ -5,14 +5,15 @@
 //! * **ingest**, bare `recvmmsg` receiver vs observer, over the Unix socket, plain UDP,
 //!   shared-key and master-key secure UDP: generator-bound (the generator races both for a
 //!   fixed time: frames/s and CPU ns per datagram) and receiver-bound (a queue filled, then
-//!   drained: datagrams per CPU-second), see [`ingest`];
+//!   drained: datagrams per CPU-second), the UDP rounds with the observer at each
+//!   `--workers` count (one column each), see [`ingest`];
 //! * the AEAD open cost and the tracker's whole cost per secure datagram, in process
 //!   ([`core`]);
 //! * **stall lateness** (min / median / p99) with N live agents ([`stall`]);
 //! * **1,000 agent processes** at 10 Hz over the Unix socket: the observer's CPU share and
 //!   wake-ups per second ([`fleet::unix_agents`]);
 //! * **100,000 distinct master-key agents** through a real UDP socket (queued, then drained):
-//!   beats/s, CPU per beat, memory ([`fleet::master_agents`]).
+//!   beats/s, CPU per beat, memory, one row per `--workers` count ([`fleet::master_agents`]).
 //!
 //! Not part of `all` (it needs Debian's `prometheus` and `prometheus-alertmanager`): `varta
 //! bench alert`, freeze → notification latency of direct Alertmanager delivery vs the
@@ -23,6 +24,14 @@
 //! `--observer-cpu`; `--rt` puts receivers under SCHED_FIFO 50 and the generator under 40.
 //! `--observer-exe PATH` measures another build's `varta-watch` instead of the observer linked
 //! into this binary (before/after comparisons in one session).
+//!
+//! Receive workers: with `--workers N` > 1 the observer reads its UDP port through N
+//! `SO_REUSEPORT` sockets, one receive thread each; the kernel picks a socket by a hash of the
+//! 4-tuple, so the generator sends from `--sources` sockets (every receiver of one row gets the
+//! same generator settings). The observer's CPU figures count every ingest thread (main loop
+//! and receive threads), and after each multi-worker round the datagrams each receive thread
+//! read are printed, so the spread can be seen. The 1-worker observer is started without the
+//! flag (the daemon's default).
 
 pub mod alert;
 pub mod core;
@@ -165,6 +174,16 @@ pub struct BenchArgs {
     /// A `varta-watch` binary to measure instead of the observer linked into this one.
     #[arg(long, value_name = "PATH")]
     pub observer_exe: Option<PathBuf>,
+    /// The observer's receive-worker counts in the UDP ingest rounds and the master-key fleet,
+    /// side by side (comma-separated).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "1,2",
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub workers: Vec<u32>,
+    /// UDP source sockets the generator sends from (spread over the observer's receive
+    /// sockets by the kernel's 4-tuple hash); the same for every receiver of a row.
+    #[arg(long, value_name = "N", default_value_t = gen::DEFAULT_SOURCES,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub sources: u32,
 }
 
 impl BenchArgs {
@@ -215,94 +234,216 @@ impl Summary {
     }
 }
 
+/// A summary row: the label, then right-aligned cells.
+fn row(label: &str, cells: &[String]) -> String {
+    let mut line = format!("  {label:<28}");
+    for c in cells {
+        line.push_str(&format!(" {c:>11}"));
+    }
+    line
+}
+
+/// Median of `f` over the rounds where worker column `wi` ran, or "-" when none did.
+fn cell<R>(rounds: &[(R, Vec<Option<usize>>)], wi: usize, f: impl Fn(&R, usize) -> f64) -> String {
+    let v: Vec<f64> = rounds
+        .iter()
+        .filter_map(|(r, idx)| idx[wi].map(|i| f(r, i)))
+        .collect();
+    if v.is_empty() {
+        "-".into()
+    } else {
+        format!("{:.0}", median(v))
+    }
+}
+
+/// The datagrams each receive thread read, as printed after a multi-worker round.
+fn spread_line(spread: &[(u32, f64)]) -> String {
+    if spread.is_empty() {
+        return "no per-worker counts exported".into();
+    }
+    let total: f64 = spread.iter().map(|(_, n)| n).sum();
+    spread
+        .iter()
+        .map(|(k, n)| format!("worker {k}: {n:.0} ({:.0}%)", 100.0 * n / total.max(1.0)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Worker counts a transport runs at: all of them over UDP; the Unix socket is read by the
+/// event loop whatever the count, so it runs once, in the 1-worker column (if asked).
+fn transport_workers(a: &BenchArgs, t: Transport) -> Vec<u32> {
+    if t == Transport::Unix {
+        a.workers
+            .iter()
+            .copied()
+            .filter(|w| *w == 1)
+            .take(1)
+            .collect()
+    } else {
+        a.workers.clone()
+    }
+}
+
+/// For each column of `a.workers`, the index of its phase among `ran` (None: not run).
+fn columns(a: &BenchArgs, ran: &[u32]) -> Vec<Option<usize>> {
+    a.workers
+        .iter()
+        .map(|w| ran.iter().position(|r| r == w))
+        .collect()
+}
+
+/// Prints a round's failed observer phases and the spread of its multi-worker ones; returns
+/// the column map of the phases that ran.
+fn report_round<P>(
+    t: Transport,
+    a: &BenchArgs,
+    ran: &[u32],
+    phases: Vec<Result<P, String>>,
+    spread: impl Fn(&P) -> &[(u32, f64)],
+) -> (Vec<P>, Vec<Option<usize>>) {
+    let mut ok = Vec::new();
+    let mut ok_w = Vec::new();
+    for (w, p) in ran.iter().zip(phases) {
+        match p {
+            Ok(p) => {
+                if *w > 1 {
+                    println!(
+                        "    ({}, {w} workers: datagrams per receive thread: {})",
+                        t.name(),
+                        spread_line(spread(&p))
+                    );
+                }
+                ok.push(p);
+                ok_w.push(*w);
+            }
+            Err(e) => println!("  {} observer round with {w} workers failed: {e}", t.name()),
+        }
+    }
+    (ok, columns(a, &ok_w))
+}
+
 fn run_ingest(exe: &Path, obs: &ObserverExe, a: &BenchArgs, dir: &Path, sum: &mut Summary) {
     let chosen = |t: &Transport| a.transports.is_empty() || a.transports.contains(t);
+    let ws = &a.workers;
     println!(
-        "ingest, generator-bound: the generator sends flat out for {} ms to each receiver; frames/s, median of {} rounds",
+        "ingest, generator-bound: the generator sends flat out for {} ms to each receiver (UDP from {} source sockets); frames/s, median of {} rounds; observer with {} receive workers",
         a.phase_ms(),
-        a.rounds()
+        a.sources,
+        a.rounds(),
+        ws.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
     );
-    sum.add(format!(
-        "  {:<28} {:>12} {:>12} {:>7}   {:>11} {:>11} {:>9}",
-        "ingest generator-bound",
-        "bare /s",
-        "observer /s",
-        "ratio",
-        "cpu ns bare",
-        "cpu ns obs",
-        "cpu ratio"
-    ));
+    let mut head = vec!["bare /s".to_string()];
+    for w in ws {
+        head.extend([format!("obs {w}w /s"), format!("{w}w/bare %")]);
+    }
+    head.push("cpu ns bare".into());
+    head.extend(ws.iter().map(|w| format!("cpu ns {w}w")));
+    sum.add(row("ingest generator-bound", &head));
     for t in Transport::ALL.iter().copied().filter(chosen) {
-        let mut rows = Vec::new();
+        let ran = transport_workers(a, t);
+        if ran.is_empty() {
+            println!("    unix: read by the event loop at any worker count; add 1 to --workers to run it");
+            continue;
+        }
+        let mut rounds = Vec::new();
         for _ in 0..a.rounds() {
-            match ingest::race(exe, obs, a, t, dir) {
-                Ok(r) => rows.push(r),
+            match ingest::race(exe, obs, a, t, dir, &ran) {
+                Ok(r) => {
+                    let (phases, idx) = report_round(t, a, &ran, r.observer, |p| &p.spread);
+                    rounds.push(((r.bare, phases), idx));
+                }
                 Err(e) => println!("  {} round failed: {e}", t.name()),
             }
         }
-        if rows.is_empty() {
+        if rounds.is_empty() {
             continue;
         }
-        let med = |f: &dyn Fn(&ingest::RaceRow) -> f64| median(rows.iter().map(f).collect());
+        let bare = |f: &dyn Fn(&ingest::RacePhase) -> f64| {
+            median(rounds.iter().map(|((b, _), _)| f(b)).collect())
+        };
+        let sent: Vec<String> = (0..ws.len())
+            .map(|wi| (ws[wi], cell(&rounds, wi, |(_, p), i| p[i].sent)))
+            .filter(|(_, c)| c != "-")
+            .map(|(w, c)| format!("{c}/s to the {w}-worker observer"))
+            .collect();
         println!(
-            "    ({}: generator sent {:.0}/s to the bare receiver, {:.0}/s to the observer)",
+            "    ({}: generator sent {:.0}/s to the bare receiver, {})",
             t.name(),
-            med(&|r| r.bare_sent),
-            med(&|r| r.obs_sent)
+            bare(&|b| b.sent),
+            sent.join(", ")
         );
-        // Ratios are medians of per-round ratios: each pairs two phases run back to back.
-        sum.add(format!(
-            "  {:<28} {:>12.0} {:>12.0} {:>6.1}%   {:>11.0} {:>11.0} {:>8.1}%",
-            format!("  {}", t.name()),
-            med(&|r| r.bare),
-            med(&|r| r.observer),
-            med(&|r| 100.0 * r.observer / r.bare.max(1.0)),
-            med(&|r| r.bare_cpu),
-            med(&|r| r.obs_cpu),
-            med(&|r| 100.0 * r.bare_cpu / r.obs_cpu)
-        ));
+        // Ratios are medians of per-round ratios: each pairs phases run back to back.
+        let mut cells = vec![format!("{:.0}", bare(&|b| b.rate))];
+        for wi in 0..ws.len() {
+            cells.push(cell(&rounds, wi, |(_, p), i| p[i].rate));
+            cells.push(cell(&rounds, wi, |(b, p), i| {
+                100.0 * p[i].rate / b.rate.max(1.0)
+            }));
+        }
+        cells.push(format!("{:.0}", bare(&|b| b.cpu)));
+        for wi in 0..ws.len() {
+            cells.push(cell(&rounds, wi, |(_, p), i| p[i].cpu));
+        }
+        sum.add(row(&format!("  {}", t.name()), &cells));
     }
     let n = a.pick(a.drain, 300_000, 20_000);
     println!(
-        "ingest, receiver-bound: {n} datagrams queued, then drained with no sender running; datagrams per CPU-second of the receiving thread"
+        "ingest, receiver-bound: {n} datagrams queued (from {} source sockets), then drained with no sender running; datagrams per CPU-second of the receiving threads",
+        a.sources
     );
-    sum.add(format!(
-        "  {:<28} {:>12} {:>12} {:>7}   {:>11} {:>11}",
-        "ingest receiver-bound", "bare /cpu-s", "observer", "ratio", "cpu ns bare", "cpu ns obs"
-    ));
+    let mut head = vec!["bare /cpu-s".to_string()];
+    for w in ws {
+        head.extend([format!("obs {w}w"), format!("{w}w/bare %")]);
+    }
+    head.push("cpu ns bare".into());
+    head.extend(ws.iter().map(|w| format!("cpu ns {w}w")));
+    sum.add(row("ingest receiver-bound", &head));
     for t in Transport::ALL.iter().copied().filter(chosen) {
         if t == Transport::Unix {
             // The Unix socket queues max_dgram_qlen datagrams, not a buffer's worth.
             println!("    unix: no receiver-bound mode (the socket queues only max_dgram_qlen datagrams)");
             continue;
         }
-        let mut rows = Vec::new();
+        let ran = transport_workers(a, t);
+        let mut rounds = Vec::new();
         for _ in 0..a.rounds() {
-            match ingest::drain(exe, obs, a, t, dir, n) {
-                Ok(r) => rows.push(r),
+            match ingest::drain(exe, obs, a, t, dir, n, &ran) {
+                Ok(r) => {
+                    let (phases, idx) = report_round(t, a, &ran, r.observer, |p| &p.spread);
+                    rounds.push(((r.bare, phases), idx));
+                }
                 Err(e) => println!("  {} round failed: {e}", t.name()),
             }
         }
-        if rows.is_empty() {
+        if rounds.is_empty() {
             continue;
         }
-        let rate = |k: u64, ns: u64| k as f64 * 1e9 / ns.max(1) as f64;
-        let med = |f: &dyn Fn(&ingest::DrainRow) -> f64| median(rows.iter().map(f).collect());
+        let bare = |f: &dyn Fn(&ingest::DrainPhase) -> f64| {
+            median(rounds.iter().map(|((b, _), _)| f(b)).collect())
+        };
+        let accepted: Vec<String> = (0..ws.len())
+            .map(|wi| (ws[wi], cell(&rounds, wi, |(_, p), i| p[i].n as f64)))
+            .filter(|(_, c)| c != "-")
+            .map(|(w, c)| format!("{w}-worker observer accepted {c}"))
+            .collect();
         println!(
-            "    ({}: bare drained {:.0}, observer accepted {:.0} datagrams)",
+            "    ({}: bare drained {:.0}, {} datagrams)",
             t.name(),
-            med(&|r| r.bare_n as f64),
-            med(&|r| r.obs_n as f64)
+            bare(&|b| b.n as f64),
+            accepted.join(", ")
         );
-        sum.add(format!(
-            "  {:<28} {:>12.0} {:>12.0} {:>6.1}%   {:>11.0} {:>11.0}",
-            format!("  {}", t.name()),
-            med(&|r| rate(r.bare_n, r.bare_cpu)),
-            med(&|r| rate(r.obs_n, r.obs_cpu)),
-            med(&|r| 100.0 * rate(r.obs_n, r.obs_cpu) / rate(r.bare_n, r.bare_cpu)),
-            med(&|r| r.bare_cpu as f64 / r.bare_n.max(1) as f64),
-            med(&|r| r.obs_cpu as f64 / r.obs_n.max(1) as f64)
-        ));
+        let mut cells = vec![format!("{:.0}", bare(&ingest::DrainPhase::rate))];
+        for wi in 0..ws.len() {
+            cells.push(cell(&rounds, wi, |(_, p), i| p[i].rate()));
+            cells.push(cell(&rounds, wi, |(b, p), i| {
+                100.0 * p[i].rate() / b.rate()
+            }));
+        }
+        cells.push(format!("{:.0}", bare(&ingest::DrainPhase::ns_each)));
+        for wi in 0..ws.len() {
+            cells.push(cell(&rounds, wi, |(_, p), i| p[i].ns_each()));
+        }
+        sum.add(row(&format!("  {}", t.name()), &cells));
     }
 }
 
@@ -390,21 +531,52 @@ fn run_master_agents(
     sum: &mut Summary,
 ) -> Result<(), String> {
     let n = a.pick(a.master_agents, 100_000, 2_000);
-    let f = fleet::master_agents(exe, obs, a, dir, n)?;
+    let mut rows = Vec::new();
+    for &w in &a.workers {
+        match fleet::master_agents(exe, obs, a, dir, n, w) {
+            Ok(f) => {
+                if w > 1 {
+                    println!(
+                        "    (master-key agents, {w} workers: datagrams per receive thread: {})",
+                        spread_line(&f.spread)
+                    );
+                }
+                println!("    ({w} workers: {:.0} beats accepted)", f.accepted);
+                rows.push(f);
+            }
+            Err(e) => println!("  master-key agents with {w} workers failed: {e}"),
+        }
+    }
+    let first = rows.first().ok_or("no master-key agent round ran")?;
+    sum.add(format!(
+        "  {} distinct master-key agents over UDP ({} beats each from {} source sockets, queued then drained), by receive workers:",
+        first.agents, first.beats_each, a.sources
+    ));
     let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
     sum.add(format!(
-        "  {} distinct master-key agents over UDP ({} beats each, queued then drained): {:.0} beats/s accepted, {:.0} CPU ns per beat, {:.0} tracked, {:.0} kernel drops, RSS {:.1} -> {:.1} MiB ({:.0} bytes per agent)",
-        f.agents,
-        f.beats_each,
-        f.beats_per_s,
-        f.cpu_per_beat,
-        f.tracked,
-        f.dropped,
-        mib(f.rss_before),
-        mib(f.rss_after),
-        f.rss_after.saturating_sub(f.rss_before) as f64 / f.tracked.max(1.0),
+        "    {:>7} {:>11} {:>11} {:>9} {:>12} {:>14} {:>13} {:>11}",
+        "workers",
+        "beats/s",
+        "cpu ns/beat",
+        "tracked",
+        "kernel drops",
+        "RSS MiB before",
+        "RSS MiB after",
+        "bytes/agent"
     ));
-    println!("    ({:.0} beats accepted)", f.accepted);
+    for f in &rows {
+        sum.add(format!(
+            "    {:>7} {:>11.0} {:>11.0} {:>9.0} {:>12.0} {:>14.1} {:>13.1} {:>11.0}",
+            f.workers,
+            f.beats_per_s,
+            f.cpu_per_beat,
+            f.tracked,
+            f.dropped,
+            mib(f.rss_before),
+            mib(f.rss_after),
+            f.rss_after.saturating_sub(f.rss_before) as f64 / f.tracked.max(1.0),
+        ));
+    }
     Ok(())
 }
 
