@@ -36,6 +36,25 @@ pub struct Drained {
     pub accepted: f64,
 }
 
+/// The ingest threads of process `pid`: the main (event-loop) thread, then every receive
+/// thread (`/proc/PID/task/TID/comm` starting with [`RECV_THREAD`]).
+#[must_use]
+pub fn ingest_threads(pid: u32) -> Vec<u32> {
+    let mut tids = vec![pid];
+    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in dir.flatten() {
+            let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if tid != pid && comm.starts_with(RECV_THREAD) {
+                tids.push(tid);
+            }
+        }
+    }
+    tids
+}
+
 /// `--workers N` for an observer with `n` receive workers; nothing for 1, the daemon's
 /// default (so a build without the flag runs the 1-worker rounds).
 #[must_use]
@@ -149,24 +168,10 @@ impl Observer {
         self.child.id()
     }
 
-    /// The ingest threads' ids: the main (event-loop) thread, then every receive thread
-    /// (`/proc/PID/task/TID/comm` starting with [`RECV_THREAD`]).
+    /// The ingest threads' ids: see [`ingest_threads`].
     #[must_use]
     pub fn ingest_threads(&self) -> Vec<u32> {
-        let pid = self.pid();
-        let mut tids = vec![pid];
-        if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-            for t in dir.flatten() {
-                let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                    continue;
-                };
-                let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-                if tid != pid && comm.starts_with(RECV_THREAD) {
-                    tids.push(tid);
-                }
-            }
-        }
-        tids
+        ingest_threads(self.pid())
     }
 
     /// Ingest CPU time, ns: the main thread plus every receive thread (with one worker there
@@ -307,4 +312,52 @@ fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
 pub fn free_udp_port() -> Result<u16, String> {
     let s = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     Ok(s.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// A thread named `name`, alive until `done` is sent or dropped; returns its tid.
+    fn named(name: &str) -> (u32, mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel();
+        let (done, wait) = mpsc::channel::<()>();
+        let h = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let tid = rustix::thread::gettid().as_raw_nonzero().get();
+                tx.send(u32::try_from(tid).unwrap()).unwrap();
+                let _ = wait.recv();
+            })
+            .unwrap();
+        (rx.recv().unwrap(), done, h)
+    }
+
+    #[test]
+    fn ingest_threads_are_the_main_thread_and_the_receive_threads() {
+        let (r0, d0, h0) = named("varta-recv-0");
+        let (r1, d1, h1) = named("varta-recv-1");
+        let (other, d2, h2) = named("varta-metrics");
+        let pid = std::process::id();
+        let tids = ingest_threads(pid);
+        assert_eq!(tids[0], pid, "the main thread first");
+        assert!(tids.contains(&r0) && tids.contains(&r1), "{tids:?}");
+        assert!(!tids.contains(&other), "{tids:?}");
+        // Other tests of this binary may run their own threads, never named varta-recv.
+        assert_eq!(tids.len(), 3, "{tids:?}");
+        drop((d0, d1, d2));
+        for h in [h0, h1, h2] {
+            h.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn worker_label_is_read_from_a_label_set() {
+        assert_eq!(label(r#"{worker="1"}"#, "worker"), Some("1"));
+        assert_eq!(label(r#"{a="x",worker="12"}"#, "worker"), Some("12"));
+        assert_eq!(label(r#"{workers="3"}"#, "worker"), None);
+        assert_eq!(label("", "worker"), None);
+    }
 }
