@@ -13,8 +13,8 @@
 use std::collections::{HashMap, HashSet};
 
 use varta_watch::tracker::{
-    AgentId, Event, EventKind, KeyClass, Listener, Nanos, Origin, Reason, Tracker, TrackerConfig,
-    UdpMode,
+    AgentId, Event, EventKind, KeyClass, Listener, Nanos, Opened, Opener, Origin, Reason, Tracker,
+    TrackerConfig, UdpMode,
 };
 use vlp_core::kdf::derive_agent_key;
 use vlp_core::{Frame, Iv, Key, MasterDatagram, SharedDatagram, Status, GOODBYE_PAYLOAD};
@@ -679,10 +679,22 @@ fn replayed_older_sessions_never_hide_a_hang() {
 /// through
 /// [`Tracker::handle_batch`] when `batched`, else one by one through `handle_datagram` at the
 /// same times. Returns the event log, every datagram's outcome and the tracker.
+/// How [`run_in_batches`] hands a batch to the tracker.
+#[derive(Clone, Copy)]
+enum How {
+    /// One by one, `handle_datagram`.
+    OneByOne,
+    /// `handle_batch` opening with this backend.
+    Batched(vlp_core::batch::Backend),
+    /// Opened by one of two [`Opener`]s in turn (as two receive workers would), then
+    /// `handle_opened`; each opener derives at most `derive_per_sec` new keys (0: unbounded).
+    Workers { derive_per_sec: u32 },
+}
+
 fn run_in_batches(
     dgrams: &[Dgram],
     capacity: usize,
-    batched: Option<vlp_core::batch::Backend>,
+    how: How,
     seed: u64,
 ) -> (
     Vec<Event>,
@@ -690,9 +702,16 @@ fn run_in_batches(
     Tracker,
 ) {
     let mut t = Tracker::new(config(capacity));
-    if let Some(b) = batched {
+    if let How::Batched(b) = how {
         t.set_open_backend(b);
     }
+    let mut openers: Vec<Opener> = match how {
+        How::Workers { derive_per_sec } => (0..2)
+            .map(|_| Opener::new(config(capacity).udp, 0, capacity, derive_per_sec))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut turn = 0;
     let mut rng = Rng(seed);
     let (mut log, mut out) = (Vec::new(), Vec::new());
     let mut i = 0;
@@ -723,11 +742,18 @@ fn run_in_batches(
                     )
                 })
                 .collect();
-            if batched.is_some() {
-                t.handle_batch(&group, |_, r| out.push(r));
-            } else {
-                for (at, origin, bytes) in &group {
-                    out.push(t.handle_datagram(*at, origin, bytes));
+            match how {
+                How::Batched(_) => t.handle_batch(&group, |_, r| out.push(r)),
+                How::OneByOne => {
+                    for (at, origin, bytes) in &group {
+                        out.push(t.handle_datagram(*at, origin, bytes));
+                    }
+                }
+                How::Workers { .. } => {
+                    let mut opened: Vec<Option<Opened>> = (0..group.len()).map(|_| None).collect();
+                    turn += 1;
+                    openers[turn % 2].open(now, &group, &mut opened);
+                    t.handle_opened(0, &group, &mut opened, |_, r| out.push(r));
                 }
             }
             i = j;
@@ -747,7 +773,7 @@ fn run_in_batches(
 fn batched_open_is_one_by_one_handling() {
     use vlp_core::batch::{Backend, Path};
     let (_, dgrams) = scenario(800, 0x5eed_0003);
-    let (want_log, want_out, want_t) = run_in_batches(&dgrams, 800, None, 7);
+    let (want_log, want_out, want_t) = run_in_batches(&dgrams, 800, How::OneByOne, 7);
     let secure = dgrams
         .iter()
         .filter(|d| d.bytes.len() == 60 || d.bytes.len() == 64)
@@ -758,7 +784,7 @@ fn batched_open_is_one_by_one_handling() {
         let Some(backend) = Backend::with_path(path) else {
             continue;
         };
-        let (log, out, t) = run_in_batches(&dgrams, 800, Some(backend), 7);
+        let (log, out, t) = run_in_batches(&dgrams, 800, How::Batched(backend), 7);
         let diff = out.iter().zip(&want_out).position(|(g, w)| g != w);
         assert_eq!(diff, None, "{path}: outcome of datagram {diff:?} differs");
         assert_eq!(out.len(), want_out.len());
@@ -767,10 +793,36 @@ fn batched_open_is_one_by_one_handling() {
     }
     // A smaller table: evictions and refusals inside batches.
     let (_, dgrams) = scenario(300, 0x5eed_0004);
-    let (want_log, want_out, want_t) = run_in_batches(&dgrams, 60, None, 9);
-    let (log, out, t) = run_in_batches(&dgrams, 60, Some(Backend::detect()), 9);
+    let (want_log, want_out, want_t) = run_in_batches(&dgrams, 60, How::OneByOne, 9);
+    let (log, out, t) = run_in_batches(&dgrams, 60, How::Batched(Backend::detect()), 9);
     assert!(want_out.iter().any(|r| r.is_err()));
     assert_eq!(out, want_out);
     assert_eq!(t.stats(), want_t.stats());
     assert_eq!(log, want_log);
+}
+
+/// Batches opened by two receive workers' openers (each keeping the agent keys it derived,
+/// one batch each in turn, so an agent's datagrams reach both) take the same decisions, count
+/// the same and raise the same events as one-by-one handling, with and without a derivation
+/// budget that leaves some datagrams unopened for the table.
+#[test]
+fn worker_opened_batches_are_one_by_one_handling() {
+    let (_, dgrams) = scenario(800, 0x5eed_0005);
+    let (want_log, want_out, want_t) = run_in_batches(&dgrams, 800, How::OneByOne, 11);
+    assert!(want_t.stats().key_derivations > 100);
+    for derive_per_sec in [0, 2] {
+        let (log, out, t) = run_in_batches(&dgrams, 800, How::Workers { derive_per_sec }, 11);
+        let diff = out.iter().zip(&want_out).position(|(g, w)| g != w);
+        assert_eq!(
+            diff, None,
+            "budget {derive_per_sec}: datagram {diff:?} differs"
+        );
+        assert_eq!(out.len(), want_out.len());
+        assert_eq!(
+            t.stats(),
+            want_t.stats(),
+            "budget {derive_per_sec}: statistics"
+        );
+        assert_eq!(log, want_log, "budget {derive_per_sec}: event log");
+    }
 }

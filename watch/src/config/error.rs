@@ -72,6 +72,9 @@ pub enum ConfigError {
         /// Largest accepted.
         max: u64,
     },
+    /// `--workers` is neither a number nor `auto`.
+    #[error("--workers {0}: expected a number of receive threads (1 to 64) or `auto`")]
+    Workers(String),
     /// `--socket-mode` is not octal permission bits.
     #[error("--socket-mode {0}: expected octal permission bits such as 0600")]
     SocketMode(String),

@@ -14,7 +14,7 @@ pub mod file;
 mod resolve;
 
 pub use error::ConfigError;
-pub use resolve::default_socket;
+pub use resolve::{default_socket, MAX_WORKERS};
 
 use std::ffi::OsString;
 
@@ -280,6 +280,12 @@ pub struct RunArgs {
     /// every wake-up [default: 4000].
     #[arg(long, value_name = "US")]
     pub max_hold_us: Option<u64>,
+    /// Receive threads for the UDP listener: N `SO_REUSEPORT` sockets, each read and its
+    /// secure datagrams opened by its own thread, every opened frame handed to the one table
+    /// (replay windows and deadlines stay in one place); `auto`: one per CPU. The Unix socket
+    /// is read by the event loop [default: 1].
+    #[arg(long, value_name = "N|auto")]
+    pub workers: Option<String>,
 }
 
 /// Fully checked settings.
@@ -339,6 +345,8 @@ pub struct Config {
     pub hw_watchdog: Option<PathBuf>,
     /// Longest hold-off of the Unix socket, ns (0: none).
     pub max_hold_ns: u64,
+    /// Receive threads of the UDP listener (1: the event loop reads it).
+    pub workers: usize,
 }
 
 /// The UDP listener's settings.

@@ -261,6 +261,7 @@ impl RunArgs {
                 0,
                 100_000,
             )?;
+        let workers = self.workers()?;
         let me = rustix::process::geteuid().as_raw();
         let mut allowed_uids = vec![me];
         allowed_uids.extend(self.allow_uid.iter().copied().filter(|u| *u != me));
@@ -301,9 +302,28 @@ impl RunArgs {
             },
             compat,
             max_hold_ns,
+            workers,
         })
     }
+
+    /// `--workers N|auto`: 1 to [`MAX_WORKERS`]; `auto` is the CPUs this process may run on.
+    fn workers(&self) -> Result<usize, ConfigError> {
+        let n = match self.workers.as_deref() {
+            None => 1,
+            Some("auto") => std::thread::available_parallelism()
+                .map_or(1, std::num::NonZeroUsize::get)
+                .min(MAX_WORKERS),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) => ranged("workers", Some(n), 1, 1, MAX_WORKERS as u64)? as usize,
+                Err(_) => return Err(ConfigError::Workers(v.to_string())),
+            },
+        };
+        Ok(n)
+    }
 }
+
+/// Most receive threads `--workers` starts.
+pub const MAX_WORKERS: usize = 64;
 
 impl RunArgs {
     /// `--max-beat-rate`, `--global-beat-rate`, `--global-beat-burst`,

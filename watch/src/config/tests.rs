@@ -121,6 +121,7 @@ fn sample(key: &str, keys: &Path) -> Option<(Setting, Vec<Setting>)> {
         "master-key-file" => (set(key, format!("\"{}\"", k("km")), &[&k("km")]), port()),
         "udp-rcvbuf-bytes" => (set(key, "131072", &["131072"]), udp()),
         "max-hold-us" => (set(key, "1500", &["1500"]), vec![]),
+        "workers" => (set(key, "\"2\"", &["2"]), vec![]),
         "tracker-capacity" => (set(key, "1234", &["1234"]), vec![]),
         "evict-after-ms" => (set(key, "5000", &["5000"]), vec![]),
         "format" => (set(key, "\"json\"", &["json"]), vec![]),

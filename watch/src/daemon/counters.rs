@@ -22,4 +22,16 @@ pub struct Counters {
     pub truncated: u64,
     /// Unix datagrams whose control data (credentials) the kernel cut.
     pub ctrl_truncated: u64,
+    /// Datagrams each receive worker read (`--workers`), by worker.
+    pub by_worker: Vec<u64>,
+}
+
+impl Counters {
+    /// Counts `n` datagrams read by receive worker `worker`.
+    pub fn count_worker(&mut self, worker: usize, n: usize) {
+        if self.by_worker.len() <= worker {
+            self.by_worker.resize(worker + 1, 0);
+        }
+        self.by_worker[worker] += n as u64;
+    }
 }

@@ -104,6 +104,9 @@ impl Daemon {
     /// together; acceptance and every rejection are counted inside the tracker. A datagram
     /// longer than the buffer arrives cut to DGRAM_BUF bytes, still a wrong length.
     fn drain_batch(&mut self, at: usize) -> bool {
+        if matches!(self.listeners[at], crate::listener::Listener::Workers(_)) {
+            return self.drain_opened(at);
+        }
         let n = match self.listeners[at].try_recv(&mut self.batch) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
@@ -147,6 +150,39 @@ impl Daemon {
                 outputs.rejected(now, &r);
             }
         });
+        self.drain_events();
+        self.fire_due(self.now());
+        true
+    }
+
+    /// Takes one batch a receive worker read and opened ([`crate::listener::Workers`]);
+    /// returns whether more may be waiting. The table decides as for any batch.
+    fn drain_opened(&mut self, at: usize) -> bool {
+        let crate::listener::Listener::Workers(pool) = &self.listeners[at] else {
+            return false;
+        };
+        let Some(mut b) = pool.take() else {
+            return false;
+        };
+        let generation = pool.generation();
+        let n = b.len;
+        self.counters.datagrams[at] += n as u64;
+        self.counters.truncated += b.truncated;
+        self.counters.recv_errors += b.recv_errors;
+        self.counters.count_worker(b.worker(), n);
+        let now = self.now();
+        let outputs = &mut self.outputs;
+        let (items, opened) = b.split();
+        // What was opened under older keys (a reload since) is opened again by the table.
+        self.tracker
+            .handle_opened(generation, &items[..n], &mut opened[..n], |_, r| {
+                if let Err(r) = r {
+                    outputs.rejected(now, &r);
+                }
+            });
+        if let crate::listener::Listener::Workers(pool) = &self.listeners[at] {
+            pool.give_back(b);
+        }
         self.drain_events();
         self.fire_due(self.now());
         true

@@ -100,6 +100,9 @@ pub enum SetupError {
     /// The state file is unsafe or cannot be read.
     #[error(transparent)]
     State(#[from] state::StateError),
+    /// The receive workers could not be started.
+    #[error("--workers: cannot start the receive threads: {0}")]
+    Workers(io::Error),
     /// The self-watchdog thread could not be started.
     #[error("--self-watchdog-secs: {0}")]
     SelfWatchdog(io::Error),
@@ -252,31 +255,53 @@ impl Daemon {
             ));
         }
         if let Some(u) = cfg.udp {
-            let mut l = match passed_udp.next() {
+            let first = match passed_udp.next() {
                 Some(sock) => UdpListener::adopt(sock)?,
+                None if cfg.workers > 1 => UdpListener::bind_shared(u.addr)?,
                 None => UdpListener::bind(u.addr)?,
             };
-            if u.keys.is_empty() && u.master.is_none() {
-                // Plaintext: the source address feeds the tracker's origin checks.
-                l.record_sources();
-            }
-            if u.rcvbuf != crate::listener::RCVBUF {
-                l.set_rcvbuf(u.rcvbuf);
-            }
-            if let Ok(a) = l.local_addr() {
-                where_.push(format!("udp {a}"));
-            }
-            listeners.push(Listener::Udp {
-                sock: l,
-                index: udp_modes.len(),
-            });
-            udp_modes.push(if u.keys.is_empty() && u.master.is_none() {
+            let mode = if u.keys.is_empty() && u.master.is_none() {
                 UdpMode::Plain
             } else {
                 UdpMode::Secure {
                     keys: u.keys,
                     master: u.master,
                 }
+            };
+            let mut socks = crate::listener::workers::siblings(first, cfg.workers)?;
+            for l in &mut socks {
+                if mode == UdpMode::Plain {
+                    // Plaintext: the source address feeds the tracker's origin checks.
+                    l.record_sources();
+                }
+                if u.rcvbuf != crate::listener::RCVBUF {
+                    l.set_rcvbuf(u.rcvbuf);
+                }
+            }
+            if let Ok(a) = socks[0].local_addr() {
+                where_.push(match socks.len() {
+                    1 => format!("udp {a}"),
+                    n => format!("udp {a} ({n} receive workers)"),
+                });
+            }
+            let index = udp_modes.len();
+            udp_modes.push(mode);
+            listeners.push(if socks.len() == 1 {
+                Listener::Udp {
+                    sock: socks.remove(0),
+                    index,
+                }
+            } else {
+                let limits = crate::listener::workers::WorkerLimits {
+                    max_keys: cfg.capacity.min(crate::tracker::KEY_CACHE_MAX),
+                    derivations_per_sec: cfg.rate.derivations_per_sec,
+                };
+                Listener::Workers(
+                    crate::listener::Workers::start(socks, index, &udp_modes, limits, move || {
+                        clock.now()
+                    })
+                    .map_err(SetupError::Workers)?,
+                )
             });
         }
         let export = match cfg.export_file {
@@ -369,6 +394,13 @@ impl Daemon {
         }
         let counters = Counters {
             datagrams: vec![0; listeners.len()],
+            by_worker: listeners
+                .iter()
+                .find_map(|l| match l {
+                    Listener::Workers(w) => Some(vec![0; w.len()]),
+                    _ => None,
+                })
+                .unwrap_or_default(),
             ..Counters::default()
         };
         let pace = crate::listener::Pace::new(crate::listener::Pace::unix_room(), cfg.max_hold_ns);

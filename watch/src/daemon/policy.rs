@@ -393,7 +393,16 @@ impl super::Daemon {
         }
         if self.policy.take_reload() {
             match self.policy.reload(&mut self.tracker, &mut self.udp_modes) {
-                Ok(what) => eprintln!("varta-watch: configuration reloaded: {what}"),
+                Ok(what) => {
+                    // Receive workers open with the new keys from now on; what they opened
+                    // under the old ones is opened again by the table.
+                    for l in &self.listeners {
+                        if let crate::listener::Listener::Workers(w) = l {
+                            w.rekey(&self.udp_modes);
+                        }
+                    }
+                    eprintln!("varta-watch: configuration reloaded: {what}");
+                }
                 Err(e) => eprintln!("varta-watch: reload refused, old configuration kept: {e}"),
             }
         }

@@ -122,6 +122,7 @@ impl Daemon {
             rate_limited: self.tracker.rate_limited().to_vec(),
             uds_rcvbuf_bytes: self.uds_rcvbuf,
             iterations: Some(self.compat.iterations.clone()),
+            by_worker: c.by_worker.clone(),
         }
     }
 }

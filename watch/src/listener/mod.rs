@@ -12,6 +12,7 @@ mod batch;
 pub mod pace;
 mod udp;
 mod unix;
+pub mod workers;
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -21,6 +22,7 @@ pub use batch::{arrival_time, parse_creds, parse_rights, parse_sockaddr, parse_s
 pub use pace::Pace;
 pub use udp::UdpListener;
 pub use unix::UnixListener;
+pub use workers::Workers;
 
 use crate::tracker::Origin;
 
@@ -104,6 +106,9 @@ pub enum Listener {
         /// Its number.
         index: usize,
     },
+    /// A UDP listener read by receive workers (`--workers`), its opened batches taken with
+    /// [`Workers::take`].
+    Workers(Workers),
 }
 
 impl Listener {
@@ -115,6 +120,8 @@ impl Listener {
         match self {
             Listener::Unix(u) => u.try_recv(batch),
             Listener::Udp { sock, .. } => sock.try_recv(batch),
+            // Read by their own threads: nothing to receive here.
+            Listener::Workers(_) => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 
@@ -132,6 +139,9 @@ impl Listener {
                 },
                 None => Origin::Udp { listener: *index },
             }),
+            Listener::Workers(w) => Some(Origin::Udp {
+                listener: w.index(),
+            }),
         }
     }
 
@@ -141,6 +151,7 @@ impl Listener {
         match self {
             Listener::Unix(_) => "unix",
             Listener::Udp { index, .. } => udp_label(*index),
+            Listener::Workers(w) => udp_label(w.index()),
         }
     }
 
@@ -157,6 +168,7 @@ impl Listener {
         match self {
             Listener::Unix(_) => None,
             Listener::Udp { sock, .. } => sock.kernel_drops().ok(),
+            Listener::Workers(w) => w.kernel_drops(),
         }
     }
 }
@@ -175,6 +187,7 @@ impl AsFd for Listener {
         match self {
             Listener::Unix(u) => u.as_fd(),
             Listener::Udp { sock, .. } => sock.as_fd(),
+            Listener::Workers(w) => w.as_fd(),
         }
     }
 }

@@ -27,6 +27,25 @@ impl UdpListener {
         UdpListener::adopt(sock)
     }
 
+    /// Binds `addr` with `SO_REUSEPORT`, so receive workers can bind siblings beside it
+    /// ([`super::workers::siblings`]); otherwise as [`UdpListener::bind`].
+    ///
+    /// # Errors
+    /// [`ListenError::Io`] naming the address.
+    pub fn bind_shared(addr: SocketAddr) -> Result<UdpListener, ListenError> {
+        use rustix::net::{bind, socket_with, sockopt, AddressFamily, SocketFlags, SocketType};
+        let family = match addr {
+            SocketAddr::V4(_) => AddressFamily::INET,
+            SocketAddr::V6(_) => AddressFamily::INET6,
+        };
+        let fd = socket_with(family, SocketType::DGRAM, SocketFlags::CLOEXEC, None)
+            .map_err(|e| io_err("open UDP socket for", addr)(e.into()))?;
+        sockopt::set_socket_reuseport(&fd, true)
+            .map_err(|e| io_err("set SO_REUSEPORT on", addr)(e.into()))?;
+        bind(&fd, &addr).map_err(|e| io_err("bind UDP", addr)(e.into()))?;
+        UdpListener::adopt(UdpSocket::from(fd))
+    }
+
     /// Takes a bound socket (socket activation): non-blocking, large receive buffer. No kernel
     /// receive times: a UDP socket is read as soon as it is readable (its queue is never held,
     /// see [`super::Pace`]), and the stamp would cost every datagram its control message.

@@ -115,6 +115,8 @@ pub struct Snapshot {
     pub uds_rcvbuf_bytes: u64,
     /// Durations of loop turns.
     pub iterations: Option<crate::compat::IterationHistogram>,
+    /// Datagrams each receive worker read (`--workers` above 1; empty otherwise).
+    pub by_worker: Vec<u64>,
 }
 
 /// A histogram the loop already aggregated (buckets not cumulative, `+Inf` last).
@@ -407,6 +409,18 @@ impl Snapshot {
             "Unix time of the observer loop's last turn",
             last,
         );
+        if !self.by_worker.is_empty() {
+            let f = Family::<Labels, Counter>::default();
+            for (k, n) in self.by_worker.iter().enumerate() {
+                f.get_or_create(&lab(&[("worker", &k.to_string())]))
+                    .inc_by(*n);
+            }
+            reg.register(
+                "varta_receive_worker_datagrams",
+                "Datagrams each UDP receive worker read (--workers), by worker",
+                f,
+            );
+        }
         reg.register(
             "varta_observer_uds_rcvbuf_bytes",
             "Receive buffer of the Unix socket as the kernel reports it (0 without one)",

@@ -10,6 +10,7 @@
 //! | `config` | listeners' configuration, [`Origin`], identity ([`AgentId`], [`KeyClass`]) |
 //! | `pipeline` | the one decode/accept pipeline (uid, decode, open, replay precheck) |
 //! | `batch` | a receive batch's secure datagrams opened together, then the pipeline |
+//! | `opener` | the same open on a receive worker's thread ([`Opener`]), taken by [`Tracker::handle_opened`] |
 //! | `session` | how a verified frame is taken (beat, reordering, restart, death), admission and capacity |
 //! | `streams` | remembered streams per identity, tombstones of evicted ones |
 //! | `deadlines` | stalls and evictions |
@@ -114,6 +115,7 @@ mod events;
 pub mod fuzz;
 mod invariants;
 mod keys;
+mod opener;
 mod persist;
 mod pipeline;
 mod rate;
@@ -133,6 +135,7 @@ use std::fmt;
 pub use config::{AgentId, EvictionPolicy, KeyClass, Listener, Origin, TrackerConfig, UdpMode};
 pub use deadlines::{ThresholdError, MAX_THRESHOLDS};
 pub use events::{AcceptKind, Accepted, Event, EventKind};
+pub use opener::{Opened, Opener};
 pub use persist::{ClockMapping, PersistError, STATE_MAGIC, STATE_VERSION};
 pub use rate::{Gcra, RateConfig, RateScope, DEFAULT_DERIVATIONS_PER_SEC};
 pub use reject::{Reason, ReasonClass, Rejection};

@@ -299,7 +299,7 @@ impl Observer {
             first
                 .split(tag)
                 .nth(1)
-                .and_then(|s| s.split([',', ';', '/']).next())
+                .and_then(|s| s.trim_start().split([',', ';', '/', ' ']).next())
                 .and_then(|s| s.trim().parse().ok())
         };
         let prom = addr_after("http://");

@@ -1,0 +1,96 @@
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// Waits (bounded) for batches and takes them, returning their buffers, until `want`
+/// datagrams were taken; returns each datagram's first byte, source port and worker.
+fn take_all(pool: &Workers, want: usize) -> Vec<(u8, u16, usize)> {
+    let mut got = Vec::new();
+    let end = Instant::now() + Duration::from_secs(10);
+    while got.len() < want && Instant::now() < end {
+        let mut fds = [PollFd::new(pool, PollFlags::IN)];
+        let timeout = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 50_000_000,
+        };
+        let _ = poll(&mut fds, Some(&timeout));
+        while let Some(mut b) = pool.take() {
+            let worker = b.worker();
+            let n = b.len;
+            let (items, _) = b.split();
+            for (_, origin, bytes) in &items[..n] {
+                let port = match origin {
+                    Origin::UdpFrom { source, .. } => source.port(),
+                    _ => 0,
+                };
+                got.push((bytes[0], port, worker));
+            }
+            pool.give_back(b);
+        }
+    }
+    got
+}
+
+#[test]
+fn every_datagram_reaches_the_loop_once_from_either_worker_and_buffers_circulate() {
+    let first = UdpListener::bind_shared("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut socks = siblings(first, 2).unwrap();
+    for s in &mut socks {
+        s.record_sources();
+    }
+    let addr = socks[0].local_addr().unwrap();
+    assert_eq!(socks[1].local_addr().unwrap(), addr);
+    let limits = WorkerLimits {
+        max_keys: 16,
+        derivations_per_sec: 0,
+    };
+    let pool = Workers::start(socks, 0, &[UdpMode::Plain], limits, || 1).unwrap();
+    assert_eq!(pool.len(), 2);
+    // More datagrams than the buffers the workers own (2 × DEPTH batches), from many source
+    // ports so the kernel spreads them.
+    let senders: Vec<UdpSocket> = (0..16)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let mut sent = Vec::new();
+    for round in 0..8u8 {
+        for (k, s) in senders.iter().enumerate() {
+            let tag = round * 16 + u8::try_from(k).unwrap();
+            s.send_to(&[tag; 32], addr).unwrap();
+            sent.push((tag, s.local_addr().unwrap().port()));
+        }
+        // Taken as they come (a slow loop would leave them in the kernel's queue).
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let got = take_all(&pool, sent.len());
+    let mut seen: Vec<(u8, u16)> = got.iter().map(|&(t, p, _)| (t, p)).collect();
+    seen.sort_unstable();
+    sent.sort_unstable();
+    assert_eq!(seen, sent, "each datagram once, with its source");
+    // Each source's datagrams were read by one worker, and both workers read some.
+    for s in &senders {
+        let port = s.local_addr().unwrap().port();
+        let mut workers: Vec<usize> = got.iter().filter(|g| g.1 == port).map(|g| g.2).collect();
+        workers.dedup();
+        assert_eq!(workers.len(), 1, "port {port}: {workers:?}");
+    }
+    assert!(got.iter().any(|g| g.2 == 0) && got.iter().any(|g| g.2 == 1));
+    assert_eq!(pool.kernel_drops(), Some(0));
+}
+
+#[test]
+fn a_rekey_moves_the_generation_and_dropping_the_pool_stops_its_threads() {
+    let first = UdpListener::bind_shared("127.0.0.1:0".parse().unwrap()).unwrap();
+    let socks = siblings(first, 3).unwrap();
+    let limits = WorkerLimits {
+        max_keys: 16,
+        derivations_per_sec: 0,
+    };
+    let pool = Workers::start(socks, 0, &[UdpMode::Plain], limits, || 1).unwrap();
+    assert_eq!(pool.generation(), 0);
+    assert_eq!(pool.rekey(&[UdpMode::Plain]), 1);
+    assert_eq!(pool.generation(), 1);
+    // Threads blocked in poll are woken by the stop eventfd and joined (a worker that never
+    // saw it would hang here).
+    drop(pool);
+}
