@@ -187,7 +187,10 @@ pub struct MasterFleet {
 /// receiver-bound: the datagrams are queued while the observer is stopped (its receive buffer
 /// sized to hold them all, so every identity arrives), then it drains them. The first beat of
 /// each identity includes its key derivation and its entry in the table. The observer runs
-/// `workers` receive threads; the generator sends from its default number of sources.
+/// `workers` receive threads with its key-derivation budget off (`--max-key-derivations-per-sec
+/// 0`): the budget is a flood guard that admits new identities at its rate (a real fleet's
+/// later beats get in), so with it on a drain of `n` first beats would measure the budget,
+/// not the table.
 ///
 /// # Errors
 /// The observer or the generator could not run.
@@ -218,6 +221,8 @@ pub fn master_agents(
         "3600000".into(),
         "--tracker-capacity".into(),
         (n as usize + 1024).to_string(),
+        "--max-key-derivations-per-sec".into(),
+        "0".into(),
     ];
     if a.rt {
         args.extend(["--rt-priority".into(), "50".into()]);

@@ -541,7 +541,10 @@ fn run_master_agents(
                         spread_line(&f.spread)
                     );
                 }
-                println!("    ({w} workers: {:.0} beats accepted)", f.accepted);
+                println!(
+                    "    ({w}-worker observer: {:.0} beats accepted)",
+                    f.accepted
+                );
                 rows.push(f);
             }
             Err(e) => println!("  master-key agents with {w} workers failed: {e}"),
