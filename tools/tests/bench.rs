@@ -36,41 +36,77 @@ fn quick_bench_prints_every_figure_side_by_side() {
             .map(|(i, l)| (i, *l))
             .unwrap_or_else(|| panic!("no {needle:?} line in the summary\n{stdout}"))
     };
-    // Bare receiver and observer, side by side, for each transport and both ways of driving.
+    // Bare receiver and observer at 1 and 2 receive workers (the default `--workers 1,2`),
+    // side by side, for each transport and both ways of driving: bare /s, then per worker
+    // count the observer's figure and its ratio to bare, then CPU ns bare and per worker count.
     let (race, _) = find("ingest generator-bound", 0);
     let (drain, _) = find("ingest receiver-bound", 0);
     assert!(race < drain);
+    let cells = |line: &str| -> Vec<Option<f64>> {
+        line.split_whitespace()
+            .skip(1)
+            .map(|w| (w != "-").then(|| w.parse().unwrap()))
+            .collect()
+    };
     for t in ["unix", "udp-plain", "udp-shared", "udp-master"] {
         let (i, line) = find(t, race);
         assert!(i < drain, "{t} in the generator-bound block");
-        let cols: Vec<f64> = line
-            .split_whitespace()
-            .skip(1)
-            .map(|w| w.trim_end_matches('%').parse().unwrap())
-            .collect();
+        let cols = cells(line);
         assert_eq!(
             cols.len(),
-            6,
-            "bare, observer, ratio, cpu bare, cpu obs, cpu ratio: {line}"
+            8,
+            "bare, 1w, 1w ratio, 2w, 2w ratio, cpu bare, cpu 1w, cpu 2w: {line}"
         );
         assert!(
-            cols[0] > 0.0 && cols[1] > 0.0,
-            "both receivers got frames: {line}"
+            cols[0] > Some(0.0) && cols[1] > Some(0.0),
+            "the bare receiver and the 1-worker observer got frames: {line}"
         );
+        if t == "unix" {
+            // The Unix socket is read by the event loop: one observer run, in the 1w column.
+            assert_eq!((cols[3], cols[4], cols[7]), (None, None, None), "{line}");
+        } else {
+            assert!(
+                cols[3] > Some(0.0),
+                "the 2-worker observer got frames: {line}"
+            );
+            assert!(cols[7] > Some(0.0), "its CPU per frame was read: {line}");
+        }
     }
+    let drain_out = stdout
+        .split("ingest, receiver-bound")
+        .nth(1)
+        .expect("a receiver-bound section");
     for t in ["udp-plain", "udp-shared", "udp-master"] {
         let (_, line) = find(t, drain);
-        assert_eq!(line.split_whitespace().count(), 6, "{line}");
-        // Draining is not timed: every queued datagram reaches the observer and is accepted.
+        assert!(
+            cells(line).iter().all(Option::is_some),
+            "every column ran: {line}"
+        );
+        assert_eq!(cells(line).len(), 8, "{line}");
+        // Draining is not timed: every queued datagram reaches the observer and is accepted,
+        // at either worker count.
         let detail = stdout
             .lines()
             .find(|l| l.contains(&format!("({t}: bare drained")))
             .unwrap();
-        assert_eq!(
-            number_after(detail, "bare drained"),
-            number_after(detail, "observer accepted"),
-            "{detail}"
-        );
+        let queued = number_after(detail, "bare drained");
+        for w in [1, 2] {
+            assert_eq!(
+                number_after(detail, &format!("{w}-worker observer accepted")),
+                queued,
+                "{detail}"
+            );
+        }
+        // ... and the receive threads together read every one of them.
+        let spread = drain_out
+            .lines()
+            .find(|l| l.contains(&format!("({t}, 2 workers: datagrams per receive thread:")))
+            .unwrap_or_else(|| panic!("no per-worker counts of {t}\n{stdout}"));
+        let read: f64 = [0, 1]
+            .iter()
+            .map(|k| number_after(spread, &format!("worker {k}:")))
+            .sum();
+        assert_eq!(read, queued, "{spread}");
     }
     find("AEAD open per datagram", 0);
     find("tracker per secure datagram", 0);
@@ -92,16 +128,15 @@ fn quick_bench_prints_every_figure_side_by_side() {
         agents,
         "every agent process ran to its end and reported: {procs}"
     );
-    let (_, many) = find("distinct master-key agents over UDP", 0);
+    let (i, many) = find("distinct master-key agents over UDP", 0);
     let agents: f64 = many.split_whitespace().next().unwrap().parse().unwrap();
-    assert_eq!(
-        number_after(many, "CPU ns per beat,"),
-        agents,
-        "every master-key identity tracked: {many}"
-    );
-    assert!(many.contains(" 0 kernel drops"), "{many}");
-    assert!(
-        many.contains("beats/s accepted") && many.contains("RSS"),
-        "{many}"
-    );
+    assert!(summary[i + 1].contains("beats/s") && summary[i + 1].contains("RSS"));
+    for (row, workers) in summary[i + 2..i + 4].iter().zip([1.0, 2.0]) {
+        let cols: Vec<f64> = row.split_whitespace().map(|w| w.parse().unwrap()).collect();
+        assert_eq!(cols.len(), 8, "{row}");
+        assert_eq!(cols[0], workers, "one row per worker count: {row}");
+        assert!(cols[1] > 0.0, "beats/s: {row}");
+        assert_eq!(cols[3], agents, "every master-key identity tracked: {row}");
+        assert_eq!(cols[4], 0.0, "no kernel drops: {row}");
+    }
 }

@@ -6,15 +6,16 @@
 //!   of its loop thread, `/proc/PID/status`) over a measurement window, and the beats the kernel
 //!   refused the agents (a full socket queue) over their whole run.
 //! * [`master_agents`]: N distinct master-key identities (the generator seals for each, with
-//!   the key derived for its pid) through a real UDP socket, receiver-bound: beats/s accepted,
-//!   the loop thread's CPU per beat, and the observer's resident memory before and after.
+//!   the key derived for its pid) through a real UDP socket, receiver-bound, the observer at a
+//!   given receive-worker count: beats/s accepted, the ingest threads' CPU per beat (main loop
+//!   plus receive threads), and the observer's resident memory before and after.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::gen::{GenMode, GenRun, KEY_HEX};
-use super::observer::{free_udp_port, Observer, ObserverExe};
+use super::observer::{free_udp_port, workers_args, Observer, ObserverExe, ACCEPTED};
 use super::BenchArgs;
 use crate::sys;
 
@@ -116,7 +117,7 @@ pub fn unix_agents(
             sys::process_cpu_ns(pid)?,
             loop_status(pid, "voluntary_ctxt_switches")?,
             loop_status(pid, "nonvoluntary_ctxt_switches")?,
-            obs.scrape("varta_frames_accepted_total")?,
+            obs.scrape(ACCEPTED)?,
             Instant::now(),
         ))
     };
@@ -158,6 +159,8 @@ pub fn unix_agents(
 
 /// What the master-key fleet measured.
 pub struct MasterFleet {
+    /// Receive workers of the observer.
+    pub workers: u32,
     /// Distinct identities.
     pub agents: u32,
     /// Beats each sent.
@@ -168,7 +171,7 @@ pub struct MasterFleet {
     pub accepted: f64,
     /// Beats accepted per second of the drain (wall clock).
     pub beats_per_s: f64,
-    /// Loop-thread CPU ns per accepted beat.
+    /// Ingest CPU ns (main loop plus receive threads) per accepted beat.
     pub cpu_per_beat: f64,
     /// Observer RSS before the load, bytes.
     pub rss_before: u64,
@@ -176,12 +179,18 @@ pub struct MasterFleet {
     pub rss_after: u64,
     /// Datagrams the kernel dropped on the observer's full queue.
     pub dropped: f64,
+    /// Datagrams each receive thread read, by worker number.
+    pub spread: Vec<(u32, f64)>,
 }
 
 /// `n` distinct master-key identities, `beats_each` beats each, through a real UDP socket,
 /// receiver-bound: the datagrams are queued while the observer is stopped (its receive buffer
 /// sized to hold them all, so every identity arrives), then it drains them. The first beat of
-/// each identity includes its key derivation and its entry in the table.
+/// each identity includes its key derivation and its entry in the table. The observer runs
+/// `workers` receive threads with its key-derivation budget off (`--max-key-derivations-per-sec
+/// 0`): the budget is a flood guard that admits new identities at its rate (a real fleet's
+/// later beats get in), so with it on a drain of `n` first beats would measure the budget,
+/// not the table.
 ///
 /// # Errors
 /// The observer or the generator could not run.
@@ -191,6 +200,7 @@ pub fn master_agents(
     a: &BenchArgs,
     dir: &Path,
     n: u32,
+    workers: u32,
 ) -> Result<MasterFleet, String> {
     let beats_each = 2u32;
     let count = n as usize * beats_each as usize;
@@ -211,14 +221,16 @@ pub fn master_agents(
         "3600000".into(),
         "--tracker-capacity".into(),
         (n as usize + 1024).to_string(),
+        "--max-key-derivations-per-sec".into(),
+        "0".into(),
     ];
     if a.rt {
         args.extend(["--rt-priority".into(), "50".into()]);
     }
+    args.extend(workers_args(workers));
     let obs = Observer::start(obs_exe, a.observer_cpu, &args, false)?;
     let pid = obs.pid();
     let proc_path = format!("/proc/{pid}");
-    let task = format!("{proc_path}/task/{pid}");
     // Let it reach its first wait before stopping it.
     std::thread::sleep(Duration::from_millis(100));
     let rss_before = sys::status_field(&proc_path, "VmRSS").unwrap_or(0) * 1024;
@@ -229,39 +241,39 @@ pub fn master_agents(
         mode: GenMode::Master,
         ms: 120_000,
         pids: n,
+        sources: a.sources,
         count: Some(count),
         cpu: a.load_cpu,
         rt: a.rt,
     }
     .run();
-    let cpu0 = obs.loop_cpu_ns();
+    let cpu0 = obs.ingest_cpu_ns();
     let t0 = Instant::now();
     sys::signal(pid, sys::CONT);
     std::thread::sleep(Duration::from_millis(1));
-    while sys::state(&task) != Some('S') && t0.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_micros(500));
-    }
-    let wall = t0.elapsed().as_secs_f64();
-    let cpu1 = obs.loop_cpu_ns();
-    let accepted = obs.scrape("varta_frames_accepted_total").unwrap_or(0.0);
+    let lead = t0.elapsed();
+    let done = obs.wait_drained(Duration::from_secs(120));
     let tracked = obs.scrape("varta_watch_pids_tracked").unwrap_or(0.0);
     let dropped = obs.scrape("varta_receive_queue_drops_total").unwrap_or(0.0);
+    let spread = obs.worker_datagrams();
     let rss_after = sys::status_field(&proc_path, "VmRSS").unwrap_or(0) * 1024;
     obs.stop();
     sent?;
-    let cpu = match (cpu0, cpu1) {
-        (Some(c0), Some(c1)) => c1.saturating_sub(c0) as f64,
-        _ => return Err("cannot read the observer's CPU time".into()),
-    };
+    let done = done?;
+    let cpu0 = cpu0.ok_or("cannot read the observer's CPU time")?;
+    let cpu = done.cpu_ns.saturating_sub(cpu0) as f64;
+    let accepted = done.accepted;
     Ok(MasterFleet {
+        workers,
         agents: n,
         beats_each,
         tracked,
         accepted,
-        beats_per_s: accepted / wall,
+        beats_per_s: accepted / (lead + done.wall).as_secs_f64(),
         cpu_per_beat: cpu / accepted.max(1.0),
         rss_before,
         rss_after,
         dropped,
+        spread,
     })
 }

@@ -6,10 +6,17 @@
 //! which the kernel attests; over UDP they rotate over `--pids` identities). Secure datagrams
 //! are sealed before the clock starts, round-robin over `--pids` identities, so the generator's
 //! rate is the kernel's, not the AEAD's.
+//!
+//! Over UDP the generator sends from `--sources` sockets, one batch each in turn: an observer
+//! with several `SO_REUSEPORT` receive sockets gets each source's datagrams on the socket the
+//! kernel's 4-tuple hash picks, so one source would feed one receive thread only. Each identity
+//! always sends from the same source (identity `i` from source `i mod sources`), as a real
+//! agent does: a plaintext agent's source address is part of its identity, and one agent's
+//! beats stay in order on one receive socket.
 
 use std::io::IoSlice;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -27,6 +34,10 @@ pub const BATCH: usize = 64;
 
 /// First pid of simulated UDP identities (well above real pids on a test machine).
 pub const BASE_PID: u32 = 100_000;
+
+/// UDP source sockets of the generator unless told otherwise: enough that the kernel's
+/// 4-tuple hash spreads them over a few `SO_REUSEPORT` receive sockets.
+pub const DEFAULT_SOURCES: u32 = 8;
 
 /// The benchmarks' shared or master key (a benchmark secret, not a secret).
 pub const KEY_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
@@ -81,6 +92,10 @@ pub struct GenArgs {
     /// Distinct pids (UDP only; Unix frames carry our own pid).
     #[arg(long, default_value_t = 1000)]
     pub pids: u32,
+    /// UDP source sockets (ports) to send from, one batch each in turn; identity `i` always
+    /// sends from source `i mod N` (capped at `--pids`).
+    #[arg(long, default_value_t = DEFAULT_SOURCES, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub sources: u32,
     /// Block in sendmmsg when the receiver's queue is full, instead of spinning.
     #[arg(long)]
     pub blocking: bool,
@@ -139,39 +154,50 @@ pub fn run(a: &GenArgs) -> Result<i32, String> {
         sys::set_nice(n);
     }
     let me = std::process::id();
-    let (unix, udp);
-    let fd = match (&a.unix, &a.udp) {
+    let (socks, n_pids): (Vec<OwnedFd>, u32) = match (&a.unix, &a.udp) {
         (Some(p), _) => {
             let s = UnixDatagram::unbound().map_err(|e| e.to_string())?;
             s.connect(p).map_err(|e| format!("{}: {e}", p.display()))?;
             s.set_nonblocking(!a.blocking).map_err(|e| e.to_string())?;
-            unix = s;
-            unix.as_fd()
+            (vec![s.into()], 1)
         }
         (None, Some(addr)) => {
-            let s = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-            s.connect(addr).map_err(|e| e.to_string())?;
-            udp = s;
-            udp.as_fd()
+            let n_pids = a.pids.max(1);
+            let socks = (0..a.sources.clamp(1, n_pids))
+                .map(|_| {
+                    let s = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+                    s.connect(addr).map_err(|e| e.to_string())?;
+                    Ok(s.into())
+                })
+                .collect::<Result<_, String>>()?;
+            (socks, n_pids)
         }
         _ => return Err("give --unix or --udp".into()),
     };
+    let pid_of = |i: u32| if a.unix.is_some() { me } else { BASE_PID + i };
+    // Source `s` owns identities s, s + N, s + 2N, ...: each identity sends from one source.
+    let n_src = socks.len();
+    let owned = |s: usize| (0..n_pids).filter(move |i| *i as usize % n_src == s);
     let deadline = Duration::from_millis(a.ms);
     let limit = a.count.unwrap_or(usize::MAX);
-    let n_pids = if a.unix.is_some() { 1 } else { a.pids.max(1) };
-    let pid_of = |i: u32| if a.unix.is_some() { me } else { BASE_PID + i };
     let mut count = 0usize;
-    let mut out = [0u8; MAX_DATAGRAM];
     if !a.mode.secure() {
-        let mut ids: Vec<Identity> = (0..n_pids).map(|i| Identity::plain(pid_of(i))).collect();
+        let mut ids: Vec<Vec<Identity>> = (0..n_src)
+            .map(|s| owned(s).map(|i| Identity::plain(pid_of(i))).collect())
+            .collect();
+        let mut next = vec![0usize; n_src];
         let mut frames = vec![[0u8; MAX_DATAGRAM]; BATCH];
-        let mut next = 0usize;
         let t0 = Instant::now();
-        while t0.elapsed() < deadline && count < limit {
+        for s in (0..n_src).cycle() {
+            if t0.elapsed() >= deadline || count >= limit {
+                break;
+            }
             let mut len = 0;
             for f in &mut frames {
-                let id = &mut ids[next % n_pids as usize];
-                next += 1;
+                let mine = &mut ids[s];
+                let k = next[s] % mine.len();
+                let id = &mut mine[k];
+                next[s] += 1;
                 len = id
                     .next_beat(0, sys::mono_ns(), f)
                     .map_err(|e| e.to_string())?;
@@ -181,12 +207,13 @@ pub fn run(a: &GenArgs) -> Result<i32, String> {
                 }
             }
             let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..len]).collect();
-            count += send_all(fd, &refs, !a.blocking);
+            count += send_all(socks[s].as_fd(), &refs, !a.blocking);
         }
         println!("sent {count} {}", t0.elapsed().as_nanos());
         return Ok(0);
     }
-    // Secure: pre-seal round-robin over the pids, then send for at most `ms`.
+    // Secure: pre-seal round-robin over the pids (each into its source's stream), then send
+    // for at most `ms`.
     let key = Key::from_hex(KEY_HEX).map_err(|e| e.to_string())?;
     let secs = usize::try_from(a.ms.div_ceil(1000)).unwrap_or(usize::MAX);
     let total = a
@@ -202,20 +229,34 @@ pub fn run(a: &GenArgs) -> Result<i32, String> {
         });
     }
     let dlen = ids[0].datagram_len();
-    let mut sealed: Vec<u8> = Vec::with_capacity(total * dlen);
+    let mut sealed: Vec<Vec<u8>> = (0..n_src)
+        .map(|_| Vec::with_capacity(total.div_ceil(n_src) * dlen))
+        .collect();
+    let mut out = [0u8; MAX_DATAGRAM];
     for j in 0..total {
-        let n = ids[j % n_pids as usize]
+        let i = j % n_pids as usize;
+        let n = ids[i]
             .next_beat(0, sys::mono_ns(), &mut out)
             .map_err(|e| e.to_string())?;
-        sealed.extend_from_slice(&out[..n]);
+        sealed[i % n_src].extend_from_slice(&out[..n]);
     }
+    let mut chunks: Vec<_> = sealed.iter().map(|s| s.chunks(BATCH * dlen)).collect();
     let t0 = Instant::now();
-    for chunk in sealed.chunks(BATCH * dlen) {
-        if t0.elapsed() >= deadline {
+    'send: loop {
+        let mut any = false;
+        for (s, it) in chunks.iter_mut().enumerate() {
+            if t0.elapsed() >= deadline {
+                break 'send;
+            }
+            if let Some(chunk) = it.next() {
+                any = true;
+                let refs: Vec<&[u8]> = chunk.chunks(dlen).collect();
+                count += send_all(socks[s].as_fd(), &refs, !a.blocking);
+            }
+        }
+        if !any {
             break;
         }
-        let refs: Vec<&[u8]> = chunk.chunks(dlen).collect();
-        count += send_all(fd, &refs, !a.blocking);
     }
     println!("sent {count} {}", t0.elapsed().as_nanos());
     Ok(0)
@@ -246,6 +287,8 @@ pub struct GenRun<'a> {
     pub ms: u64,
     /// Distinct identities (UDP).
     pub pids: u32,
+    /// UDP source sockets.
+    pub sources: u32,
     /// Datagram limit.
     pub count: Option<usize>,
     /// Load CPU.
@@ -266,6 +309,7 @@ impl GenRun<'_> {
             .args(["--mode", self.mode.name()])
             .args(["--ms", &self.ms.to_string()])
             .args(["--pids", &self.pids.to_string()])
+            .args(["--sources", &self.sources.to_string()])
             .args(["--cpu", &self.cpu.to_string()]);
         if let Some(n) = self.count {
             cmd.args(["--count", &n.to_string()]);

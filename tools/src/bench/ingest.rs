@@ -1,15 +1,21 @@
-//! Ingest: a bare `recvmmsg` receiver against the observer, over each transport, two ways.
+//! Ingest: a bare `recvmmsg` receiver against the observer, over each transport, two ways, the
+//! observer at each of the asked receive-worker counts (`--workers`; UDP only: the Unix socket
+//! is always read by the event loop).
 //!
 //! * **Generator-bound** ([`race`]): the generator sends flat out for a fixed time, first to a
 //!   bare receiver (a thread of this process, pinned to the observer CPU, making the observer's
 //!   own `recvmmsg` calls on an identically configured socket and counting), then to the
-//!   observer; frames/s of each, and each receiver's CPU time per datagram (the bare thread's
-//!   `CLOCK_THREAD_CPUTIME_ID`, the observer loop thread's `/proc/PID/task/PID/schedstat`).
+//!   observer at each worker count; frames/s of each, and each receiver's CPU time per datagram
+//!   (the bare thread's `CLOCK_THREAD_CPUTIME_ID`; the observer's ingest threads, main loop plus
+//!   receive threads, from `/proc/PID/task/TID/schedstat`, see [`Observer::ingest_cpu_ns`]).
 //! * **Receiver-bound** ([`drain`], UDP only): N datagrams are queued while the receiver is
 //!   stopped (receive buffer sized to hold them), then drained with no sender running; the rate
-//!   is datagrams per CPU-second of the receiving thread, so it compares the receivers' own
+//!   is datagrams per CPU-second of the receiving threads, so it compares the receivers' own
 //!   costs. The Unix socket queues only `net.unix.max_dgram_qlen` datagrams, so it has no
 //!   drain mode.
+//!
+//! Every round of one transport drives every receiver with the same generator settings (the
+//! same `--sources`), so the figures of one row are comparable.
 
 use std::net::UdpSocket;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -17,44 +23,74 @@ use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use varta_watch::listener::RecvBatch;
 
 use super::gen::{GenMode, GenRun, KEY_HEX};
-use super::observer::{free_udp_port, Observer, ObserverExe};
+use super::observer::{free_udp_port, workers_args, Observer, ObserverExe, ACCEPTED};
 use super::{BenchArgs, Transport};
 use crate::sys;
 
 /// Kernel receive buffer of the bare receiver's socket (the observer's default).
 const RCVBUF: usize = varta_watch::listener::RCVBUF;
 
-/// One generator-bound round.
-pub struct RaceRow {
-    /// Frames/s the bare receiver counted.
-    pub bare: f64,
-    /// Frames/s the observer accepted.
-    pub observer: f64,
-    /// Frames/s the generator sent in each phase.
-    pub bare_sent: f64,
-    /// As above, observer phase.
-    pub obs_sent: f64,
-    /// CPU ns per datagram received by the bare receiver.
-    pub bare_cpu: f64,
-    /// CPU ns per frame accepted by the observer's loop thread.
-    pub obs_cpu: f64,
+/// Datagrams each receive thread read, by worker number (empty with one worker, or when the
+/// observer exports no per-worker counts).
+pub type Spread = Vec<(u32, f64)>;
+
+/// One receiver's generator-bound phase.
+#[derive(Debug, Clone)]
+pub struct RacePhase {
+    /// Frames/s the receiver counted (the observer: accepted).
+    pub rate: f64,
+    /// Frames/s the generator sent.
+    pub sent: f64,
+    /// CPU ns per datagram received (the observer: per frame accepted, all ingest threads).
+    pub cpu: f64,
+    /// The observer's per-worker counts.
+    pub spread: Spread,
 }
 
-/// One receiver-bound round: per receiver, datagrams drained and the receiving thread's CPU ns.
-pub struct DrainRow {
-    /// Bare receiver: datagrams.
-    pub bare_n: u64,
-    /// Bare receiver: CPU ns.
-    pub bare_cpu: u64,
-    /// Observer: frames accepted.
-    pub obs_n: u64,
-    /// Observer loop thread: CPU ns.
-    pub obs_cpu: u64,
+/// One generator-bound round: the bare receiver, then the observer at each worker count.
+pub struct RaceRound {
+    /// The bare receiver.
+    pub bare: RacePhase,
+    /// The observer, one entry per asked worker count, in order.
+    pub observer: Vec<Result<RacePhase, String>>,
+}
+
+/// One receiver's receiver-bound phase.
+#[derive(Debug, Clone)]
+pub struct DrainPhase {
+    /// Datagrams drained (the observer: frames accepted).
+    pub n: u64,
+    /// CPU ns of the receiving threads.
+    pub cpu: u64,
+    /// The observer's per-worker counts.
+    pub spread: Spread,
+}
+
+impl DrainPhase {
+    /// Datagrams per CPU-second.
+    #[must_use]
+    pub fn rate(&self) -> f64 {
+        self.n as f64 * 1e9 / self.cpu.max(1) as f64
+    }
+
+    /// CPU ns per datagram.
+    #[must_use]
+    pub fn ns_each(&self) -> f64 {
+        self.cpu as f64 / self.n.max(1) as f64
+    }
+}
+
+/// One receiver-bound round: the bare receiver, then the observer at each worker count.
+pub struct DrainRound {
+    /// The bare receiver.
+    pub bare: DrainPhase,
+    /// The observer, one entry per asked worker count, in order.
+    pub observer: Vec<Result<DrainPhase, String>>,
 }
 
 fn set_socket(fd: BorrowedFd<'_>, rcvbuf: usize) {
@@ -134,17 +170,19 @@ fn observer_args(t: Transport, dir: &Path, port: u16, rt: bool) -> Result<Vec<St
     Ok(args)
 }
 
-/// One generator-bound round over transport `t`.
+/// One generator-bound round over transport `t`: the bare receiver, then the observer at each
+/// of `workers` receive-worker counts.
 ///
 /// # Errors
-/// A phase could not run.
+/// The bare phase could not run (an observer phase's failure is in its entry).
 pub fn race(
     exe: &Path,
     obs_exe: &ObserverExe,
     a: &BenchArgs,
     t: Transport,
     dir: &Path,
-) -> Result<RaceRow, String> {
+    workers: &[u32],
+) -> Result<RaceRound, String> {
     let unix = t == Transport::Unix;
     let gen = |target: Vec<String>| GenRun {
         exe,
@@ -152,6 +190,7 @@ pub fn race(
         mode: t.mode(),
         ms: a.phase_ms(),
         pids: 1000,
+        sources: a.sources,
         // --quick caps the datagrams too: sealing them first must take no time either.
         count: a.quick.then_some(20_000),
         cpu: a.load_cpu,
@@ -187,42 +226,55 @@ pub fn race(
     drop(keep);
     let (sent_b, secs_b) = sent_b?;
     let received = count.load(Ordering::Relaxed);
+    let bare = RacePhase {
+        rate: received as f64 / secs_b,
+        sent: sent_b as f64 / secs_b,
+        cpu: bare_cpu_ns as f64 / received.max(1) as f64,
+        spread: Vec::new(),
+    };
 
-    // Phase 2: the observer.
-    let port = free_udp_port()?;
-    let mut args = observer_args(t, dir, port, a.rt)?;
-    args.extend(["--threshold-ms".into(), "5000".into()]);
-    let obs = Observer::start(obs_exe, a.observer_cpu, &args, false)?;
-    let target = if unix {
-        vec!["--unix".into(), dir.join("obs.sock").display().to_string()]
-    } else {
-        vec!["--udp".into(), format!("127.0.0.1:{port}")]
-    };
-    let cpu0 = obs.loop_cpu_ns();
-    let sent_o = gen(target).run();
-    std::thread::sleep(Duration::from_millis(300));
-    let cpu1 = obs.loop_cpu_ns();
-    let accepted = obs.scrape("varta_frames_accepted_total").unwrap_or(0.0);
-    obs.stop();
-    let (sent_o, secs_o) = sent_o?;
-    let obs_cpu = match (cpu0, cpu1) {
-        (Some(c0), Some(c1)) => c1.saturating_sub(c0) as f64 / accepted.max(1.0),
-        _ => f64::NAN,
-    };
-    Ok(RaceRow {
-        bare: received as f64 / secs_b,
-        observer: accepted / secs_o,
-        bare_sent: sent_b as f64 / secs_b,
-        obs_sent: sent_o as f64 / secs_o,
-        bare_cpu: bare_cpu_ns as f64 / received.max(1) as f64,
-        obs_cpu,
-    })
+    // Then the observer, at each worker count.
+    let observer = workers
+        .iter()
+        .map(|&w| {
+            let port = free_udp_port()?;
+            let mut args = observer_args(t, dir, port, a.rt)?;
+            args.extend(["--threshold-ms".into(), "5000".into()]);
+            args.extend(workers_args(w));
+            let obs = Observer::start(obs_exe, a.observer_cpu, &args, false)?;
+            let target = if unix {
+                vec!["--unix".into(), dir.join("obs.sock").display().to_string()]
+            } else {
+                vec!["--udp".into(), format!("127.0.0.1:{port}")]
+            };
+            let cpu0 = obs.ingest_cpu_ns();
+            let sent = gen(target).run();
+            std::thread::sleep(Duration::from_millis(300));
+            let cpu1 = obs.ingest_cpu_ns();
+            let accepted = obs.scrape(ACCEPTED).unwrap_or(0.0);
+            let spread = obs.worker_datagrams();
+            obs.stop();
+            let (sent, secs) = sent?;
+            let cpu = match (cpu0, cpu1) {
+                (Some(c0), Some(c1)) => c1.saturating_sub(c0) as f64 / accepted.max(1.0),
+                _ => f64::NAN,
+            };
+            Ok(RacePhase {
+                rate: accepted / secs,
+                sent: sent as f64 / secs,
+                cpu,
+                spread,
+            })
+        })
+        .collect();
+    Ok(RaceRound { bare, observer })
 }
 
-/// One receiver-bound round of `n` datagrams over UDP transport `t`.
+/// One receiver-bound round of `n` datagrams over UDP transport `t`: the bare receiver, then
+/// the observer at each of `workers` receive-worker counts.
 ///
 /// # Errors
-/// A phase could not run.
+/// The bare phase could not run (an observer phase's failure is in its entry).
 pub fn drain(
     exe: &Path,
     obs_exe: &ObserverExe,
@@ -230,7 +282,8 @@ pub fn drain(
     t: Transport,
     dir: &Path,
     n: usize,
-) -> Result<DrainRow, String> {
+    workers: &[u32],
+) -> Result<DrainRound, String> {
     // A small UDP datagram costs about 1 KiB of receive buffer (its skb's truesize).
     let rcvbuf = (n * 2048).clamp(1 << 22, (1 << 31) - 1);
     let gen = |addr: String| GenRun {
@@ -239,6 +292,7 @@ pub fn drain(
         mode: t.mode(),
         ms: 60_000,
         pids: 1000,
+        sources: a.sources,
         count: Some(n),
         cpu: a.load_cpu,
         rt: a.rt,
@@ -270,43 +324,47 @@ pub fn drain(
     .join()
     .map_err(|_| "bare receiver panicked")?;
     drop(sock);
-
-    // The observer: started, stopped, queued, continued; done when its loop sleeps.
-    let port = free_udp_port()?;
-    let mut args = observer_args(t, dir, port, a.rt)?;
-    args.extend([
-        "--threshold-ms".into(),
-        "3600000".into(),
-        "--udp-rcvbuf-bytes".into(),
-        rcvbuf.to_string(),
-    ]);
-    let obs = Observer::start(obs_exe, a.observer_cpu, &args, false)?;
-    let pid = obs.pid();
-    // Let it reach its first wait before stopping it.
-    std::thread::sleep(Duration::from_millis(100));
-    sys::signal(pid, sys::STOP);
-    let sent = gen(format!("127.0.0.1:{port}")).run();
-    let cpu0 = obs.loop_cpu_ns();
-    sys::signal(pid, sys::CONT);
-    // Resumed, it runs until the queue is empty, then sleeps in its wait.
-    std::thread::sleep(Duration::from_millis(5));
-    let t0 = Instant::now();
-    let task = format!("/proc/{pid}/task/{pid}");
-    while sys::state(&task) != Some('S') && t0.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_micros(500));
-    }
-    let cpu1 = obs.loop_cpu_ns();
-    let accepted = obs.scrape("varta_frames_accepted_total").unwrap_or(0.0);
-    obs.stop();
-    sent?;
-    let obs_cpu = match (cpu0, cpu1) {
-        (Some(c0), Some(c1)) => c1.saturating_sub(c0),
-        _ => return Err("cannot read the observer's CPU time".into()),
+    let bare = DrainPhase {
+        n: bare_n,
+        cpu: bare_cpu,
+        spread: Vec::new(),
     };
-    Ok(DrainRow {
-        bare_n,
-        bare_cpu,
-        obs_n: accepted as u64,
-        obs_cpu,
-    })
+
+    // The observer: started, stopped, queued, continued; done when it is drained.
+    let observer = workers
+        .iter()
+        .map(|&w| {
+            let port = free_udp_port()?;
+            let mut args = observer_args(t, dir, port, a.rt)?;
+            args.extend([
+                "--threshold-ms".into(),
+                "3600000".into(),
+                "--udp-rcvbuf-bytes".into(),
+                rcvbuf.to_string(),
+            ]);
+            args.extend(workers_args(w));
+            let obs = Observer::start(obs_exe, a.observer_cpu, &args, false)?;
+            let pid = obs.pid();
+            // Let it reach its first wait before stopping it.
+            std::thread::sleep(Duration::from_millis(100));
+            sys::signal(pid, sys::STOP);
+            let sent = gen(format!("127.0.0.1:{port}")).run();
+            let cpu0 = obs.ingest_cpu_ns();
+            sys::signal(pid, sys::CONT);
+            // Resumed, it runs until the queues are empty, then sleeps in its waits.
+            std::thread::sleep(Duration::from_millis(5));
+            let done = obs.wait_drained(Duration::from_secs(120));
+            let spread = obs.worker_datagrams();
+            obs.stop();
+            sent?;
+            let done = done?;
+            let cpu0 = cpu0.ok_or("cannot read the observer's CPU time")?;
+            Ok(DrainPhase {
+                n: done.accepted as u64,
+                cpu: done.cpu_ns.saturating_sub(cpu0),
+                spread,
+            })
+        })
+        .collect();
+    Ok(DrainRound { bare, observer })
 }

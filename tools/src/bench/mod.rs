@@ -5,14 +5,15 @@
 //! * **ingest**, bare `recvmmsg` receiver vs observer, over the Unix socket, plain UDP,
 //!   shared-key and master-key secure UDP: generator-bound (the generator races both for a
 //!   fixed time: frames/s and CPU ns per datagram) and receiver-bound (a queue filled, then
-//!   drained: datagrams per CPU-second), see [`ingest`];
+//!   drained: datagrams per CPU-second), the UDP rounds with the observer at each
+//!   `--workers` count (one column each), see [`ingest`];
 //! * the AEAD open cost and the tracker's whole cost per secure datagram, in process
 //!   ([`core`]);
 //! * **stall lateness** (min / median / p99) with N live agents ([`stall`]);
 //! * **1,000 agent processes** at 10 Hz over the Unix socket: the observer's CPU share and
 //!   wake-ups per second ([`fleet::unix_agents`]);
 //! * **100,000 distinct master-key agents** through a real UDP socket (queued, then drained):
-//!   beats/s, CPU per beat, memory ([`fleet::master_agents`]).
+//!   beats/s, CPU per beat, memory, one row per `--workers` count ([`fleet::master_agents`]).
 //!
 //! Not part of `all` (it needs Debian's `prometheus` and `prometheus-alertmanager`): `varta
 //! bench alert`, freeze → notification latency of direct Alertmanager delivery vs the
@@ -23,12 +24,21 @@
 //! `--observer-cpu`; `--rt` puts receivers under SCHED_FIFO 50 and the generator under 40.
 //! `--observer-exe PATH` measures another build's `varta-watch` instead of the observer linked
 //! into this binary (before/after comparisons in one session).
+//!
+//! Receive workers: with `--workers N` > 1 the observer reads its UDP port through N
+//! `SO_REUSEPORT` sockets, one receive thread each; the kernel picks a socket by a hash of the
+//! 4-tuple, so the generator sends from `--sources` sockets (every receiver of one row gets the
+//! same generator settings). The observer's CPU figures count every ingest thread (main loop
+//! and receive threads), and after each multi-worker round the datagrams each receive thread
+//! read are printed, so the spread can be seen. The 1-worker observer is started without the
+//! flag (the daemon's default).
 
 pub mod alert;
 pub mod core;
 pub mod fleet;
 pub mod gen;
 pub mod ingest;
+mod ingest_report;
 pub mod observer;
 pub mod stall;
 
@@ -165,6 +175,16 @@ pub struct BenchArgs {
     /// A `varta-watch` binary to measure instead of the observer linked into this one.
     #[arg(long, value_name = "PATH")]
     pub observer_exe: Option<PathBuf>,
+    /// The observer's receive-worker counts in the UDP ingest rounds and the master-key fleet,
+    /// side by side (comma-separated).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "1,2",
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub workers: Vec<u32>,
+    /// UDP source sockets the generator sends from (spread over the observer's receive
+    /// sockets by the kernel's 4-tuple hash); the same for every receiver of a row.
+    #[arg(long, value_name = "N", default_value_t = gen::DEFAULT_SOURCES,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub sources: u32,
 }
 
 impl BenchArgs {
@@ -212,97 +232,6 @@ impl Summary {
     fn add(&mut self, line: String) {
         println!("{line}");
         self.0.push(line);
-    }
-}
-
-fn run_ingest(exe: &Path, obs: &ObserverExe, a: &BenchArgs, dir: &Path, sum: &mut Summary) {
-    let chosen = |t: &Transport| a.transports.is_empty() || a.transports.contains(t);
-    println!(
-        "ingest, generator-bound: the generator sends flat out for {} ms to each receiver; frames/s, median of {} rounds",
-        a.phase_ms(),
-        a.rounds()
-    );
-    sum.add(format!(
-        "  {:<28} {:>12} {:>12} {:>7}   {:>11} {:>11} {:>9}",
-        "ingest generator-bound",
-        "bare /s",
-        "observer /s",
-        "ratio",
-        "cpu ns bare",
-        "cpu ns obs",
-        "cpu ratio"
-    ));
-    for t in Transport::ALL.iter().copied().filter(chosen) {
-        let mut rows = Vec::new();
-        for _ in 0..a.rounds() {
-            match ingest::race(exe, obs, a, t, dir) {
-                Ok(r) => rows.push(r),
-                Err(e) => println!("  {} round failed: {e}", t.name()),
-            }
-        }
-        if rows.is_empty() {
-            continue;
-        }
-        let med = |f: &dyn Fn(&ingest::RaceRow) -> f64| median(rows.iter().map(f).collect());
-        println!(
-            "    ({}: generator sent {:.0}/s to the bare receiver, {:.0}/s to the observer)",
-            t.name(),
-            med(&|r| r.bare_sent),
-            med(&|r| r.obs_sent)
-        );
-        // Ratios are medians of per-round ratios: each pairs two phases run back to back.
-        sum.add(format!(
-            "  {:<28} {:>12.0} {:>12.0} {:>6.1}%   {:>11.0} {:>11.0} {:>8.1}%",
-            format!("  {}", t.name()),
-            med(&|r| r.bare),
-            med(&|r| r.observer),
-            med(&|r| 100.0 * r.observer / r.bare.max(1.0)),
-            med(&|r| r.bare_cpu),
-            med(&|r| r.obs_cpu),
-            med(&|r| 100.0 * r.bare_cpu / r.obs_cpu)
-        ));
-    }
-    let n = a.pick(a.drain, 300_000, 20_000);
-    println!(
-        "ingest, receiver-bound: {n} datagrams queued, then drained with no sender running; datagrams per CPU-second of the receiving thread"
-    );
-    sum.add(format!(
-        "  {:<28} {:>12} {:>12} {:>7}   {:>11} {:>11}",
-        "ingest receiver-bound", "bare /cpu-s", "observer", "ratio", "cpu ns bare", "cpu ns obs"
-    ));
-    for t in Transport::ALL.iter().copied().filter(chosen) {
-        if t == Transport::Unix {
-            // The Unix socket queues max_dgram_qlen datagrams, not a buffer's worth.
-            println!("    unix: no receiver-bound mode (the socket queues only max_dgram_qlen datagrams)");
-            continue;
-        }
-        let mut rows = Vec::new();
-        for _ in 0..a.rounds() {
-            match ingest::drain(exe, obs, a, t, dir, n) {
-                Ok(r) => rows.push(r),
-                Err(e) => println!("  {} round failed: {e}", t.name()),
-            }
-        }
-        if rows.is_empty() {
-            continue;
-        }
-        let rate = |k: u64, ns: u64| k as f64 * 1e9 / ns.max(1) as f64;
-        let med = |f: &dyn Fn(&ingest::DrainRow) -> f64| median(rows.iter().map(f).collect());
-        println!(
-            "    ({}: bare drained {:.0}, observer accepted {:.0} datagrams)",
-            t.name(),
-            med(&|r| r.bare_n as f64),
-            med(&|r| r.obs_n as f64)
-        );
-        sum.add(format!(
-            "  {:<28} {:>12.0} {:>12.0} {:>6.1}%   {:>11.0} {:>11.0}",
-            format!("  {}", t.name()),
-            med(&|r| rate(r.bare_n, r.bare_cpu)),
-            med(&|r| rate(r.obs_n, r.obs_cpu)),
-            med(&|r| 100.0 * rate(r.obs_n, r.obs_cpu) / rate(r.bare_n, r.bare_cpu)),
-            med(&|r| r.bare_cpu as f64 / r.bare_n.max(1) as f64),
-            med(&|r| r.obs_cpu as f64 / r.obs_n.max(1) as f64)
-        ));
     }
 }
 
@@ -390,21 +319,55 @@ fn run_master_agents(
     sum: &mut Summary,
 ) -> Result<(), String> {
     let n = a.pick(a.master_agents, 100_000, 2_000);
-    let f = fleet::master_agents(exe, obs, a, dir, n)?;
+    let mut rows = Vec::new();
+    for &w in &a.workers {
+        match fleet::master_agents(exe, obs, a, dir, n, w) {
+            Ok(f) => {
+                if w > 1 {
+                    println!(
+                        "    (master-key agents, {w} workers: datagrams per receive thread: {})",
+                        ingest_report::spread_line(&f.spread)
+                    );
+                }
+                println!(
+                    "    ({w}-worker observer: {:.0} beats accepted)",
+                    f.accepted
+                );
+                rows.push(f);
+            }
+            Err(e) => println!("  master-key agents with {w} workers failed: {e}"),
+        }
+    }
+    let first = rows.first().ok_or("no master-key agent round ran")?;
+    sum.add(format!(
+        "  {} distinct master-key agents over UDP ({} beats each from {} source sockets, queued then drained), by receive workers:",
+        first.agents, first.beats_each, a.sources
+    ));
     let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
     sum.add(format!(
-        "  {} distinct master-key agents over UDP ({} beats each, queued then drained): {:.0} beats/s accepted, {:.0} CPU ns per beat, {:.0} tracked, {:.0} kernel drops, RSS {:.1} -> {:.1} MiB ({:.0} bytes per agent)",
-        f.agents,
-        f.beats_each,
-        f.beats_per_s,
-        f.cpu_per_beat,
-        f.tracked,
-        f.dropped,
-        mib(f.rss_before),
-        mib(f.rss_after),
-        f.rss_after.saturating_sub(f.rss_before) as f64 / f.tracked.max(1.0),
+        "    {:>7} {:>11} {:>11} {:>9} {:>12} {:>14} {:>13} {:>11}",
+        "workers",
+        "beats/s",
+        "cpu ns/beat",
+        "tracked",
+        "kernel drops",
+        "RSS MiB before",
+        "RSS MiB after",
+        "bytes/agent"
     ));
-    println!("    ({:.0} beats accepted)", f.accepted);
+    for f in &rows {
+        sum.add(format!(
+            "    {:>7} {:>11.0} {:>11.0} {:>9.0} {:>12.0} {:>14.1} {:>13.1} {:>11.0}",
+            f.workers,
+            f.beats_per_s,
+            f.cpu_per_beat,
+            f.tracked,
+            f.dropped,
+            mib(f.rss_before),
+            mib(f.rss_after),
+            f.rss_after.saturating_sub(f.rss_before) as f64 / f.tracked.max(1.0),
+        ));
+    }
     Ok(())
 }
 
@@ -451,7 +414,7 @@ pub fn run(a: &BenchArgs) -> Result<i32, String> {
     let all = a.which == Which::All;
     let result = (|| -> Result<(), String> {
         if all || a.which == Which::Ingest {
-            run_ingest(&exe, &obs, a, &dir, &mut sum);
+            ingest_report::run(&exe, &obs, a, &dir, &mut sum);
         }
         if all || matches!(a.which, Which::Ingest | Which::Open) {
             run_costs(a, &mut sum)?;

@@ -1,0 +1,222 @@
+//! The ingest tables: per transport, the bare receiver next to the observer at each
+//! `--workers` count (frames/s, ratio to bare, CPU ns per datagram), medians over the rounds;
+//! after each multi-worker round, the datagrams each receive thread read.
+
+use std::path::Path;
+
+use super::observer::ObserverExe;
+use super::{ingest, median, BenchArgs, Summary, Transport};
+
+/// A summary row: the label, then right-aligned cells.
+fn row(label: &str, cells: &[String]) -> String {
+    let mut line = format!("  {label:<28}");
+    for c in cells {
+        line.push_str(&format!(" {c:>11}"));
+    }
+    line
+}
+
+/// Median of `f` over the rounds where worker column `wi` ran, or "-" when none did.
+fn cell<R>(rounds: &[(R, Vec<Option<usize>>)], wi: usize, f: impl Fn(&R, usize) -> f64) -> String {
+    let v: Vec<f64> = rounds
+        .iter()
+        .filter_map(|(r, idx)| idx[wi].map(|i| f(r, i)))
+        .collect();
+    if v.is_empty() {
+        "-".into()
+    } else {
+        format!("{:.0}", median(v))
+    }
+}
+
+/// The datagrams each receive thread read, as printed after a multi-worker round.
+pub(super) fn spread_line(spread: &[(u32, f64)]) -> String {
+    if spread.is_empty() {
+        return "no per-worker counts exported".into();
+    }
+    let total: f64 = spread.iter().map(|(_, n)| n).sum();
+    spread
+        .iter()
+        .map(|(k, n)| format!("worker {k}: {n:.0} ({:.0}%)", 100.0 * n / total.max(1.0)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Worker counts a transport runs at: all of them over UDP; the Unix socket is read by the
+/// event loop whatever the count, so it runs once, in the 1-worker column (if asked).
+fn transport_workers(a: &BenchArgs, t: Transport) -> Vec<u32> {
+    if t == Transport::Unix {
+        a.workers
+            .iter()
+            .copied()
+            .filter(|w| *w == 1)
+            .take(1)
+            .collect()
+    } else {
+        a.workers.clone()
+    }
+}
+
+/// For each column of `a.workers`, the index of its phase among `ran` (None: not run).
+fn columns(a: &BenchArgs, ran: &[u32]) -> Vec<Option<usize>> {
+    a.workers
+        .iter()
+        .map(|w| ran.iter().position(|r| r == w))
+        .collect()
+}
+
+/// Prints a round's failed observer phases and the spread of its multi-worker ones; returns
+/// the column map of the phases that ran.
+fn report_round<P>(
+    t: Transport,
+    a: &BenchArgs,
+    ran: &[u32],
+    phases: Vec<Result<P, String>>,
+    spread: impl Fn(&P) -> &[(u32, f64)],
+) -> (Vec<P>, Vec<Option<usize>>) {
+    let mut ok = Vec::new();
+    let mut ok_w = Vec::new();
+    for (w, p) in ran.iter().zip(phases) {
+        match p {
+            Ok(p) => {
+                if *w > 1 {
+                    println!(
+                        "    ({}, {w} workers: datagrams per receive thread: {})",
+                        t.name(),
+                        spread_line(spread(&p))
+                    );
+                }
+                ok.push(p);
+                ok_w.push(*w);
+            }
+            Err(e) => println!("  {} observer round with {w} workers failed: {e}", t.name()),
+        }
+    }
+    (ok, columns(a, &ok_w))
+}
+
+/// Runs the ingest rounds of the chosen transports and adds their side-by-side rows to `sum`.
+pub(super) fn run(exe: &Path, obs: &ObserverExe, a: &BenchArgs, dir: &Path, sum: &mut Summary) {
+    let chosen = |t: &Transport| a.transports.is_empty() || a.transports.contains(t);
+    let ws = &a.workers;
+    println!(
+        "ingest, generator-bound: the generator sends flat out for {} ms to each receiver (UDP from {} source sockets); frames/s, median of {} rounds; observer with {} receive workers",
+        a.phase_ms(),
+        a.sources,
+        a.rounds(),
+        ws.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+    );
+    let mut head = vec!["bare /s".to_string()];
+    for w in ws {
+        head.extend([format!("obs {w}w /s"), format!("{w}w/bare %")]);
+    }
+    head.push("cpu ns bare".into());
+    head.extend(ws.iter().map(|w| format!("cpu ns {w}w")));
+    sum.add(row("ingest generator-bound", &head));
+    for t in Transport::ALL.iter().copied().filter(chosen) {
+        let ran = transport_workers(a, t);
+        if ran.is_empty() {
+            println!("    unix: read by the event loop at any worker count; add 1 to --workers to run it");
+            continue;
+        }
+        let mut rounds = Vec::new();
+        for _ in 0..a.rounds() {
+            match ingest::race(exe, obs, a, t, dir, &ran) {
+                Ok(r) => {
+                    let (phases, idx) = report_round(t, a, &ran, r.observer, |p| &p.spread);
+                    rounds.push(((r.bare, phases), idx));
+                }
+                Err(e) => println!("  {} round failed: {e}", t.name()),
+            }
+        }
+        if rounds.is_empty() {
+            continue;
+        }
+        let bare = |f: &dyn Fn(&ingest::RacePhase) -> f64| {
+            median(rounds.iter().map(|((b, _), _)| f(b)).collect())
+        };
+        let sent: Vec<String> = (0..ws.len())
+            .map(|wi| (ws[wi], cell(&rounds, wi, |(_, p), i| p[i].sent)))
+            .filter(|(_, c)| c != "-")
+            .map(|(w, c)| format!("{c}/s to the {w}-worker observer"))
+            .collect();
+        println!(
+            "    ({}: generator sent {:.0}/s to the bare receiver, {})",
+            t.name(),
+            bare(&|b| b.sent),
+            sent.join(", ")
+        );
+        // Ratios are medians of per-round ratios: each pairs phases run back to back.
+        let mut cells = vec![format!("{:.0}", bare(&|b| b.rate))];
+        for wi in 0..ws.len() {
+            cells.push(cell(&rounds, wi, |(_, p), i| p[i].rate));
+            cells.push(cell(&rounds, wi, |(b, p), i| {
+                100.0 * p[i].rate / b.rate.max(1.0)
+            }));
+        }
+        cells.push(format!("{:.0}", bare(&|b| b.cpu)));
+        for wi in 0..ws.len() {
+            cells.push(cell(&rounds, wi, |(_, p), i| p[i].cpu));
+        }
+        sum.add(row(&format!("  {}", t.name()), &cells));
+    }
+    let n = a.pick(a.drain, 300_000, 20_000);
+    println!(
+        "ingest, receiver-bound: {n} datagrams queued (from {} source sockets), then drained with no sender running; datagrams per CPU-second of the receiving threads",
+        a.sources
+    );
+    let mut head = vec!["bare /cpu-s".to_string()];
+    for w in ws {
+        head.extend([format!("obs {w}w"), format!("{w}w/bare %")]);
+    }
+    head.push("cpu ns bare".into());
+    head.extend(ws.iter().map(|w| format!("cpu ns {w}w")));
+    sum.add(row("ingest receiver-bound", &head));
+    for t in Transport::ALL.iter().copied().filter(chosen) {
+        if t == Transport::Unix {
+            // The Unix socket queues max_dgram_qlen datagrams, not a buffer's worth.
+            println!("    unix: no receiver-bound mode (the socket queues only max_dgram_qlen datagrams)");
+            continue;
+        }
+        let ran = transport_workers(a, t);
+        let mut rounds = Vec::new();
+        for _ in 0..a.rounds() {
+            match ingest::drain(exe, obs, a, t, dir, n, &ran) {
+                Ok(r) => {
+                    let (phases, idx) = report_round(t, a, &ran, r.observer, |p| &p.spread);
+                    rounds.push(((r.bare, phases), idx));
+                }
+                Err(e) => println!("  {} round failed: {e}", t.name()),
+            }
+        }
+        if rounds.is_empty() {
+            continue;
+        }
+        let bare = |f: &dyn Fn(&ingest::DrainPhase) -> f64| {
+            median(rounds.iter().map(|((b, _), _)| f(b)).collect())
+        };
+        let accepted: Vec<String> = (0..ws.len())
+            .map(|wi| (ws[wi], cell(&rounds, wi, |(_, p), i| p[i].n as f64)))
+            .filter(|(_, c)| c != "-")
+            .map(|(w, c)| format!("{w}-worker observer accepted {c}"))
+            .collect();
+        println!(
+            "    ({}: bare drained {:.0}, {} datagrams)",
+            t.name(),
+            bare(&|b| b.n as f64),
+            accepted.join(", ")
+        );
+        let mut cells = vec![format!("{:.0}", bare(&ingest::DrainPhase::rate))];
+        for wi in 0..ws.len() {
+            cells.push(cell(&rounds, wi, |(_, p), i| p[i].rate()));
+            cells.push(cell(&rounds, wi, |(b, p), i| {
+                100.0 * p[i].rate() / b.rate()
+            }));
+        }
+        cells.push(format!("{:.0}", bare(&ingest::DrainPhase::ns_each)));
+        for wi in 0..ws.len() {
+            cells.push(cell(&rounds, wi, |(_, p), i| p[i].ns_each()));
+        }
+        sum.add(row(&format!("  {}", t.name()), &cells));
+    }
+}
