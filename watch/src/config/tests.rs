@@ -492,3 +492,18 @@ fn an_accepted_key_file_holds_one_key_per_line() {
         "{e}"
     );
 }
+
+#[test]
+fn workers_is_a_count_or_auto() {
+    let workers = |v: &str| {
+        RunArgs::load(&[OsString::from("--workers"), OsString::from(v)]).map(|c| c.workers)
+    };
+    assert_eq!(workers("3").unwrap(), 3);
+    let auto = workers("auto").unwrap();
+    assert!((1..=super::MAX_WORKERS).contains(&auto), "{auto}");
+    let e = workers("0").unwrap_err().to_string();
+    assert_eq!(e, "--workers 0: must be between 1 and 64");
+    let e = workers("many").unwrap_err().to_string();
+    assert!(e.starts_with("--workers many: expected a number"), "{e}");
+    assert_eq!(RunArgs::load(&[]).unwrap().workers, 1);
+}

@@ -155,7 +155,18 @@ pub fn siblings(first: UdpListener, count: usize) -> Result<Vec<UdpListener>, Li
         .map_err(io_err("read the address of", "the UDP socket"))?;
     let mut socks = vec![first];
     for _ in 1..count {
-        socks.push(UdpListener::bind_shared(addr)?);
+        socks.push(UdpListener::bind_shared(addr).map_err(|e| match e {
+            ListenError::Io { err, .. } if err.kind() == io::ErrorKind::AddrInUse => {
+                ListenError::Io {
+                    op: "bind a receive worker's socket beside",
+                    what: format!(
+                        "{addr} (--workers: the first socket needs SO_REUSEPORT; a socket passed by systemd needs ReusePort=yes)"
+                    ),
+                    err,
+                }
+            }
+            other => other,
+        })?);
     }
     Ok(socks)
 }

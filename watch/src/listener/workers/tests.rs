@@ -94,3 +94,12 @@ fn a_rekey_moves_the_generation_and_dropping_the_pool_stops_its_threads() {
     // saw it would hang here).
     drop(pool);
 }
+
+#[test]
+fn a_socket_without_reuseport_gets_no_siblings_and_the_error_says_why() {
+    let plain = UdpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let err = siblings(plain, 2).unwrap_err().to_string();
+    assert!(err.contains("ReusePort=yes"), "{err}");
+    let one = UdpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    assert_eq!(siblings(one, 1).unwrap().len(), 1);
+}
