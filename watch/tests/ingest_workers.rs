@@ -1,7 +1,8 @@
 //! Receive workers (`--workers 2`) against the real `varta-watch` binary over real sockets:
-//! the kernel spreads datagrams over the `SO_REUSEPORT` sockets by source address, so a
-//! captured datagram replayed from another source port may reach the other worker; it is
-//! still refused, because every identity's replay window lives in the one table. Keys
+//! the kernel spreads shared-key datagrams over the `SO_REUSEPORT` sockets by source address,
+//! so a captured one replayed from another source port may reach the other worker; it is
+//! still refused, because every identity's replay window lives in the one table. Master-key
+//! datagrams are routed by their clear-text pid: every copy reaches the same worker. Keys
 //! replaced by a reload are the only keys from then on, whichever worker reads a datagram.
 
 use std::net::{SocketAddr, UdpSocket};
@@ -96,40 +97,50 @@ fn iv(stream: u8, counter: u32) -> Iv {
 fn a_datagram_replayed_to_the_other_worker_is_refused() {
     let dir = tmpdir("workers-replay");
     let (obs, udp) = start(&dir, &SHARED);
-    let agent_key = derive_agent_key(&Key::from_bytes(MASTER), 7001);
-    let captured = [
-        MasterDatagram::seal(&agent_key, &iv(1, 1), &beat(7001, 1))
-            .0
-            .to_vec(),
-        SharedDatagram::seal(&Key::from_bytes(SHARED), &iv(2, 1), &beat(7002, 1))
-            .0
-            .to_vec(),
-    ];
-    let mut accepted = 0.0;
+    // A shared-key datagram: its pid is sealed, so the kernel's hash of the addresses picks
+    // the worker. Copies from other source ports until one reaches the other worker; each is
+    // refused by the agent's replay window, wherever it was read.
+    let shared = SharedDatagram::seal(&Key::from_bytes(SHARED), &iv(2, 1), &beat(7002, 1));
+    let first = send_fresh(&obs, udp, &shared.0);
+    obs.wait_metric("varta_frames_accepted_total", 1.0, WAIT);
     let mut replays = 0.0;
-    for bytes in &captured {
-        let first = send_fresh(&obs, udp, bytes);
-        accepted += 1.0;
-        obs.wait_metric("varta_frames_accepted_total", accepted, WAIT);
-        // The same bytes from other source ports until one reaches the other worker; each
-        // copy is refused by the agent's replay window, wherever it was read.
-        let mut crossed = false;
-        for _ in 0..TRIES {
-            let w = send_fresh(&obs, udp, bytes);
-            replays += 1.0;
-            obs.wait_metric("varta_rejections_total{reason=\"replayed\"}", replays, WAIT);
-            if w != first {
-                crossed = true;
-                break;
-            }
+    let mut crossed = false;
+    for _ in 0..TRIES {
+        let w = send_fresh(&obs, udp, &shared.0);
+        replays += 1.0;
+        obs.wait_metric("varta_rejections_total{reason=\"replayed\"}", replays, WAIT);
+        if w != first {
+            crossed = true;
+            break;
         }
-        assert!(
-            crossed,
-            "no copy reached the other worker in {TRIES} source ports"
-        );
-        assert_eq!(obs.metric("varta_frames_accepted_total"), accepted);
     }
-    // The agents' next beats are accepted on whichever worker reads them.
+    assert!(
+        crossed,
+        "no copy reached the other worker in {TRIES} source ports"
+    );
+    assert_eq!(obs.metric("varta_frames_accepted_total"), 1.0);
+
+    // A master-key datagram: routed by its clear-text pid, every copy from every source port
+    // reaches worker pid mod 2, the one that keeps that agent's key, and is refused there.
+    let agent_key = derive_agent_key(&Key::from_bytes(MASTER), 7001);
+    let master = MasterDatagram::seal(&agent_key, &iv(1, 1), &beat(7001, 1));
+    assert_eq!(send_fresh(&obs, udp, &master.0), 1);
+    obs.wait_metric("varta_frames_accepted_total", 2.0, WAIT);
+    for _ in 0..8 {
+        assert_eq!(send_fresh(&obs, udp, &master.0), 1, "routed by pid 7001");
+        replays += 1.0;
+        obs.wait_metric("varta_rejections_total{reason=\"replayed\"}", replays, WAIT);
+    }
+    let even = MasterDatagram::seal(
+        &derive_agent_key(&Key::from_bytes(MASTER), 7000),
+        &iv(4, 1),
+        &beat(7000, 1),
+    );
+    assert_eq!(send_fresh(&obs, udp, &even.0), 0, "routed by pid 7000");
+    obs.wait_metric("varta_frames_accepted_total", 3.0, WAIT);
+    assert_eq!(obs.metric("varta_frames_accepted_total"), 3.0);
+
+    // The agents' next beats are accepted.
     let next = [
         MasterDatagram::seal(&agent_key, &iv(1, 2), &beat(7001, 2))
             .0
@@ -138,12 +149,11 @@ fn a_datagram_replayed_to_the_other_worker_is_refused() {
             .0
             .to_vec(),
     ];
-    for bytes in &next {
+    for (k, bytes) in next.iter().enumerate() {
         send_fresh(&obs, udp, bytes);
-        accepted += 1.0;
-        obs.wait_metric("varta_frames_accepted_total", accepted, WAIT);
+        obs.wait_metric("varta_frames_accepted_total", 4.0 + k as f64, WAIT);
     }
-    assert_eq!(obs.metric("varta_watch_pids_tracked"), 2.0);
+    assert_eq!(obs.metric("varta_watch_pids_tracked"), 3.0);
 }
 
 #[test]

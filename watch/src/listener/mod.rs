@@ -10,6 +10,7 @@
 pub mod activation;
 mod batch;
 pub mod pace;
+pub mod steer;
 mod udp;
 mod unix;
 pub mod workers;

@@ -145,7 +145,8 @@ pub struct WorkerLimits {
 
 /// `count` sockets for `first`'s address: `first` itself and `count - 1` more bound with
 /// `SO_REUSEPORT` beside it (it must have `SO_REUSEPORT` on, as [`UdpListener::bind_shared`]
-/// sets; a socket passed by systemd needs `ReusePort=yes`).
+/// sets; a socket passed by systemd needs `ReusePort=yes`), socket `k` of the group being
+/// `result[k]`, with master-key datagrams routed by pid ([`super::steer`]).
 ///
 /// # Errors
 /// [`ListenError::Io`] naming the address.
@@ -167,6 +168,12 @@ pub fn siblings(first: UdpListener, count: usize) -> Result<Vec<UdpListener>, Li
             }
             other => other,
         })?);
+    }
+    if let Ok(n @ 2..) = u32::try_from(count) {
+        super::steer::attach(socks[0].as_fd(), n).map_err(io_err(
+            "attach the routing program (SO_ATTACH_REUSEPORT_CBPF) to",
+            addr,
+        ))?;
     }
     Ok(socks)
 }

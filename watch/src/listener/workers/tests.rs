@@ -103,3 +103,61 @@ fn a_socket_without_reuseport_gets_no_siblings_and_the_error_says_why() {
     let one = UdpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     assert_eq!(siblings(one, 1).unwrap().len(), 1);
 }
+
+/// Reads every datagram queued on `sock` (non-blocking): their first four bytes (the pid of
+/// a master-key datagram) and lengths.
+fn queued(sock: &UdpListener) -> Vec<(u32, usize)> {
+    let mut rb = RecvBatch::new();
+    let mut got = Vec::new();
+    while let Ok(n) = sock.try_recv(&mut rb) {
+        for i in 0..n {
+            let d = rb.data(i);
+            got.push((u32::from_le_bytes([d[0], d[1], d[2], d[3]]), d.len()));
+        }
+    }
+    got
+}
+
+#[test]
+fn master_key_datagrams_go_to_socket_pid_mod_n_whatever_their_source() {
+    const N: usize = 3;
+    let first = UdpListener::bind_shared("127.0.0.1:0".parse().unwrap()).unwrap();
+    let socks = siblings(first, N).unwrap();
+    let addr = socks[0].local_addr().unwrap();
+    let senders: Vec<UdpSocket> = (0..12)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let mut sent = 0;
+    for pid in [1u32, 2, 3, 4, 5, 1000, 65_537, 4_000_000_007] {
+        let mut d = [0u8; 64];
+        d[..4].copy_from_slice(&pid.to_le_bytes());
+        for s in &senders {
+            s.send_to(&d, addr).unwrap();
+            sent += 1;
+        }
+    }
+    // 60-byte (shared-key) datagrams: their pid is sealed, the kernel's hash spreads them.
+    for (k, s) in senders.iter().enumerate() {
+        s.send_to(&[u8::try_from(k).unwrap(); 60], addr).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let mut master = 0;
+    let mut shared = vec![0; N];
+    for (k, sock) in socks.iter().enumerate() {
+        for (pid, len) in queued(sock) {
+            match len {
+                64 => {
+                    assert_eq!(pid as usize % N, k, "pid {pid} read by socket {k}");
+                    master += 1;
+                }
+                _ => shared[k] += 1,
+            }
+        }
+    }
+    assert_eq!(master, sent, "every master-key datagram routed by its pid");
+    assert_eq!(shared.iter().sum::<usize>(), senders.len());
+    assert!(
+        shared.iter().filter(|&&n| n > 0).count() >= 2,
+        "shared-key datagrams spread by the hash: {shared:?}"
+    );
+}
