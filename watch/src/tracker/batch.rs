@@ -141,9 +141,7 @@ impl Tracker {
             };
         }
 
-        let mut jobs: [Option<Job<'_>>; OPEN_BATCH] = [None; OPEN_BATCH];
-        let mut job_of = [usize::MAX; OPEN_BATCH];
-        let mut n_jobs = 0;
+        let mut jobs = Jobs::new();
         for (i, (_, _, bytes)) in chunk[..n].iter().enumerate() {
             let job = match plan[i] {
                 Plan::Skip => None,
@@ -161,26 +159,14 @@ impl Tracker {
                 Plan::Derived { at } => derived[at].as_ref().map(|k| Job::master(k, bytes)),
             };
             if let Some(job) = job {
-                jobs[n_jobs] = Some(job);
-                job_of[i] = n_jobs;
-                n_jobs += 1;
+                jobs.push(i, job);
             }
         }
-        let mut out: [Opened; OPEN_BATCH] = [Err(OpenError::BadTag); OPEN_BATCH];
-        if let Some(first) = jobs[0] {
-            // Jobs `..n_jobs` are all `Some`; the filler beyond is never opened.
-            let mut packed = [first; OPEN_BATCH];
-            for (p, j) in packed.iter_mut().zip(&jobs[..n_jobs]) {
-                if let Some(j) = j {
-                    *p = *j;
-                }
-            }
-            self.backend.open(&packed[..n_jobs], &mut out[..n_jobs]);
-        }
+        let out = jobs.open(self.backend);
 
         let mut pre: [Option<Pre>; OPEN_BATCH] = std::array::from_fn(|_| None);
         for (i, (_, _, bytes)) in chunk[..n].iter().enumerate() {
-            let Some(&opened) = out[..n_jobs].get(job_of[i]) else {
+            let Some(opened) = out.get(i) else {
                 continue;
             };
             pre[i] = match plan[i] {
@@ -213,5 +199,69 @@ impl Tracker {
     /// benchmarks compare the paths; every path gives the same bytes).
     pub fn set_open_backend(&mut self, backend: vlp_core::batch::Backend) {
         self.backend = backend;
+    }
+}
+
+/// The AEAD jobs of one batch: datagram `i`'s job, if it has one, and one batched open of
+/// them all.
+pub(super) struct Jobs<'a> {
+    jobs: [Option<Job<'a>>; OPEN_BATCH],
+    of: [usize; OPEN_BATCH],
+    n: usize,
+}
+
+impl<'a> Jobs<'a> {
+    pub(super) fn new() -> Jobs<'a> {
+        Jobs {
+            jobs: [None; OPEN_BATCH],
+            of: [usize::MAX; OPEN_BATCH],
+            n: 0,
+        }
+    }
+
+    /// `job` opens datagram `i` (`i < OPEN_BATCH`, each at most once).
+    pub(super) fn push(&mut self, i: usize, job: Job<'a>) {
+        if let (Some(slot), Some(of)) = (self.jobs.get_mut(self.n), self.of.get_mut(i)) {
+            *slot = Some(job);
+            *of = self.n;
+            self.n += 1;
+        }
+    }
+
+    /// Opens every job at once with `backend`.
+    pub(super) fn open(self, backend: vlp_core::batch::Backend) -> Results {
+        let mut out: [Opened; OPEN_BATCH] = [Err(OpenError::BadTag); OPEN_BATCH];
+        if let Some(first) = self.jobs[0] {
+            // Jobs `..n` are all `Some`; the filler beyond is never opened.
+            let mut packed = [first; OPEN_BATCH];
+            for (p, j) in packed.iter_mut().zip(&self.jobs[..self.n]) {
+                if let Some(j) = j {
+                    *p = *j;
+                }
+            }
+            backend.open(&packed[..self.n], &mut out[..self.n]);
+        }
+        Results {
+            out,
+            of: self.of,
+            n: self.n,
+        }
+    }
+}
+
+/// What [`Jobs::open`] opened.
+pub(super) struct Results {
+    out: [Opened; OPEN_BATCH],
+    of: [usize; OPEN_BATCH],
+    n: usize,
+}
+
+impl Results {
+    /// Datagram `i`'s result, if it had a job.
+    pub(super) fn get(&self, i: usize) -> Option<Opened> {
+        self.of
+            .get(i)
+            .and_then(|&j| self.out[..self.n].get(j))
+            .copied()
     }
 }

@@ -17,14 +17,15 @@
 
 use std::collections::HashMap;
 
-use vlp_core::batch::{Backend, Job, Opened as Open};
+use vlp_core::batch::{Backend, Job};
 use vlp_core::envelope::{MASTER_LEN, SHARED_LEN};
 use vlp_core::kdf::derive_agent_key;
 use vlp_core::{Key, MasterDatagram, OpenError};
 
-use super::batch::{Pre, OPEN_BATCH};
+use super::batch::{Jobs, Pre, OPEN_BATCH};
 use super::pipeline::open_shared;
-use super::{Accepted, Gcra, Nanos, Origin, Rejection, Tracker, UdpMode};
+use super::rate::Budget;
+use super::{Accepted, Nanos, Origin, Rejection, Tracker, UdpMode};
 
 /// What a worker opened for one datagram, for [`Tracker::handle_opened`].
 pub struct Opened {
@@ -48,8 +49,7 @@ pub struct Opener {
     /// `(listener, pid)` → agent key, for keys that authenticated a datagram.
     keys: HashMap<(usize, u32), Key, foldhash::fast::RandomState>,
     max_keys: usize,
-    derive: Option<Gcra>,
-    derive_tat: Nanos,
+    derive: Budget,
 }
 
 impl std::fmt::Debug for Opener {
@@ -78,8 +78,7 @@ impl Opener {
             backend: Backend::detect(),
             keys: HashMap::default(),
             max_keys,
-            derive: Gcra::new(derivations_per_sec, derivations_per_sec),
-            derive_tat: 0,
+            derive: Budget::new(derivations_per_sec),
         }
     }
 
@@ -137,7 +136,9 @@ impl Opener {
                         let master = master.clone();
                         derived[i] = match earlier {
                             Some(k) => Some(k),
-                            None if self.try_derive(now) => Some(derive_agent_key(&master, id.1)),
+                            None if self.derive.try_take(now) => {
+                                Some(derive_agent_key(&master, id.1))
+                            }
                             None => continue,
                         };
                     }
@@ -147,9 +148,7 @@ impl Opener {
                 _ => {}
             }
         }
-        let mut jobs: [Option<Job<'_>>; OPEN_BATCH] = [None; OPEN_BATCH];
-        let mut job_of = [usize::MAX; OPEN_BATCH];
-        let mut n_jobs = 0;
+        let mut jobs = Jobs::new();
         for (i, (_, _, bytes)) in chunk[..n].iter().enumerate() {
             let Some(listener) = plan[i] else {
                 continue;
@@ -168,23 +167,12 @@ impl Opener {
                 },
             };
             if let Some(job) = job {
-                jobs[n_jobs] = Some(job);
-                job_of[i] = n_jobs;
-                n_jobs += 1;
+                jobs.push(i, job);
             }
         }
-        let mut opened: [Open; OPEN_BATCH] = [Err(OpenError::BadTag); OPEN_BATCH];
-        if let Some(first) = jobs[0] {
-            let mut packed = [first; OPEN_BATCH];
-            for (p, j) in packed.iter_mut().zip(&jobs[..n_jobs]) {
-                if let Some(j) = j {
-                    *p = *j;
-                }
-            }
-            self.backend.open(&packed[..n_jobs], &mut opened[..n_jobs]);
-        }
+        let opened = jobs.open(self.backend);
         for (i, (_, origin, bytes)) in chunk[..n].iter().enumerate() {
-            let Some(&result) = opened[..n_jobs].get(job_of[i]) else {
+            let Some(result) = opened.get(i) else {
                 continue;
             };
             let pre = match master_of[i] {
@@ -221,17 +209,6 @@ impl Opener {
                 pre,
                 generation: self.generation,
             });
-        }
-    }
-
-    fn try_derive(&mut self, now: Nanos) -> bool {
-        match self.derive {
-            None => true,
-            Some(g) if g.conforms(self.derive_tat, now) => {
-                self.derive_tat = g.take(self.derive_tat, now);
-                true
-            }
-            Some(_) => false,
         }
     }
 

@@ -132,8 +132,7 @@ pub(crate) struct Limiter {
     max_cells: usize,
     global: Option<Gcra>,
     global_tat: Nanos,
-    derive: Option<Gcra>,
-    derive_tat: Nanos,
+    derive: Budget,
     limited: [u64; 2],
     /// Identities charged while every cell was in use (not limited; see `charge`).
     untracked: u64,
@@ -152,8 +151,7 @@ impl Limiter {
             max_cells: max_cells.max(1),
             global,
             global_tat: 0,
-            derive: Gcra::new(d, d),
-            derive_tat: 0,
+            derive: Budget::new(d),
             limited: [0; 2],
             untracked: 0,
         }
@@ -200,10 +198,31 @@ impl Limiter {
 
     /// Takes one derivation from the budget; `false` when it is spent.
     pub(super) fn try_derive(&mut self, now: Nanos) -> bool {
-        match self.derive {
+        self.derive.try_take(now)
+    }
+}
+
+/// A budget of `per_sec` takes per second, a second's worth at once (0: unbounded).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget {
+    gcra: Option<Gcra>,
+    tat: Nanos,
+}
+
+impl Budget {
+    pub(crate) fn new(per_sec: u32) -> Budget {
+        Budget {
+            gcra: Gcra::new(per_sec, per_sec),
+            tat: 0,
+        }
+    }
+
+    /// Takes one; `false` when the budget is spent.
+    pub(crate) fn try_take(&mut self, now: Nanos) -> bool {
+        match self.gcra {
             None => true,
-            Some(g) if g.conforms(self.derive_tat, now) => {
-                self.derive_tat = g.take(self.derive_tat, now);
+            Some(g) if g.conforms(self.tat, now) => {
+                self.tat = g.take(self.tat, now);
                 true
             }
             Some(_) => false,
