@@ -19,7 +19,7 @@ fi
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-for target in decode open open_batch replay tracker audit_log state state_file keyfile kdf config cmsg; do
+for target in decode open open_batch replay tracker worker_open audit_log state state_file keyfile kdf config cmsg; do
     mkdir -p "fuzz/seeds/$target"
     echo "== fuzz/$target for ${SECS}s"
     mkdir -p "fuzz/corpus/$target"

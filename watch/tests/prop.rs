@@ -178,6 +178,16 @@ proptest! {
         }
     }
 
+    // The same operations, every datagram also through receive workers' openers: the same
+    // outcomes and events.
+    #[cfg(feature = "fuzz")]
+    #[test]
+    fn worker_opened_datagrams_are_handled_as_one_by_one(data in prop::collection::vec(any::<u8>(), 0..800)) {
+        if let Err(why) = varta_watch::tracker::fuzz::run_opened(&data) {
+            prop_assert!(false, "{}", why);
+        }
+    }
+
     // Any bytes as a state file, and as the body of one with a valid checksum.
     #[cfg(feature = "fuzz")]
     #[test]

@@ -143,6 +143,63 @@ impl Watch {
 /// # Errors
 /// A description of the first broken invariant.
 pub fn run(data: &[u8]) -> Result<(), String> {
+    run_with(data, None)
+}
+
+/// [`run`], with every datagram also handed to a twin tracker the way receive workers hand
+/// it (opened by one of two [`super::Opener`]s in turn, each with a derivation budget of 2 per
+/// second, then [`Tracker::handle_opened`]; now and then under a stale key generation): each
+/// outcome and every event must be the same.
+///
+/// # Errors
+/// A description of the first broken invariant or difference.
+pub fn run_opened(data: &[u8]) -> Result<(), String> {
+    let openers = [0, 1].map(|_| super::Opener::new(config().udp, 0, 8, 2));
+    run_with(data, Some((Tracker::new(config()), openers, 0)))
+}
+
+type Twin = (Tracker, [super::Opener; 2], usize);
+
+/// One datagram into `t` (and the twin, if any), outcomes compared.
+fn feed(
+    t: &mut Tracker,
+    twin: &mut Option<Twin>,
+    now: Nanos,
+    origin: &Origin,
+    bytes: &[u8],
+) -> Result<Result<crate::tracker::Accepted, crate::tracker::Rejection>, String> {
+    let r = t.handle_datagram(now, origin, bytes);
+    if let Some((t2, openers, turn)) = twin.as_mut() {
+        *turn += 1;
+        let item = [(now, *origin, bytes)];
+        let mut opened = [None];
+        openers[*turn % 2].open(now, &item, &mut opened);
+        // Every seventh datagram as if opened before a reload: opened again by the table.
+        let generation = u64::from(*turn % 7 == 0);
+        let mut r2 = None;
+        t2.handle_opened(generation, &item, &mut opened, |_, r| r2 = Some(r));
+        if r2.as_ref() != Some(&r) {
+            return Err(format!("worker-opened outcome {r2:?}, one by one {r:?}"));
+        }
+    }
+    Ok(r)
+}
+
+/// The twin's queued events must be `t`'s (the twin's are taken; `t`'s stay for the watcher).
+fn same_events(t: &Tracker, twin: &mut Option<Twin>) -> Result<(), String> {
+    if let Some((t2, ..)) = twin.as_mut() {
+        let mine: Vec<Event> = t.events.iter().cloned().collect();
+        let theirs: Vec<Event> = t2.events.drain(..).collect();
+        if mine != theirs {
+            return Err(format!(
+                "events differ: {mine:?} vs worker-opened {theirs:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn run_with(data: &[u8], mut twin: Option<Twin>) -> Result<(), String> {
     let mut t = Tracker::new(config());
     let mut w = Watch::default();
     let mut b = Bytes(data);
@@ -156,7 +213,13 @@ pub fn run(data: &[u8]) -> Result<(), String> {
                 let uid = u32::from(c & 1);
                 let n = usize::from(c >> 1) % 70;
                 let raw = b.take(n).to_vec();
-                Some(t.handle_datagram(now, &Origin::Unix { pid, uid }, &raw))
+                Some(feed(
+                    &mut t,
+                    &mut twin,
+                    now,
+                    &Origin::Unix { pid, uid },
+                    &raw,
+                )?)
             }
             1 | 2 => {
                 let nonce = u64::from(b.u8().unwrap_or(0) % 40);
@@ -187,7 +250,7 @@ pub fn run(data: &[u8]) -> Result<(), String> {
                 } else {
                     Origin::Udp { listener: 0 }
                 };
-                Some(t.handle_datagram(now, &origin, &f.emit()))
+                Some(feed(&mut t, &mut twin, now, &origin, &f.emit())?)
             }
             3 | 4 => {
                 let nonce = u64::from(b.u8().unwrap_or(0) % 40);
@@ -214,7 +277,7 @@ pub fn run(data: &[u8]) -> Result<(), String> {
                     d[i] ^= 1;
                 }
                 let origin = Origin::Udp { listener: 1 };
-                Some(t.handle_datagram(now, &origin, &d))
+                Some(feed(&mut t, &mut twin, now, &origin, &d)?)
             }
             5 => {
                 let n = usize::from(c) % 70;
@@ -222,7 +285,7 @@ pub fn run(data: &[u8]) -> Result<(), String> {
                 let origin = Origin::Udp {
                     listener: usize::from(a % 3),
                 };
-                Some(t.handle_datagram(now, &origin, &raw))
+                Some(feed(&mut t, &mut twin, now, &origin, &raw)?)
             }
             _ => {
                 now += u64::from(a) * u64::from(c % 4 + 1);
@@ -231,6 +294,10 @@ pub fn run(data: &[u8]) -> Result<(), String> {
                         break;
                     }
                     t.handle_timeout(now);
+                    if let Some((t2, ..)) = twin.as_mut() {
+                        t2.handle_timeout(now);
+                    }
+                    same_events(&t, &mut twin)?;
                     w.events(&mut t, now)?;
                 }
                 if t.poll_timeout().is_some_and(|d| d <= now) {
@@ -244,6 +311,7 @@ pub fn run(data: &[u8]) -> Result<(), String> {
                 w.last_beat.insert(acc.agent, t.now());
             }
         }
+        same_events(&t, &mut twin)?;
         w.events(&mut t, now)?;
         if t.len() > CAPACITY {
             return Err(format!("len {} > capacity {CAPACITY}", t.len()));
