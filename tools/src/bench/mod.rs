@@ -40,7 +40,9 @@ pub mod gen;
 pub mod ingest;
 mod ingest_report;
 pub mod observer;
+pub mod procnet;
 pub mod stall;
+pub mod wall;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
