@@ -236,7 +236,7 @@ fn wall_block(
     let chosen = |t: &Transport| a.transports.is_empty() || a.transports.contains(t);
     let ws = &a.workers;
     println!(
-        "ingest, receiver-bound, wall clock, observer on every CPU ({} here, nothing pinned): {n} datagrams queued while the receiver is stopped, then timed from SIGCONT until every receive queue of its port is empty and every ingest thread sleeps (polled every {} us); the bare receiver drains the same queue with one thread; datagrams per wall second, median of {} rounds",
+        "ingest, receiver-bound, wall clock, observer on every CPU ({} here, nothing pinned): {n} datagrams queued while the receiver is stopped, then timed from SIGCONT until every receive queue of its port is empty and every ingest thread sleeps (polled every {} us); the bare receiver drains the same queue with one thread; datagrams per wall second, median of {} rounds; busy: the receiving threads' CPU time (the observer's: every ingest thread's) over the drain's wall time, 100% a CPU",
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         wall::POLL.as_micros(),
         a.rounds()
@@ -244,6 +244,8 @@ fn wall_block(
     let mut head = vec!["bare /s".to_string()];
     head.extend(ws.iter().map(|w| format!("obs {w}w /s")));
     head.extend(ws.iter().skip(1).map(|w| format!("{w}w/{}w %", ws[0])));
+    head.push("busy bare %".into());
+    head.extend(ws.iter().map(|w| format!("busy {w}w %")));
     sum.add(row("ingest wall-clock drain", &head));
     for t in Transport::ALL.iter().copied().filter(chosen) {
         if t == Transport::Unix {
@@ -327,6 +329,10 @@ fn wall_block(
             } else {
                 format!("{:.0}", median(v))
             });
+        }
+        cells.push(format!("{:.0}", bare(&wall::WallPhase::busy_pct)));
+        for wi in 0..ws.len() {
+            cells.push(cell(&rounds, wi, |(_, p), i| p[i].busy_pct()));
         }
         sum.add(row(&format!("  {}", t.name()), &cells));
     }

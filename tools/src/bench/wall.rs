@@ -53,6 +53,9 @@ pub struct WallPhase {
     pub drops: u64,
     /// The observer's per-worker counts.
     pub spread: Spread,
+    /// CPU time of the receiving threads over the drain, ns (the observer: every ingest
+    /// thread, from `schedstat`).
+    pub cpu_ns: u64,
     /// The observer's drain: polls made, the poller's CPU time (ns), and the times the queues
     /// and threads looked drained but the accepted count fell short.
     pub poll: Option<PollCost>,
@@ -74,6 +77,12 @@ impl WallPhase {
     #[must_use]
     pub fn rate(&self) -> f64 {
         self.n as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+
+    /// CPUs the receiving threads kept busy on average over the drain, percent of one.
+    #[must_use]
+    pub fn busy_pct(&self) -> f64 {
+        100.0 * self.cpu_ns as f64 / self.wall.as_nanos().max(1) as f64
     }
 }
 
@@ -236,19 +245,26 @@ pub fn drain(
             let mut watch = DrainWatch::find(obs.pid(), port, w)?;
             sys::signal(obs.pid(), sys::STOP);
             let sent = ingest::drain_gen(exe, a, t, n, format!("127.0.0.1:{port}")).run();
+            let cpu0 = obs.ingest_cpu_ns();
             let done = match sent {
                 Ok((queued, _)) => watch.run(&obs, queued).map(|d| (queued, d)),
                 Err(e) => Err(e),
             };
+            // Every ingest thread sleeps now: their CPU time stands still.
+            let cpu1 = obs.ingest_cpu_ns();
             let spread = obs.worker_datagrams();
             obs.stop();
             let (queued, (wall, drops, accepted, cost)) = done?;
+            let (Some(cpu0), Some(cpu1)) = (cpu0, cpu1) else {
+                return Err("cannot read the observer's CPU time".into());
+            };
             Ok(WallPhase {
                 queued,
                 n: accepted,
                 wall,
                 drops,
                 spread,
+                cpu_ns: cpu1.saturating_sub(cpu0),
                 poll: Some(cost),
             })
         })
@@ -273,12 +289,13 @@ fn bare(
     let drops = queue.read()?.iter().map(|q| q.drops).sum();
     let fd = sock.as_raw_fd();
     let rt = a.rt;
-    let (got, wall) = std::thread::spawn(move || {
+    let (got, wall, cpu_ns) = std::thread::spawn(move || {
         observer::place(0, None);
         if rt {
             sys::set_fifo(50);
         }
         let mut batch = RecvBatch::new();
+        let cpu0 = sys::thread_cpu_ns();
         let t0 = Instant::now();
         let mut got = 0u64;
         while let Ok(k) = batch.recv_raw(fd, false) {
@@ -287,7 +304,7 @@ fn bare(
             }
             got += k as u64;
         }
-        (got, t0.elapsed())
+        (got, t0.elapsed(), sys::thread_cpu_ns() - cpu0)
     })
     .join()
     .map_err(|_| "bare receiver panicked")?;
@@ -298,6 +315,7 @@ fn bare(
         wall,
         drops,
         spread: Vec::new(),
+        cpu_ns,
         poll: None,
     })
 }
