@@ -119,12 +119,16 @@ fn quick_bench_prints_every_figure_side_by_side() {
         let cols = cells(line);
         assert_eq!(
             cols.len(),
-            7,
-            "bare, 1w, 2w, 2w/1w, busy bare, busy 1w, busy 2w: {line}"
+            9,
+            "bare, 1w, 2w, 2w/1w, busy bare, busy 1w, busy 2w, runq 1w, runq 2w: {line}"
         );
         assert!(
-            cols.iter().all(|c| c.is_some_and(|v| v > 0.0)),
+            cols[..7].iter().all(|c| c.is_some_and(|v| v > 0.0)),
             "every column ran: {line}"
+        );
+        assert!(
+            cols[7..].iter().all(|c| c.is_some_and(|v| v >= 0.0)),
+            "{line}"
         );
         let detail = stdout
             .lines()

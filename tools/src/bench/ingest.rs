@@ -11,7 +11,7 @@
 //! * **Receiver-bound** ([`drain`], UDP only): N datagrams are queued while the receiver is
 //!   stopped (receive buffer sized to hold them), then drained with no sender running; the rate
 //!   is datagrams per CPU-second of the receiving threads, so it compares the receivers' own
-//!   costs. The Unix socket queues only `net.unix.max_dgram_qlen` datagrams, so it has no
+//!   costs (the wall-clock drain, nothing pinned, is [`super::wall`]). The Unix socket queues only `net.unix.max_dgram_qlen` datagrams, so it has no
 //!   drain mode.
 //!
 //! Every round of one transport drives every receiver with the same generator settings (the

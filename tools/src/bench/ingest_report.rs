@@ -236,7 +236,7 @@ fn wall_block(
     let chosen = |t: &Transport| a.transports.is_empty() || a.transports.contains(t);
     let ws = &a.workers;
     println!(
-        "ingest, receiver-bound, wall clock, observer on every CPU ({} here, nothing pinned): {n} datagrams queued while the receiver is stopped, then timed from SIGCONT until every receive queue of its port is empty and every ingest thread sleeps (polled every {} us); the bare receiver drains the same queue with one thread; datagrams per wall second, median of {} rounds; busy: the receiving threads' CPU time (the observer's: every ingest thread's) over the drain's wall time, 100% a CPU",
+        "ingest, receiver-bound, wall clock, observer on every CPU ({} here, nothing pinned): {n} datagrams queued while the receiver is stopped, then timed from SIGCONT until every receive queue of its port is empty and every ingest thread sleeps (polled every {} us); the bare receiver drains the same queue with one thread; datagrams per wall second, median of {} rounds; busy: the receiving threads' CPU time (the observer's: every ingest thread's) over the drain's wall time, 100% a CPU; runq: their time runnable but waiting for a CPU (held by other processes of the machine, or by each other), same scale",
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         wall::POLL.as_micros(),
         a.rounds()
@@ -246,6 +246,7 @@ fn wall_block(
     head.extend(ws.iter().skip(1).map(|w| format!("{w}w/{}w %", ws[0])));
     head.push("busy bare %".into());
     head.extend(ws.iter().map(|w| format!("busy {w}w %")));
+    head.extend(ws.iter().map(|w| format!("runq {w}w %")));
     sum.add(row("ingest wall-clock drain", &head));
     for t in Transport::ALL.iter().copied().filter(chosen) {
         if t == Transport::Unix {
@@ -303,12 +304,13 @@ fn wall_block(
             .flat_map(|((_, p), _)| p.iter().filter_map(|p| Some(p.poll?.rechecks)))
             .sum();
         println!(
-            "    ({}: drained in bare {:.1} ms, {}; bare read {:.0}, {}; kernel drops {drops}; watching a drain: a poll every {} us, {}% of a CPU, {rechecks} drained-looking polls the accepted count contradicted)",
+            "    ({}: drained in bare {:.1} ms, {}; bare read {:.0}, {}; the bare receiver waited for a CPU {:.0}% of its drain; kernel drops {drops}; watching a drain: a poll every {} us, {}% of a CPU, {rechecks} drained-looking polls the accepted count contradicted)",
             t.name(),
             bare(&ms),
             drain_ms.join(", "),
             bare(&|b| b.n as f64),
             accepted.join(", "),
+            bare(&wall::WallPhase::runq_pct),
             poll(&|c, p| p.wall.as_secs_f64() * 1e6 / c.polls.max(1) as f64),
             poll(&|c, p| 100.0 * c.cpu_ns as f64 / p.wall.as_nanos().max(1) as f64),
         );
@@ -333,6 +335,9 @@ fn wall_block(
         cells.push(format!("{:.0}", bare(&wall::WallPhase::busy_pct)));
         for wi in 0..ws.len() {
             cells.push(cell(&rounds, wi, |(_, p), i| p[i].busy_pct()));
+        }
+        for wi in 0..ws.len() {
+            cells.push(cell(&rounds, wi, |(_, p), i| p[i].runq_pct()));
         }
         sum.add(row(&format!("  {}", t.name()), &cells));
     }

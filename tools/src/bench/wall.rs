@@ -19,6 +19,12 @@
 //! The bare receiver (one thread of this process, on every CPU) drains the same queue size
 //! with the observer's `recvmmsg` calls and times itself from its first call to the empty
 //! queue.
+//!
+//! Beside the rates: how many CPUs the receiving threads kept busy (their `schedstat` CPU time
+//! over the wall time) and how long they were runnable but waiting for a CPU (`schedstat`'s
+//! run delay): on a shared machine other processes take CPUs too, and that is where it shows.
+//! Watching costs the poller's own CPU (reported): a few microseconds per poll, most of it
+//! the timer wake-up.
 
 use std::net::UdpSocket;
 use std::num::NonZeroU64;
@@ -54,8 +60,11 @@ pub struct WallPhase {
     /// The observer's per-worker counts.
     pub spread: Spread,
     /// CPU time of the receiving threads over the drain, ns (the observer: every ingest
-    /// thread, from `schedstat`).
+    /// thread; `schedstat`).
     pub cpu_ns: u64,
+    /// Time the receiving threads were runnable but waiting for a CPU, ns (summed like
+    /// `cpu_ns`): other processes of the machine, or each other, held the CPUs.
+    pub runq_ns: u64,
     /// The observer's drain: polls made, the poller's CPU time (ns), and the times the queues
     /// and threads looked drained but the accepted count fell short.
     pub poll: Option<PollCost>,
@@ -83,6 +92,12 @@ impl WallPhase {
     #[must_use]
     pub fn busy_pct(&self) -> f64 {
         100.0 * self.cpu_ns as f64 / self.wall.as_nanos().max(1) as f64
+    }
+
+    /// The receiving threads' waits for a CPU over the drain, percent of its wall time.
+    #[must_use]
+    pub fn runq_pct(&self) -> f64 {
+        100.0 * self.runq_ns as f64 / self.wall.as_nanos().max(1) as f64
     }
 }
 
@@ -245,18 +260,18 @@ pub fn drain(
             let mut watch = DrainWatch::find(obs.pid(), port, w)?;
             sys::signal(obs.pid(), sys::STOP);
             let sent = ingest::drain_gen(exe, a, t, n, format!("127.0.0.1:{port}")).run();
-            let cpu0 = obs.ingest_cpu_ns();
+            let sched0 = ingest_sched(obs.pid());
             let done = match sent {
                 Ok((queued, _)) => watch.run(&obs, queued).map(|d| (queued, d)),
                 Err(e) => Err(e),
             };
             // Every ingest thread sleeps now: their CPU time stands still.
-            let cpu1 = obs.ingest_cpu_ns();
+            let sched1 = ingest_sched(obs.pid());
             let spread = obs.worker_datagrams();
             obs.stop();
             let (queued, (wall, drops, accepted, cost)) = done?;
-            let (Some(cpu0), Some(cpu1)) = (cpu0, cpu1) else {
-                return Err("cannot read the observer's CPU time".into());
+            let (Some(s0), Some(s1)) = (sched0, sched1) else {
+                return Err("cannot read the observer's schedstat".into());
             };
             Ok(WallPhase {
                 queued,
@@ -264,7 +279,8 @@ pub fn drain(
                 wall,
                 drops,
                 spread,
-                cpu_ns: cpu1.saturating_sub(cpu0),
+                cpu_ns: s1.0.saturating_sub(s0.0),
+                runq_ns: s1.1.saturating_sub(s0.1),
                 poll: Some(cost),
             })
         })
@@ -289,13 +305,18 @@ fn bare(
     let drops = queue.read()?.iter().map(|q| q.drops).sum();
     let fd = sock.as_raw_fd();
     let rt = a.rt;
-    let (got, wall, cpu_ns) = std::thread::spawn(move || {
+    let (got, wall, sched) = std::thread::spawn(move || {
         observer::place(0, None);
         if rt {
             sys::set_fifo(50);
         }
         let mut batch = RecvBatch::new();
-        let cpu0 = sys::thread_cpu_ns();
+        let pid = std::process::id();
+        let tid = rustix::thread::gettid()
+            .as_raw_nonzero()
+            .get()
+            .unsigned_abs();
+        let s0 = sched(pid, tid);
         let t0 = Instant::now();
         let mut got = 0u64;
         while let Ok(k) = batch.recv_raw(fd, false) {
@@ -304,18 +325,38 @@ fn bare(
             }
             got += k as u64;
         }
-        (got, t0.elapsed(), sys::thread_cpu_ns() - cpu0)
+        let wall = t0.elapsed();
+        let s1 = sched(pid, tid);
+        (got, wall, s0.zip(s1))
     })
     .join()
     .map_err(|_| "bare receiver panicked")?;
     drop(sock);
+    let (s0, s1) = sched.ok_or("cannot read the bare receiver's schedstat")?;
     Ok(WallPhase {
         queued,
         n: got,
         wall,
         drops,
         spread: Vec::new(),
-        cpu_ns,
+        cpu_ns: s1.0.saturating_sub(s0.0),
+        runq_ns: s1.1.saturating_sub(s0.1),
         poll: None,
     })
+}
+
+/// Thread `tid` of process `pid`: time on a CPU and time runnable waiting for one, ns
+/// (`/proc/PID/task/TID/schedstat`'s first two fields).
+fn sched(pid: u32, tid: u32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).ok()?;
+    let mut f = s.split_whitespace().map(str::parse::<u64>);
+    Some((f.next()?.ok()?, f.next()?.ok()?))
+}
+
+/// [`sched`] summed over the observer's ingest threads.
+fn ingest_sched(pid: u32) -> Option<(u64, u64)> {
+    observer::ingest_threads(pid)
+        .into_iter()
+        .map(|t| sched(pid, t))
+        .try_fold((0, 0), |(c, w), s| s.map(|(c1, w1)| (c + c1, w + w1)))
 }
