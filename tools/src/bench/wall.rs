@@ -182,7 +182,6 @@ impl DrainWatch {
         obs: &Observer,
         queued: u64,
     ) -> Result<(Duration, u64, u64, PollCost), String> {
-        let cpu0 = sys::thread_cpu_ns();
         let mut cost = PollCost {
             polls: 0,
             cpu_ns: 0,
@@ -193,17 +192,18 @@ impl DrainWatch {
         let _ = rustix::thread::set_current_timer_slack(NonZeroU64::new(1_000));
         let done = self.poll(obs, queued, &mut cost);
         let _ = rustix::thread::set_current_timer_slack(slack.and_then(NonZeroU64::new));
-        cost.cpu_ns = sys::thread_cpu_ns() - cpu0;
         done.map(|(wall, drops, accepted)| (wall, drops, accepted, cost))
     }
 
-    /// [`DrainWatch::run`]'s loop: a poll every [`POLL`] from SIGCONT on.
+    /// [`DrainWatch::run`]'s loop: a poll every [`POLL`] from SIGCONT on; the poller's CPU
+    /// time is taken up to the poll that saw the drain done.
     fn poll(
         &mut self,
         obs: &Observer,
         queued: u64,
         cost: &mut PollCost,
     ) -> Result<(Duration, u64, u64), String> {
+        let cpu0 = sys::thread_cpu_ns();
         let t0 = Instant::now();
         if !sys::signal(obs.pid(), sys::CONT) {
             return Err("the observer is gone".into());
@@ -213,6 +213,7 @@ impl DrainWatch {
             cost.polls += 1;
             if let Some(drops) = self.drained()? {
                 let wall = t0.elapsed();
+                cost.cpu_ns = sys::thread_cpu_ns() - cpu0;
                 let accepted = obs
                     .scrape(ACCEPTED)
                     .ok_or("cannot scrape the observer's metrics")?;
@@ -223,8 +224,13 @@ impl DrainWatch {
                 }
                 cost.rechecks += 1;
             }
+            // A poll every POLL from SIGCONT on; one that overran (a scrape) starts afresh.
+            let now = Instant::now();
             next += POLL;
-            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            if next < now {
+                next = now + POLL;
+            }
+            std::thread::sleep(next - now);
         }
         Err(format!(
             "the observer was still draining after {} s",
@@ -265,6 +271,8 @@ pub fn drain(
                 Ok((queued, _)) => watch.run(&obs, queued).map(|d| (queued, d)),
                 Err(e) => Err(e),
             };
+            // A stopped process would hold SIGTERM until continued.
+            sys::signal(obs.pid(), sys::CONT);
             // Every ingest thread sleeps now: their CPU time stands still.
             let sched1 = ingest_sched(obs.pid());
             let spread = obs.worker_datagrams();
