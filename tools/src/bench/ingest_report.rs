@@ -236,7 +236,7 @@ fn wall_block(
     let chosen = |t: &Transport| a.transports.is_empty() || a.transports.contains(t);
     let ws = &a.workers;
     println!(
-        "ingest, receiver-bound, wall clock, observer on every CPU ({} here, nothing pinned): {n} datagrams queued while the receiver is stopped, then timed from SIGCONT until every receive queue of its port is empty and every ingest thread sleeps (polled every {} us); the bare receiver drains the same queue with one thread; datagrams per wall second, median of {} rounds; busy: the receiving threads' CPU time (the observer's: every ingest thread's) over the drain's wall time, 100% a CPU; runq: their time runnable but waiting for a CPU (held by other processes of the machine, or by each other), same scale",
+        "ingest, receiver-bound, wall clock, observer on every CPU ({} here, nothing pinned): {n} datagrams queued while the receiver is stopped, then timed from SIGCONT until every receive queue of its port is empty and every ingest thread sleeps (polled every {} us near the end); the bare receiver drains the same queue with one thread; datagrams per wall second, median of {} rounds; busy: the receiving threads' CPU time (the observer's: every ingest thread's) over the drain's wall time, 100% a CPU; runq: their time runnable but waiting for a CPU (held by other processes of the machine, or by each other), same scale",
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         wall::POLL.as_micros(),
         a.rounds()
@@ -304,14 +304,14 @@ fn wall_block(
             .flat_map(|((_, p), _)| p.iter().filter_map(|p| Some(p.poll?.rechecks)))
             .sum();
         println!(
-            "    ({}: drained in bare {:.1} ms, {}; bare read {:.0}, {}; the bare receiver waited for a CPU {:.0}% of its drain; kernel drops {drops}; watching a drain: a poll every {} us, {}% of a CPU, {rechecks} drained-looking polls the accepted count contradicted)",
+            "    ({}: drained in bare {:.1} ms, {}; bare read {:.0}, {}; the bare receiver waited for a CPU {:.0}% of its drain; kernel drops {drops}; watching a drain: {} polls, {}% of a CPU, {rechecks} drained-looking polls the accepted count contradicted)",
             t.name(),
             bare(&ms),
             drain_ms.join(", "),
             bare(&|b| b.n as f64),
             accepted.join(", "),
             bare(&wall::WallPhase::runq_pct),
-            poll(&|c, p| p.wall.as_secs_f64() * 1e6 / c.polls.max(1) as f64),
+            poll(&|c, _| c.polls as f64),
             poll(&|c, p| 100.0 * c.cpu_ns as f64 / p.wall.as_nanos().max(1) as f64),
         );
         let mut cells = vec![format!("{:.0}", bare(&wall::WallPhase::rate))];
