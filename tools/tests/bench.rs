@@ -108,6 +108,41 @@ fn quick_bench_prints_every_figure_side_by_side() {
             .sum();
         assert_eq!(read, queued, "{spread}");
     }
+    // Wall clock, nothing pinned: the bare receiver and the observer at 1 and 2 workers drain
+    // the same queue; timed, not asserted. Drained means drained: every datagram queued was
+    // accepted (none dropped) when the queues and threads were seen idle.
+    let (wall, _) = find("ingest wall-clock drain", 0);
+    assert!(drain < wall);
+    for t in ["udp-plain", "udp-shared", "udp-master"] {
+        let (i, line) = find(t, wall);
+        assert!(i > wall, "{t} in the wall-clock block");
+        let cols = cells(line);
+        assert_eq!(
+            cols.len(),
+            9,
+            "bare, 1w, 2w, 2w/1w, busy bare, busy 1w, busy 2w, runq 1w, runq 2w: {line}"
+        );
+        assert!(
+            cols[..7].iter().all(|c| c.is_some_and(|v| v > 0.0)),
+            "every column ran: {line}"
+        );
+        assert!(
+            cols[7..].iter().all(|c| c.is_some_and(|v| v >= 0.0)),
+            "{line}"
+        );
+        let detail = stdout
+            .lines()
+            .find(|l| l.contains(&format!("({t}: drained in bare")))
+            .unwrap_or_else(|| panic!("no wall-clock detail of {t}\n{stdout}"));
+        assert!(detail.contains("; kernel drops 0;"), "{detail}");
+        for w in [1, 2] {
+            let key = format!("{w}-worker observer accepted");
+            let accepted = number_after(detail, &key);
+            let queued = number_after(detail, &format!("{key} {accepted} of"));
+            assert_eq!(accepted, queued, "{detail}");
+            assert!(queued > 0.0, "{detail}");
+        }
+    }
     find("AEAD open per datagram", 0);
     find("tracker per secure datagram", 0);
     let (_, stall) = find("stall lateness", 0);

@@ -79,7 +79,7 @@ pub fn unix_agents(
         "--tracker-capacity".into(),
         (n + 1024).to_string(),
     ];
-    let obs = Observer::start(obs_exe, a.observer_cpu, &args, false)?;
+    let obs = Observer::start(obs_exe, Some(a.observer_cpu), &args, false)?;
     // Started over one beat interval, so their phases spread as independent processes' do.
     let mut agents = Agents(Vec::with_capacity(n));
     let spacing = Duration::from_micros(100_000 / n.max(1) as u64);
@@ -228,7 +228,7 @@ pub fn master_agents(
         args.extend(["--rt-priority".into(), "50".into()]);
     }
     args.extend(workers_args(workers));
-    let obs = Observer::start(obs_exe, a.observer_cpu, &args, false)?;
+    let obs = Observer::start(obs_exe, Some(a.observer_cpu), &args, false)?;
     let pid = obs.pid();
     let proc_path = format!("/proc/{pid}");
     // Let it reach its first wait before stopping it.

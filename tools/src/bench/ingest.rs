@@ -11,7 +11,7 @@
 //! * **Receiver-bound** ([`drain`], UDP only): N datagrams are queued while the receiver is
 //!   stopped (receive buffer sized to hold them), then drained with no sender running; the rate
 //!   is datagrams per CPU-second of the receiving threads, so it compares the receivers' own
-//!   costs. The Unix socket queues only `net.unix.max_dgram_qlen` datagrams, so it has no
+//!   costs (the wall-clock drain, nothing pinned, is [`super::wall`]). The Unix socket queues only `net.unix.max_dgram_qlen` datagrams, so it has no
 //!   drain mode.
 //!
 //! Every round of one transport drives every receiver with the same generator settings (the
@@ -93,7 +93,7 @@ pub struct DrainRound {
     pub observer: Vec<Result<DrainPhase, String>>,
 }
 
-fn set_socket(fd: BorrowedFd<'_>, rcvbuf: usize) {
+pub(super) fn set_socket(fd: BorrowedFd<'_>, rcvbuf: usize) {
     // Failures are harmless: UDP ignores SO_PASSCRED, and the forced size needs
     // CAP_NET_ADMIN (the plain size is then the fallback).
     let _ = rustix::net::sockopt::set_socket_passcred(fd, true);
@@ -141,7 +141,12 @@ fn bare_receiver(
     })
 }
 
-fn observer_args(t: Transport, dir: &Path, port: u16, rt: bool) -> Result<Vec<String>, String> {
+pub(super) fn observer_args(
+    t: Transport,
+    dir: &Path,
+    port: u16,
+    rt: bool,
+) -> Result<Vec<String>, String> {
     let mut args: Vec<String> = Vec::new();
     if rt {
         args.extend(["--rt-priority".into(), "50".into()]);
@@ -167,6 +172,57 @@ fn observer_args(t: Transport, dir: &Path, port: u16, rt: bool) -> Result<Vec<St
         }
         _ => args.push("--allow-plaintext-udp".into()),
     }
+    Ok(args)
+}
+
+/// The receive buffer that holds `n` queued datagrams: a small UDP datagram costs about
+/// 1 KiB of it (its skb's truesize).
+pub(super) fn drain_rcvbuf(n: usize) -> usize {
+    (n * 2048).clamp(1 << 22, (1 << 31) - 1)
+}
+
+/// The generator of a receiver-bound round: `n` datagrams of transport `t` to `addr`.
+pub(super) fn drain_gen<'a>(
+    exe: &'a Path,
+    a: &BenchArgs,
+    t: Transport,
+    n: usize,
+    addr: String,
+) -> GenRun<'a> {
+    GenRun {
+        exe,
+        target: vec!["--udp".into(), addr],
+        mode: t.mode(),
+        ms: 60_000,
+        pids: 1000,
+        sources: a.sources,
+        count: Some(n),
+        cpu: a.load_cpu,
+        rt: a.rt,
+    }
+}
+
+/// The observer's flags in a receiver-bound round: on UDP `port` with `w` receive workers, a
+/// receive buffer of `rcvbuf` bytes, and no stall while it is stopped.
+///
+/// # Errors
+/// The key file cannot be written.
+pub(super) fn drain_observer_args(
+    t: Transport,
+    dir: &Path,
+    port: u16,
+    rt: bool,
+    rcvbuf: usize,
+    w: u32,
+) -> Result<Vec<String>, String> {
+    let mut args = observer_args(t, dir, port, rt)?;
+    args.extend([
+        "--threshold-ms".into(),
+        "3600000".into(),
+        "--udp-rcvbuf-bytes".into(),
+        rcvbuf.to_string(),
+    ]);
+    args.extend(workers_args(w));
     Ok(args)
 }
 
@@ -241,7 +297,7 @@ pub fn race(
             let mut args = observer_args(t, dir, port, a.rt)?;
             args.extend(["--threshold-ms".into(), "5000".into()]);
             args.extend(workers_args(w));
-            let obs = Observer::start(obs_exe, a.observer_cpu, &args, false)?;
+            let obs = Observer::start(obs_exe, Some(a.observer_cpu), &args, false)?;
             let target = if unix {
                 vec!["--unix".into(), dir.join("obs.sock").display().to_string()]
             } else {
@@ -284,19 +340,8 @@ pub fn drain(
     n: usize,
     workers: &[u32],
 ) -> Result<DrainRound, String> {
-    // A small UDP datagram costs about 1 KiB of receive buffer (its skb's truesize).
-    let rcvbuf = (n * 2048).clamp(1 << 22, (1 << 31) - 1);
-    let gen = |addr: String| GenRun {
-        exe,
-        target: vec!["--udp".into(), addr],
-        mode: t.mode(),
-        ms: 60_000,
-        pids: 1000,
-        sources: a.sources,
-        count: Some(n),
-        cpu: a.load_cpu,
-        rt: a.rt,
-    };
+    let rcvbuf = drain_rcvbuf(n);
+    let gen = |addr: String| drain_gen(exe, a, t, n, addr);
 
     // Bare receiver: queue, then drain on the observer CPU until the queue is empty.
     let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
@@ -335,15 +380,8 @@ pub fn drain(
         .iter()
         .map(|&w| {
             let port = free_udp_port()?;
-            let mut args = observer_args(t, dir, port, a.rt)?;
-            args.extend([
-                "--threshold-ms".into(),
-                "3600000".into(),
-                "--udp-rcvbuf-bytes".into(),
-                rcvbuf.to_string(),
-            ]);
-            args.extend(workers_args(w));
-            let obs = Observer::start(obs_exe, a.observer_cpu, &args, false)?;
+            let args = drain_observer_args(t, dir, port, a.rt, rcvbuf, w)?;
+            let obs = Observer::start(obs_exe, Some(a.observer_cpu), &args, false)?;
             let pid = obs.pid();
             // Let it reach its first wait before stopping it.
             std::thread::sleep(Duration::from_millis(100));

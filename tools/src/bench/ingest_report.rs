@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::observer::ObserverExe;
-use super::{ingest, median, BenchArgs, Summary, Transport};
+use super::{ingest, median, wall, BenchArgs, Summary, Transport};
 
 /// A summary row: the label, then right-aligned cells.
 fn row(label: &str, cells: &[String]) -> String {
@@ -216,6 +216,128 @@ pub(super) fn run(exe: &Path, obs: &ObserverExe, a: &BenchArgs, dir: &Path, sum:
         cells.push(format!("{:.0}", bare(&ingest::DrainPhase::ns_each)));
         for wi in 0..ws.len() {
             cells.push(cell(&rounds, wi, |(_, p), i| p[i].ns_each()));
+        }
+        sum.add(row(&format!("  {}", t.name()), &cells));
+    }
+    wall_block(exe, obs, a, dir, n, sum);
+}
+
+/// The wall-clock drain block: per UDP transport, the bare receiver and the observer at each
+/// worker count, nothing pinned; datagrams per wall second and each count's ratio to the
+/// first.
+fn wall_block(
+    exe: &Path,
+    obs: &ObserverExe,
+    a: &BenchArgs,
+    dir: &Path,
+    n: usize,
+    sum: &mut Summary,
+) {
+    let chosen = |t: &Transport| a.transports.is_empty() || a.transports.contains(t);
+    let ws = &a.workers;
+    println!(
+        "ingest, receiver-bound, wall clock, observer on every CPU ({} here, nothing pinned): {n} datagrams queued while the receiver is stopped, then timed from SIGCONT until every receive queue of its port is empty and every ingest thread sleeps (polled every {} us near the end); the bare receiver drains the same queue with one thread; datagrams per wall second, median of {} rounds; busy: the receiving threads' CPU time (the observer's: every ingest thread's) over the drain's wall time, 100% a CPU; runq: their time runnable but waiting for a CPU (held by other processes of the machine, or by each other), same scale",
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        wall::POLL.as_micros(),
+        a.rounds()
+    );
+    let mut head = vec!["bare /s".to_string()];
+    head.extend(ws.iter().map(|w| format!("obs {w}w /s")));
+    head.extend(ws.iter().skip(1).map(|w| format!("{w}w/{}w %", ws[0])));
+    head.push("busy bare %".into());
+    head.extend(ws.iter().map(|w| format!("busy {w}w %")));
+    head.extend(ws.iter().map(|w| format!("runq {w}w %")));
+    sum.add(row("ingest wall-clock drain", &head));
+    for t in Transport::ALL.iter().copied().filter(chosen) {
+        if t == Transport::Unix {
+            continue;
+        }
+        let ran = transport_workers(a, t);
+        let mut rounds = Vec::new();
+        for _ in 0..a.rounds() {
+            match wall::drain(exe, obs, a, t, dir, n, &ran) {
+                Ok(r) => {
+                    let (phases, idx) = report_round(t, a, &ran, r.observer, |p| &p.spread);
+                    rounds.push(((r.bare, phases), idx));
+                }
+                Err(e) => println!("  {} round failed: {e}", t.name()),
+            }
+        }
+        if rounds.is_empty() {
+            continue;
+        }
+        let bare = |f: &dyn Fn(&wall::WallPhase) -> f64| {
+            median(rounds.iter().map(|((b, _), _)| f(b)).collect())
+        };
+        let ms = |p: &wall::WallPhase| p.wall.as_secs_f64() * 1e3;
+        let drain_ms: Vec<String> = (0..ws.len())
+            .filter_map(|wi| {
+                let v: Vec<f64> = rounds
+                    .iter()
+                    .filter_map(|((_, p), idx)| Some(ms(&p[idx[wi]?])))
+                    .collect();
+                (!v.is_empty()).then(|| format!("{}w {:.1} ms", ws[wi], median(v)))
+            })
+            .collect();
+        let poll = |f: &dyn Fn(&wall::PollCost, &wall::WallPhase) -> f64| -> String {
+            let v: Vec<f64> = rounds
+                .iter()
+                .flat_map(|((_, p), _)| p.iter().filter_map(|p| Some(f(p.poll.as_ref()?, p))))
+                .collect();
+            format!("{:.0}", median(v))
+        };
+        let accepted: Vec<String> = (0..ws.len())
+            .map(|wi| {
+                let got = cell(&rounds, wi, |(_, p), i| p[i].n as f64);
+                let queued = cell(&rounds, wi, |(_, p), i| p[i].queued as f64);
+                (ws[wi], got, queued)
+            })
+            .filter(|(_, c, _)| c != "-")
+            .map(|(w, c, q)| format!("{w}-worker observer accepted {c} of {q} queued"))
+            .collect();
+        let drops: u64 = rounds
+            .iter()
+            .flat_map(|((b, p), _)| std::iter::once(b).chain(p.iter()).map(|p| p.drops))
+            .sum();
+        let rechecks: u32 = rounds
+            .iter()
+            .flat_map(|((_, p), _)| p.iter().filter_map(|p| Some(p.poll?.rechecks)))
+            .sum();
+        println!(
+            "    ({}: drained in bare {:.1} ms, {}; bare read {:.0}, {}; the bare receiver waited for a CPU {:.0}% of its drain; kernel drops {drops}; watching a drain: {} polls, {}% of a CPU, {rechecks} drained-looking polls the accepted count contradicted)",
+            t.name(),
+            bare(&ms),
+            drain_ms.join(", "),
+            bare(&|b| b.n as f64),
+            accepted.join(", "),
+            bare(&wall::WallPhase::runq_pct),
+            poll(&|c, _| c.polls as f64),
+            poll(&|c, p| 100.0 * c.cpu_ns as f64 / p.wall.as_nanos().max(1) as f64),
+        );
+        let mut cells = vec![format!("{:.0}", bare(&wall::WallPhase::rate))];
+        for wi in 0..ws.len() {
+            cells.push(cell(&rounds, wi, |(_, p), i| p[i].rate()));
+        }
+        // Ratios are medians of per-round ratios: each pairs phases run back to back.
+        for wi in 1..ws.len() {
+            let v: Vec<f64> = rounds
+                .iter()
+                .filter_map(|((_, p), idx)| {
+                    Some(100.0 * p[idx[wi]?].rate() / p[idx[0]?].rate().max(1e-9))
+                })
+                .collect();
+            cells.push(if v.is_empty() {
+                "-".into()
+            } else {
+                format!("{:.0}", median(v))
+            });
+        }
+        cells.push(format!("{:.0}", bare(&wall::WallPhase::busy_pct)));
+        for wi in 0..ws.len() {
+            cells.push(cell(&rounds, wi, |(_, p), i| p[i].busy_pct()));
+        }
+        for wi in 0..ws.len() {
+            cells.push(cell(&rounds, wi, |(_, p), i| p[i].runq_pct()));
         }
         sum.add(row(&format!("  {}", t.name()), &cells));
     }

@@ -6,7 +6,8 @@
 //!   shared-key and master-key secure UDP: generator-bound (the generator races both for a
 //!   fixed time: frames/s and CPU ns per datagram) and receiver-bound (a queue filled, then
 //!   drained: datagrams per CPU-second), the UDP rounds with the observer at each
-//!   `--workers` count (one column each), see [`ingest`];
+//!   `--workers` count (one column each), see [`ingest`]; and the same drain in wall-clock
+//!   time with nothing pinned, so N receive workers may use N CPUs ([`wall`]);
 //! * the AEAD open cost and the tracker's whole cost per secure datagram, in process
 //!   ([`core`]);
 //! * **stall lateness** (min / median / p99) with N live agents ([`stall`]);
@@ -40,7 +41,9 @@ pub mod gen;
 pub mod ingest;
 mod ingest_report;
 pub mod observer;
+pub mod procnet;
 pub mod stall;
+pub mod wall;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

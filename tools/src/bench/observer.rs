@@ -112,14 +112,15 @@ pub struct Observer {
 }
 
 impl Observer {
-    /// Starts the observer with `args` (and a metrics endpoint on an ephemeral port), pinned
-    /// to `cpu`; waits for its "listening" line.
+    /// Starts the observer with `args` (and a metrics endpoint on an ephemeral port), every
+    /// thread pinned to `cpu`, or free to run on every CPU when `cpu` is `None`; waits for its
+    /// "listening" line.
     ///
     /// # Errors
     /// It could not start, or said something other than that it listens.
     pub fn start(
         exe: &ObserverExe,
-        cpu: usize,
+        cpu: Option<usize>,
         args: &[String],
         want_stdout: bool,
     ) -> Result<Observer, String> {
@@ -136,7 +137,7 @@ impl Observer {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("observer: {e}"))?;
-        sys::pin(child.id(), cpu);
+        place(child.id(), cpu);
         let err = child.stderr.take().ok_or("observer stderr")?;
         let mut lines = BufReader::new(err).lines();
         let first = lines.next().and_then(Result::ok).unwrap_or_default();
@@ -145,8 +146,8 @@ impl Observer {
             let _ = child.wait();
             return Err(format!("observer did not start: {first}"));
         }
-        // Threads started before the pin above (the metrics server) follow it too.
-        sys::pin_process(child.id(), cpu);
+        // Threads started before the placement above (the metrics server) follow it too.
+        place_process(child.id(), cpu);
         std::thread::spawn(move || for _ in lines {});
         let prom = first
             .split("http://")
@@ -260,6 +261,40 @@ impl Drop for Observer {
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+    }
+}
+
+/// Pins thread `tid` (0: the calling thread) to `cpu`, or lets it run on every CPU.
+pub(super) fn place(tid: u32, cpu: Option<usize>) {
+    match cpu {
+        Some(c) => sys::pin(tid, c),
+        None => {
+            // Every CPU there can be: the kernel keeps those that exist and are allowed.
+            let mut set = rustix::thread::CpuSet::new();
+            for c in 0..rustix::thread::CpuSet::MAX_CPU {
+                set.set(c);
+            }
+            let target = i32::try_from(tid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw);
+            let _ = rustix::thread::sched_setaffinity(target, &set);
+        }
+    }
+}
+
+/// [`place`] for every thread of process `pid`.
+fn place_process(pid: u32, cpu: Option<usize>) {
+    if let Some(c) = cpu {
+        sys::pin_process(pid, c);
+        return;
+    }
+    place(pid, None);
+    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in dir.flatten() {
+            if let Some(tid) = t.file_name().to_str().and_then(|s| s.parse().ok()) {
+                place(tid, None);
+            }
         }
     }
 }

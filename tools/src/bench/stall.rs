@@ -90,7 +90,7 @@ pub fn run(
     if rt {
         args.extend(["--rt-priority".into(), "50".into()]);
     }
-    let mut obs = Observer::start(obs_exe, a.observer_cpu, &args, true)?;
+    let mut obs = Observer::start(obs_exe, Some(a.observer_cpu), &args, true)?;
     let out = obs.stdout.take().ok_or("observer stdout")?;
     let last_sent: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
     let silent_until: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
