@@ -65,6 +65,33 @@ fn columns(a: &BenchArgs, ran: &[u32]) -> Vec<Option<usize>> {
         .collect()
 }
 
+/// `a.rounds()` rounds of `one` over transport `t` at worker counts `ran`, each reported as it
+/// ends (see [`report_round`]); the rounds that ran, each with its worker counts' indices into
+/// its phases.
+#[allow(
+    clippy::type_complexity,
+    reason = "the rounds as every block's cells read them"
+)]
+fn run_rounds<B, P>(
+    t: Transport,
+    a: &BenchArgs,
+    ran: &[u32],
+    one: impl Fn() -> Result<(B, Vec<Result<P, String>>), String>,
+    spread: impl Fn(&P) -> &[(u32, f64)] + Copy,
+) -> Vec<((B, Vec<P>), Vec<Option<usize>>)> {
+    let mut rounds = Vec::new();
+    for _ in 0..a.rounds() {
+        match one() {
+            Ok((bare, observer)) => {
+                let (phases, idx) = report_round(t, a, ran, observer, spread);
+                rounds.push(((bare, phases), idx));
+            }
+            Err(e) => println!("  {} round failed: {e}", t.name()),
+        }
+    }
+    rounds
+}
+
 /// Prints a round's failed observer phases and the spread of its multi-worker ones; returns
 /// the column map of the phases that ran.
 fn report_round<P>(
@@ -119,16 +146,13 @@ pub(super) fn run(exe: &Path, obs: &ObserverExe, a: &BenchArgs, dir: &Path, sum:
             println!("    unix: read by the event loop at any worker count; add 1 to --workers to run it");
             continue;
         }
-        let mut rounds = Vec::new();
-        for _ in 0..a.rounds() {
-            match ingest::race(exe, obs, a, t, dir, &ran) {
-                Ok(r) => {
-                    let (phases, idx) = report_round(t, a, &ran, r.observer, |p| &p.spread);
-                    rounds.push(((r.bare, phases), idx));
-                }
-                Err(e) => println!("  {} round failed: {e}", t.name()),
-            }
-        }
+        let rounds = run_rounds(
+            t,
+            a,
+            &ran,
+            || ingest::race(exe, obs, a, t, dir, &ran).map(|r| (r.bare, r.observer)),
+            |p| &p.spread,
+        );
         if rounds.is_empty() {
             continue;
         }
@@ -179,16 +203,13 @@ pub(super) fn run(exe: &Path, obs: &ObserverExe, a: &BenchArgs, dir: &Path, sum:
             continue;
         }
         let ran = transport_workers(a, t);
-        let mut rounds = Vec::new();
-        for _ in 0..a.rounds() {
-            match ingest::drain(exe, obs, a, t, dir, n, &ran) {
-                Ok(r) => {
-                    let (phases, idx) = report_round(t, a, &ran, r.observer, |p| &p.spread);
-                    rounds.push(((r.bare, phases), idx));
-                }
-                Err(e) => println!("  {} round failed: {e}", t.name()),
-            }
-        }
+        let rounds = run_rounds(
+            t,
+            a,
+            &ran,
+            || ingest::drain(exe, obs, a, t, dir, n, &ran).map(|r| (r.bare, r.observer)),
+            |p| &p.spread,
+        );
         if rounds.is_empty() {
             continue;
         }
@@ -253,16 +274,13 @@ fn wall_block(
             continue;
         }
         let ran = transport_workers(a, t);
-        let mut rounds = Vec::new();
-        for _ in 0..a.rounds() {
-            match wall::drain(exe, obs, a, t, dir, n, &ran) {
-                Ok(r) => {
-                    let (phases, idx) = report_round(t, a, &ran, r.observer, |p| &p.spread);
-                    rounds.push(((r.bare, phases), idx));
-                }
-                Err(e) => println!("  {} round failed: {e}", t.name()),
-            }
-        }
+        let rounds = run_rounds(
+            t,
+            a,
+            &ran,
+            || wall::drain(exe, obs, a, t, dir, n, &ran).map(|r| (r.bare, r.observer)),
+            |p| &p.spread,
+        );
         if rounds.is_empty() {
             continue;
         }
