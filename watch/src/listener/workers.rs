@@ -1,6 +1,7 @@
 //! Receive workers (`--workers N`): the UDP listener as N `SO_REUSEPORT` sockets, each read by
-//! its own thread (`varta-recv-K`), which takes a `recvmmsg` batch, stamps it, opens its secure
-//! datagrams ([`Opener`]) and hands the batch to the event loop.
+//! its own thread (`varta-recv-K`), which takes `recvmmsg` batches (up to [`HANDOVER`]
+//! datagrams while the queue holds more), stamps them, opens their secure datagrams
+//! ([`Opener`]) and hands them to the event loop.
 //!
 //! The kernel spreads datagrams over the sockets by a hash of source and destination address,
 //! not by agent, so one agent's datagrams (or a captured copy replayed from another port) may
@@ -27,15 +28,21 @@ use std::thread::JoinHandle;
 use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
 
 use super::{io_err, ListenError, RecvBatch, UdpListener, BATCH, DGRAM_BUF};
-use crate::tracker::{Nanos, Opened, Opener, Origin, UdpMode};
+use crate::tracker::{Nanos, Opened, Opener, Origin, UdpMode, OPEN_BATCH};
 
 /// Batch buffers per worker: how many batches a worker may have handed over and the loop not
-/// yet taken (64 datagrams each).
+/// yet taken.
 pub const DEPTH: usize = 8;
+
+/// Datagrams one hand-over carries at most: while `recvmmsg` keeps returning full batches (a
+/// queue that holds more), a worker reads up to this many before handing them over, so a busy
+/// loop is woken once per this many rather than per [`BATCH`]; a partial batch is handed over
+/// at once.
+pub const HANDOVER: usize = 4 * BATCH;
 
 /// A batch's datagrams as [`crate::tracker::Tracker::handle_batch`] takes them:
 /// `(arrival, origin, bytes)`.
-pub type Items<'a> = [(Nanos, Origin, &'a [u8]); BATCH];
+pub type Items<'a> = [(Nanos, Origin, &'a [u8]); HANDOVER];
 
 /// One batch a worker read and opened.
 pub struct OpenedBatch {
@@ -48,12 +55,12 @@ pub struct OpenedBatch {
     pub truncated: u64,
     /// `recvmmsg` errors other than would-block met before this batch.
     pub recv_errors: u64,
-    arrivals: [Nanos; BATCH],
-    origins: [Origin; BATCH],
-    lens: [u8; BATCH],
-    bytes: [[u8; DGRAM_BUF]; BATCH],
+    arrivals: [Nanos; HANDOVER],
+    origins: [Origin; HANDOVER],
+    lens: [u8; HANDOVER],
+    bytes: [[u8; DGRAM_BUF]; HANDOVER],
     /// What the worker opened for each datagram.
-    pub opened: [Option<Opened>; BATCH],
+    pub opened: [Option<Opened>; HANDOVER],
 }
 
 impl OpenedBatch {
@@ -64,10 +71,10 @@ impl OpenedBatch {
             len: 0,
             truncated: 0,
             recv_errors: 0,
-            arrivals: [0; BATCH],
-            origins: [Origin::Udp { listener: 0 }; BATCH],
-            lens: [0; BATCH],
-            bytes: [[0; DGRAM_BUF]; BATCH],
+            arrivals: [0; HANDOVER],
+            origins: [Origin::Udp { listener: 0 }; HANDOVER],
+            lens: [0; HANDOVER],
+            bytes: [[0; DGRAM_BUF]; HANDOVER],
             opened: std::array::from_fn(|_| None),
         })
     }
@@ -80,8 +87,8 @@ impl OpenedBatch {
 
     /// The datagrams (`(arrival, origin, bytes)`, as [`crate::tracker::Tracker::handle_batch`]
     /// takes them; the first [`OpenedBatch::len`] are filled) and what was opened for each.
-    pub fn split(&mut self) -> (Items<'_>, &mut [Option<Opened>; BATCH]) {
-        let mut items = [(0, Origin::Udp { listener: 0 }, &[][..]); BATCH];
+    pub fn split(&mut self) -> (Items<'_>, &mut [Option<Opened>; HANDOVER]) {
+        let mut items = [(0, Origin::Udp { listener: 0 }, &[][..]); HANDOVER];
         for (i, item) in items.iter_mut().enumerate().take(self.len) {
             *item = (
                 self.arrivals[i],
@@ -355,10 +362,26 @@ impl Worker {
                 },
             };
             match self.sock.try_recv(&mut rb) {
-                Ok(n) => {
-                    let now = clock();
-                    rb.stamp(now);
-                    self.fill(&mut out, &rb, n, now);
+                Ok(mut n) => {
+                    out.len = 0;
+                    out.truncated = 0;
+                    loop {
+                        rb.stamp(clock());
+                        self.append(&mut out, &rb, n);
+                        // A full batch: the queue may hold more; read on, up to a hand-over.
+                        if n < BATCH || out.len + BATCH > HANDOVER {
+                            break;
+                        }
+                        match self.sock.try_recv(&mut rb) {
+                            Ok(m) => n = m,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(_) => {
+                                errors += 1;
+                                break;
+                            }
+                        }
+                    }
+                    self.open(&mut out, clock());
                     out.recv_errors = std::mem::take(&mut errors);
                     if self.ready.send(out).is_err() {
                         return;
@@ -381,18 +404,17 @@ impl Worker {
         }
     }
 
-    /// Copies the batch into `out` and opens its secure datagrams.
-    fn fill(&mut self, out: &mut OpenedBatch, rb: &RecvBatch, n: usize, now: Nanos) {
-        let n = n.min(BATCH);
-        out.len = n;
-        out.truncated = 0;
+    /// Appends the `n` datagrams of `rb` to `out` (within its room).
+    fn append(&self, out: &mut OpenedBatch, rb: &RecvBatch, n: usize) {
+        let n = n.min(BATCH).min(HANDOVER - out.len);
         for i in 0..n {
+            let at = out.len + i;
             out.truncated += u64::from(rb.truncated(i));
             let data = rb.data(i);
-            out.lens[i] = u8::try_from(data.len()).unwrap_or(u8::MAX);
-            out.bytes[i][..data.len()].copy_from_slice(data);
-            out.arrivals[i] = rb.arrival(i);
-            out.origins[i] = match rb.source(i) {
+            out.lens[at] = u8::try_from(data.len()).unwrap_or(u8::MAX);
+            out.bytes[at][..data.len()].copy_from_slice(data);
+            out.arrivals[at] = rb.arrival(i);
+            out.origins[at] = match rb.source(i) {
                 Some(source) => Origin::UdpFrom {
                     listener: self.index,
                     source,
@@ -402,6 +424,11 @@ impl Worker {
                 },
             };
         }
+        out.len += n;
+    }
+
+    /// Opens the secure datagrams of `out`, [`OPEN_BATCH`] at a time, under the newest keys.
+    fn open(&mut self, out: &mut OpenedBatch, now: Nanos) {
         let generation = self.keys.generation.load(Ordering::Acquire);
         if generation != self.opener.generation() {
             let modes = self
@@ -413,8 +440,14 @@ impl Worker {
             self.opener.rekey(modes, generation);
         }
         out.generation = self.opener.generation();
+        let n = out.len;
         let (items, opened) = out.split();
-        self.opener.open(now, &items[..n], &mut opened[..n]);
+        for (chunk, opened) in items[..n]
+            .chunks(OPEN_BATCH)
+            .zip(opened[..n].chunks_mut(OPEN_BATCH))
+        {
+            self.opener.open(now, chunk, opened);
+        }
     }
 
     /// Sleeps until the socket is readable or the pool stops (or `ms` pass).

@@ -132,6 +132,7 @@ mod view;
 use std::collections::VecDeque;
 use std::fmt;
 
+pub use batch::OPEN_BATCH;
 pub use config::{AgentId, EvictionPolicy, KeyClass, Listener, Origin, TrackerConfig, UdpMode};
 pub use deadlines::{ThresholdError, MAX_THRESHOLDS};
 pub use events::{AcceptKind, Accepted, Event, EventKind};

@@ -161,3 +161,49 @@ fn master_key_datagrams_go_to_socket_pid_mod_n_whatever_their_source() {
         "shared-key datagrams spread by the hash: {shared:?}"
     );
 }
+
+#[test]
+fn a_full_queue_is_handed_over_in_fewer_larger_batches() {
+    let first = UdpListener::bind_shared("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = first.local_addr().unwrap();
+    let socks = siblings(first, 1).unwrap();
+    // Queued before the worker starts: its first reads find full batches.
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let total = HANDOVER + BATCH / 2;
+    for i in 0..total {
+        sender
+            .send_to(&u16::try_from(i).unwrap().to_le_bytes(), addr)
+            .unwrap();
+    }
+    let limits = WorkerLimits {
+        max_keys: 16,
+        derivations_per_sec: 0,
+    };
+    let pool = Workers::start(socks, 0, &[UdpMode::Plain], limits, || 1).unwrap();
+    let mut sizes = Vec::new();
+    let mut got = Vec::new();
+    let end = Instant::now() + Duration::from_secs(10);
+    while got.len() < total && Instant::now() < end {
+        let mut fds = [PollFd::new(&pool, PollFlags::IN)];
+        let timeout = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 50_000_000,
+        };
+        let _ = poll(&mut fds, Some(&timeout));
+        while let Some(mut b) = pool.take() {
+            let n = b.len;
+            sizes.push(n);
+            let (items, _) = b.split();
+            got.extend(
+                items[..n]
+                    .iter()
+                    .map(|(_, _, d)| u16::from_le_bytes([d[0], d[1]])),
+            );
+            pool.give_back(b);
+        }
+    }
+    let want: Vec<u16> = (0..total).map(|i| u16::try_from(i).unwrap()).collect();
+    assert_eq!(got, want, "every datagram once, in order");
+    assert_eq!(sizes[0], HANDOVER, "{sizes:?}");
+    assert!(sizes.iter().all(|&n| n <= HANDOVER));
+}
