@@ -12,8 +12,9 @@
 //! `--strict-namespace-check`.
 //!
 //! Checking costs a `stat` (a path walk through `/proc`, several microseconds); verdicts are
-//! remembered per pid for [`RECHECK`] in a table of at most [`MAX_REMEMBERED`] pids (cleared
-//! when full), so a beating agent costs one `stat` every ten seconds, not one per beat. A
+//! remembered per pid (our namespace for [`RECHECK`], another or an unreadable one for
+//! [`RECHECK_REFUSED`]) in a table of at most [`MAX_REMEMBERED`] pids (cleared when full), so
+//! a beating agent costs one `stat` every ten seconds, not one per beat. A
 //! process never changes its own PID namespace, so a verdict can only go stale when the pid
 //! is reused by another process; until the recheck, such a process's frames still carry its
 //! own namespace's pid, which the attested pid refutes (`pid_mismatch`) unless the
@@ -34,8 +35,10 @@ pub struct NamespaceGate {
     pub strict: bool,
 }
 
-/// How long a verdict is remembered.
+/// How long a verdict of our own namespace is remembered.
 pub const RECHECK: Nanos = 10_000_000_000;
+/// How long another verdict (another namespace, or unreadable) is remembered.
+pub const RECHECK_REFUSED: Nanos = 1_000_000_000;
 /// Pids remembered at most.
 pub const MAX_REMEMBERED: usize = 65_536;
 
@@ -82,7 +85,14 @@ impl NsGate {
 
     fn verdict(&mut self, now: Nanos, pid: u32) -> NsVerdict {
         if let Some((v, at)) = self.seen.get(&pid) {
-            if now.saturating_sub(*at) < RECHECK {
+            // Our own namespace, the common case, is kept longest; a refusing verdict is
+            // looked at again sooner, so a pid reused by an agent of ours is heard soon.
+            let keep = if *v == NsVerdict::Same {
+                RECHECK
+            } else {
+                RECHECK_REFUSED
+            };
+            if now.saturating_sub(*at) < keep {
                 return *v;
             }
         }

@@ -7,15 +7,15 @@ use std::sync::atomic::Ordering;
 use rustix::event::{PollFd, PollFlags, Timespec};
 
 use super::{Daemon, MAX_BATCHES_PER_TURN};
-
-/// How long before an agent's deadline the loop stops sleeping and polls its descriptors
-/// instead ([`Daemon::wait`]).
-const SPIN_NS: Nanos = 150_000;
 use crate::compat::NsVerdict;
 use crate::listener::BATCH;
 use crate::output::Row;
 use crate::recovery::{Reason, Recovery};
 use crate::tracker::{AgentId, Event, EventKind, Nanos, Origin};
+
+/// How long before an agent's deadline the loop stops sleeping and polls its descriptors
+/// instead ([`Daemon::wait`]).
+const SPIN_NS: Nanos = 150_000;
 
 impl Daemon {
     pub(super) fn now(&self) -> Nanos {
@@ -169,6 +169,22 @@ impl Daemon {
             return false;
         };
         let generation = pool.generation();
+        self.take_opened(at, &mut b, generation);
+        if let crate::listener::Listener::Workers(pool) = &self.listeners[at] {
+            pool.give_back(b);
+        }
+        self.drain_events();
+        self.fire_due(self.now());
+        true
+    }
+
+    /// Hands one batch of listener `at`'s workers to the table, counted.
+    fn take_opened(
+        &mut self,
+        at: usize,
+        b: &mut crate::listener::workers::OpenedBatch,
+        generation: u64,
+    ) {
         let n = b.len;
         self.counters.datagrams[at] += n as u64;
         self.counters.truncated += b.truncated;
@@ -184,12 +200,21 @@ impl Daemon {
                     outputs.rejected(now, &r);
                 }
             });
-        if let crate::listener::Listener::Workers(pool) = &self.listeners[at] {
-            pool.give_back(b);
+    }
+
+    /// Stops the receive workers and hands the table what they had read (a goodbye among it
+    /// is not lost to the restart).
+    fn stop_workers(&mut self) {
+        for at in 0..self.listeners.len() {
+            let crate::listener::Listener::Workers(pool) = &mut self.listeners[at] else {
+                continue;
+            };
+            let generation = pool.generation();
+            for mut b in pool.shutdown() {
+                self.take_opened(at, &mut b, generation);
+                self.drain_events();
+            }
         }
-        self.drain_events();
-        self.fire_due(self.now());
-        true
     }
 
     /// Datagrams read so far from the listeners a hold-off leaves unread (the Unix socket).
@@ -323,7 +348,8 @@ impl Daemon {
         let now = self.now();
         // The last stretch before an agent's deadline is not slept but polled: a timer
         // wake-up is late by more than that on a virtual machine, and a stall is reported
-        // the moment it is due. Costs at most SPIN_NS of CPU per deadline that comes due.
+        // the moment it is due. Costs at most SPIN_NS of CPU per deadline the loop gets that
+        // close to (whether it fires or a beat moves it).
         let spin_from = self
             .tracker
             .poll_timeout()
@@ -419,6 +445,7 @@ impl Daemon {
                 }
             }
         }
+        self.stop_workers();
         self.supervisor.stopping();
         self.stop_recovery();
         self.finish_state();

@@ -3,11 +3,19 @@
 //! datagrams while the queue holds more), stamps them, opens their secure datagrams
 //! ([`Opener`]) and hands them to the event loop.
 //!
-//! The kernel spreads datagrams over the sockets by a hash of source and destination address,
-//! not by agent, so one agent's datagrams (or a captured copy replayed from another port) may
-//! reach any worker. A worker therefore decides nothing about an identity: every opened
-//! batch goes to the one owner of the agent table (the event loop, [`Tracker::handle_opened`]),
-//! where the replay windows, sessions and deadlines are, and events leave in one order.
+//! Master-key datagrams reach the worker of their pid ([`super::steer`]); the others are spread
+//! by the kernel's hash of source and destination address, not by agent, so one agent's
+//! shared-key datagrams (or a captured copy replayed from another port) may reach any worker.
+//! A worker therefore decides nothing about an identity: every opened batch goes to the one
+//! owner of the agent table (the event loop, [`Tracker::handle_opened`]), where the replay
+//! windows, sessions and deadlines are, and events leave in one order.
+//!
+//! As with one socket read by the loop, a UDP datagram's arrival time is when it was read (no
+//! kernel stamp: it would cost every datagram a control message), so a beat that arrives
+//! within the read latency (tens of microseconds) of its agent's deadline counts as late.
+//! At shutdown the workers are stopped and what they had read is handed to the table
+//! ([`Workers::shutdown`]); datagrams still queued on the sockets the observer bound itself
+//! go with them (a socket passed by systemd keeps its queue).
 //!
 //! Bounded by construction: each worker owns [`DEPTH`] batch buffers that circulate between
 //! it and the loop (no allocation in steady state); when all are in the loop's queue the
@@ -244,7 +252,16 @@ impl Workers {
             let clock = clock.clone();
             let h = std::thread::Builder::new()
                 .name(format!("varta-recv-{at}"))
-                .spawn(move || w.run(&clock))?;
+                .spawn(move || {
+                    // A worker that died would leave its share of the agents unread (they
+                    // would look stalled): the observer stops instead, for its supervisor to
+                    // restart it.
+                    let run = std::panic::AssertUnwindSafe(|| w.run(&clock));
+                    if std::panic::catch_unwind(run).is_err() {
+                        eprintln!("varta-watch: receive worker {at} failed; stopping");
+                        std::process::abort();
+                    }
+                })?;
             pool.threads.push(h);
         }
         Ok(pool)
@@ -260,9 +277,43 @@ impl Workers {
                 // either taken now or wrote the eventfd after this read.
                 let mut buf = [0u8; 8];
                 let _ = rustix::io::read(&*self.wake, &mut buf);
-                self.ready.try_recv().ok()
+                let b = self.ready.try_recv().ok();
+                if b.is_some() {
+                    // The reset may have swallowed the wake-up of a batch behind this one:
+                    // stay readable, so a loop that stops taking now comes back for it.
+                    let _ = rustix::io::write(&*self.wake, &1u64.to_ne_bytes());
+                }
+                b
             }
         }
+    }
+
+    /// Stops the workers and returns every batch they had read, to be handed to the table
+    /// (the loop is ending). Bounded: a worker notices within one read.
+    pub fn shutdown(&mut self) -> Vec<Box<OpenedBatch>> {
+        self.stop.store(true, Ordering::Release);
+        let _ = rustix::io::write(&*self.stop_fd, &1u64.to_ne_bytes());
+        let mut out = Vec::new();
+        let give = |out: &mut Vec<Box<OpenedBatch>>, pool: &Workers| {
+            while let Ok(b) = pool.ready.try_recv() {
+                out.push(b);
+            }
+        };
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while self.threads.iter().any(|h| !h.is_finished()) && std::time::Instant::now() < end {
+            // A worker waiting for a buffer gets a fresh one (its own are with the loop).
+            for (k, tx) in self.free.iter().enumerate() {
+                let _ = tx.try_send(OpenedBatch::new(k));
+            }
+            give(&mut out, self);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        self.free.clear();
+        for h in self.threads.drain(..) {
+            let _ = h.join();
+        }
+        give(&mut out, self);
+        out
     }
 
     /// Returns a batch's buffer to its worker.
@@ -320,10 +371,12 @@ impl Workers {
     /// Datagrams the kernel dropped on full receive queues, over every socket.
     #[must_use]
     pub fn kernel_drops(&self) -> Option<u32> {
-        self.socks
+        let sum = self
+            .socks
             .iter()
-            .map(|s| s.kernel_drops().ok())
-            .sum::<Option<u32>>()
+            .map(|s| s.kernel_drops().ok().map(u64::from))
+            .sum::<Option<u64>>()?;
+        Some(u32::try_from(sum).unwrap_or(u32::MAX))
     }
 }
 
@@ -338,8 +391,8 @@ impl Drop for Workers {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
         let _ = rustix::io::write(&*self.stop_fd, &1u64.to_ne_bytes());
-        // Buffers and queue go first, so a worker waiting for a buffer or on a full queue
-        // sees the loop gone.
+        // The buffer senders go first, so a worker waiting for a buffer sees the loop gone
+        // (one handing over never waits: the queue has room for every buffer).
         self.free.clear();
         for h in self.threads.drain(..) {
             let _ = h.join();

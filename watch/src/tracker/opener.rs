@@ -89,11 +89,23 @@ impl Opener {
     }
 
     /// Takes the keys of a configuration reload (key generation `generation`); kept agent keys
-    /// are forgotten.
+    /// are forgotten if a master key changed.
     pub fn rekey(&mut self, udp: Vec<UdpMode>, generation: u64) {
+        let master = |m: &UdpMode| match m {
+            UdpMode::Secure { master, .. } => master.clone(),
+            UdpMode::Plain => None,
+        };
+        // Agent keys depend on the master key only: kept unless one changed.
+        let same = udp.len() == self.udp.len()
+            && udp
+                .iter()
+                .zip(&self.udp)
+                .all(|(a, b)| master(a) == master(b));
+        if !same {
+            self.keys.clear();
+        }
         self.udp = udp;
         self.generation = generation;
-        self.keys.clear();
     }
 
     /// Opens the secure datagrams of `chunk` (`(arrival, origin, bytes)`, as for

@@ -207,3 +207,36 @@ fn a_full_queue_is_handed_over_in_fewer_larger_batches() {
     assert_eq!(sizes[0], HANDOVER, "{sizes:?}");
     assert!(sizes.iter().all(|&n| n <= HANDOVER));
 }
+
+#[test]
+fn shutdown_returns_every_datagram_read_even_from_a_worker_out_of_buffers() {
+    let first = UdpListener::bind_shared("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = first.local_addr().unwrap();
+    let socks = siblings(first, 1).unwrap();
+    let limits = WorkerLimits {
+        max_keys: 16,
+        derivations_per_sec: 0,
+    };
+    let mut pool = Workers::start(socks, 0, &[UdpMode::Plain], limits, || 1).unwrap();
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // One hand-over per datagram (sent apart) until the worker holds no buffer, then more
+    // than it can read: they wait in the socket's queue.
+    let total = DEPTH + 3;
+    for i in 0..total {
+        sender
+            .send_to(&[u8::try_from(i).unwrap(); 32], addr)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let got: Vec<u8> = pool
+        .shutdown()
+        .iter_mut()
+        .flat_map(|b| {
+            let n = b.len;
+            let (items, _) = b.split();
+            items[..n].iter().map(|(_, _, d)| d[0]).collect::<Vec<_>>()
+        })
+        .collect();
+    let want: Vec<u8> = (0..total).map(|i| u8::try_from(i).unwrap()).collect();
+    assert_eq!(got, want, "every datagram, in order");
+}
