@@ -280,6 +280,12 @@ pub struct RunArgs {
     /// every wake-up [default: 4000].
     #[arg(long, value_name = "US")]
     pub max_hold_us: Option<u64>,
+    /// The loop stops sleeping this long before an agent's deadline and polls instead, so a
+    /// stall is reported the moment it is due (a timer wake-up can be later than that on a
+    /// virtual machine); costs at most this much CPU per deadline approached; 0: sleep until
+    /// the deadline [default: 150].
+    #[arg(long, value_name = "US")]
+    pub deadline_spin_us: Option<u64>,
     /// Receive threads for the UDP listener: N `SO_REUSEPORT` sockets, each read and its
     /// secure datagrams opened by its own thread, every opened frame handed to the one table
     /// (replay windows and deadlines stay in one place); `auto`: one per CPU. The Unix socket
@@ -347,6 +353,8 @@ pub struct Config {
     pub max_hold_ns: u64,
     /// Receive threads of the UDP listener (1: the event loop reads it).
     pub workers: usize,
+    /// How long before a deadline the loop polls instead of sleeping, ns.
+    pub deadline_spin_ns: u64,
 }
 
 /// The UDP listener's settings.

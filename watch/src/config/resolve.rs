@@ -262,6 +262,14 @@ impl RunArgs {
                 100_000,
             )?;
         let workers = self.workers()?;
+        let deadline_spin_ns = 1_000
+            * ranged(
+                "deadline-spin-us",
+                self.deadline_spin_us,
+                DEADLINE_SPIN_US,
+                0,
+                10_000,
+            )?;
         let me = rustix::process::geteuid().as_raw();
         let mut allowed_uids = vec![me];
         allowed_uids.extend(self.allow_uid.iter().copied().filter(|u| *u != me));
@@ -303,6 +311,7 @@ impl RunArgs {
             compat,
             max_hold_ns,
             workers,
+            deadline_spin_ns,
         })
     }
 
@@ -321,6 +330,9 @@ impl RunArgs {
         Ok(n)
     }
 }
+
+/// `--deadline-spin-us` by default.
+pub const DEADLINE_SPIN_US: u64 = 150;
 
 /// Most receive threads `--workers` starts.
 pub const MAX_WORKERS: usize = 64;

@@ -122,6 +122,7 @@ fn sample(key: &str, keys: &Path) -> Option<(Setting, Vec<Setting>)> {
         "udp-rcvbuf-bytes" => (set(key, "131072", &["131072"]), udp()),
         "max-hold-us" => (set(key, "1500", &["1500"]), vec![]),
         "workers" => (set(key, "\"2\"", &["2"]), vec![]),
+        "deadline-spin-us" => (set(key, "0", &["0"]), vec![]),
         "tracker-capacity" => (set(key, "1234", &["1234"]), vec![]),
         "evict-after-ms" => (set(key, "5000", &["5000"]), vec![]),
         "format" => (set(key, "\"json\"", &["json"]), vec![]),
@@ -506,4 +507,20 @@ fn workers_is_a_count_or_auto() {
     let e = workers("many").unwrap_err().to_string();
     assert!(e.starts_with("--workers many: expected a number"), "{e}");
     assert_eq!(RunArgs::load(&[]).unwrap().workers, 1);
+}
+
+#[test]
+fn deadline_spin_is_bounded_and_can_be_off() {
+    let spin = |v: &str| {
+        RunArgs::load(&[OsString::from("--deadline-spin-us"), OsString::from(v)])
+            .map(|c| c.deadline_spin_ns)
+    };
+    assert_eq!(spin("0").unwrap(), 0);
+    assert_eq!(spin("40").unwrap(), 40_000);
+    let e = spin("20000").unwrap_err().to_string();
+    assert_eq!(e, "--deadline-spin-us 20000: must be between 0 and 10000");
+    assert_eq!(
+        RunArgs::load(&[]).unwrap().deadline_spin_ns,
+        super::resolve::DEADLINE_SPIN_US * 1_000
+    );
 }

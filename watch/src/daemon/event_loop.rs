@@ -13,10 +13,6 @@ use crate::output::Row;
 use crate::recovery::{Reason, Recovery};
 use crate::tracker::{AgentId, Event, EventKind, Nanos, Origin};
 
-/// How long before an agent's deadline the loop stops sleeping and polls its descriptors
-/// instead ([`Daemon::wait`]).
-const SPIN_NS: Nanos = 150_000;
-
 impl Daemon {
     pub(super) fn now(&self) -> Nanos {
         self.clock.now()
@@ -348,12 +344,13 @@ impl Daemon {
         let now = self.now();
         // The last stretch before an agent's deadline is not slept but polled: a timer
         // wake-up is late by more than that on a virtual machine, and a stall is reported
-        // the moment it is due. Costs at most SPIN_NS of CPU per deadline the loop gets that
-        // close to (whether it fires or a beat moves it).
+        // the moment it is due (`--deadline-spin-us`). Costs at most that much CPU per
+        // deadline the loop gets that close to (whether it fires or a beat moves it).
         let spin_from = self
             .tracker
             .poll_timeout()
-            .map(|d| d.saturating_sub(SPIN_NS));
+            .filter(|_| self.deadline_spin > 0)
+            .map(|d| d.saturating_sub(self.deadline_spin));
         let until = [
             self.next_deadline(),
             hold.then_some(self.hold_until),

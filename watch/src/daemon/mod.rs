@@ -168,6 +168,9 @@ pub struct Daemon {
     pace: crate::listener::Pace,
     /// Sockets are left unread until then (a hold-off of [`crate::listener::Pace`]).
     hold_until: Nanos,
+    /// How long before an agent's deadline the loop polls instead of sleeping
+    /// (`--deadline-spin-us`).
+    deadline_spin: Nanos,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -435,6 +438,7 @@ impl Daemon {
             alerts,
             pace,
             hold_until: 0,
+            deadline_spin: cfg.deadline_spin_ns,
             policy,
         };
         if let Some(line) = state_notice {
