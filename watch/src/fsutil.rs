@@ -74,6 +74,16 @@ pub fn open_private(path: &Path, read: bool) -> Result<File, PrivateFileError> {
                 }
             }
         })?;
+    check_private(&file)?;
+    Ok(file)
+}
+
+/// The rule of the module docs on an opened file: a regular file, ours, no access for group
+/// or others (checked on the descriptor, so the file checked is the file used).
+///
+/// # Errors
+/// [`PrivateFileError`] naming the failed rule.
+pub fn check_private(file: &File) -> Result<(), PrivateFileError> {
     let meta = file
         .metadata()
         .map_err(|source| PrivateFileError::Io { op: "stat", source })?;
@@ -90,7 +100,7 @@ pub fn open_private(path: &Path, read: bool) -> Result<File, PrivateFileError> {
     if meta.mode() & 0o077 != 0 {
         return Err(PrivateFileError::TooOpen(meta.mode() & 0o7777));
     }
-    Ok(file)
+    Ok(())
 }
 
 /// Opens an existing file read-only without following a symbolic link (close-on-exec).

@@ -104,25 +104,13 @@ pub fn read_checked(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
         Err(rustix::io::Errno::LOOP) => return Err(unsafe_("is a symbolic link (refused)".into())),
         Err(e) => return Err(io_err("cannot open", e.into())),
     };
-    let st = rustix::fs::fstat(&fd).map_err(|e| io_err("cannot stat", e.into()))?;
-    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
-        return Err(unsafe_("is not a regular file".into()));
-    }
-    let me = rustix::process::geteuid().as_raw();
-    if st.st_uid != me {
-        return Err(unsafe_(format!(
-            "owned by uid {}, not by us ({me})",
-            st.st_uid
-        )));
-    }
-    let mode = st.st_mode & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(unsafe_(format!(
-            "mode {mode:04o} gives group/others access; chmod 600 it"
-        )));
-    }
+    let mut file = File::from(fd);
+    crate::fsutil::check_private(&file).map_err(|e| match e {
+        crate::fsutil::PrivateFileError::Io { op, source } => io_err(op, source),
+        rule => unsafe_(rule.to_string()),
+    })?;
     let mut bytes = Vec::new();
-    io::Read::read_to_end(&mut File::from(fd), &mut bytes).map_err(|e| io_err("cannot read", e))?;
+    io::Read::read_to_end(&mut file, &mut bytes).map_err(|e| io_err("cannot read", e))?;
     Ok(Some(bytes))
 }
 
