@@ -380,6 +380,26 @@ impl StateStore {
         }
     }
 
+    /// Encodes the snapshot into `buf`, timed.
+    fn encode(
+        &mut self,
+        tracker: &Tracker,
+        now: Nanos,
+        anchor: Option<(u64, [u8; 32])>,
+        buf: &mut Vec<u8>,
+    ) {
+        let t0 = Instant::now();
+        encode_with(
+            tracker,
+            now,
+            &Clocks::now(),
+            anchor,
+            self.silences.as_deref(),
+            buf,
+        );
+        self.figures.encode_seconds = t0.elapsed().as_secs_f64();
+    }
+
     /// Takes a snapshot when one is due and no write is in flight: encodes here, hands the
     /// bytes to the writer thread. `anchor` is the audit chain's last record.
     pub fn tick(&mut self, tracker: &Tracker, now: Nanos, anchor: Option<(u64, [u8; 32])>) {
@@ -392,16 +412,7 @@ impl StateStore {
             return;
         };
         self.next_due = now.saturating_add(self.cfg.interval_ns);
-        let t0 = Instant::now();
-        encode_with(
-            tracker,
-            now,
-            &Clocks::now(),
-            anchor,
-            self.silences.as_deref(),
-            &mut buf,
-        );
-        self.figures.encode_seconds = t0.elapsed().as_secs_f64();
+        self.encode(tracker, now, anchor, &mut buf);
         if let Some(jobs) = &self.jobs {
             if let Err(mpsc::SendError(buf)) = jobs.send(buf) {
                 self.buf = Some(buf);
@@ -427,16 +438,7 @@ impl StateStore {
         }
         self.poll();
         let mut buf = self.buf.take().unwrap_or_default();
-        let t0 = Instant::now();
-        encode_with(
-            tracker,
-            now,
-            &Clocks::now(),
-            anchor,
-            self.silences.as_deref(),
-            &mut buf,
-        );
-        self.figures.encode_seconds = t0.elapsed().as_secs_f64();
+        self.encode(tracker, now, anchor, &mut buf);
         let t1 = Instant::now();
         let result = write_atomic(&self.cfg.path, &buf);
         self.finished(Done {
