@@ -189,8 +189,10 @@ impl Opener {
             };
             let pre = match master_of[i] {
                 Some(id) => {
-                    // The key this datagram was opened with, for the owner to keep.
-                    let key = self.keys.get(&id).cloned().or_else(|| derived[i].take());
+                    // A key derived here goes to the owner, to keep as it would its own
+                    // derivation; a key this worker kept already, the owner keeps too (no copy
+                    // per beat).
+                    let key = derived[i].take();
                     if result.is_ok() {
                         if let Some(k) = &key {
                             self.keep(id, k);
