@@ -4,6 +4,7 @@
 mod recovery_support;
 
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::time::Duration;
 
 use recovery_support::{mono_ns, run_bin, tmpdir, write_file, Observer};
@@ -20,22 +21,30 @@ fn sealed(key: &vlp_core::Key, pid: u32, counter: u32) -> MasterDatagram {
     MasterDatagram::seal(key, &iv, &frame)
 }
 
+/// `varta-watch key derive --master-key-file MASTER --agent-id ID [--out OUT]`.
+fn derive(master: &Path, id: u32, out: Option<&Path>) -> std::process::Output {
+    let id = id.to_string();
+    let mut args = vec![
+        "key",
+        "derive",
+        "--master-key-file",
+        master.to_str().unwrap(),
+        "--agent-id",
+        &id,
+    ];
+    if let Some(out) = out {
+        args.extend(["--out", out.to_str().unwrap()]);
+    }
+    run_bin(&args)
+}
+
 #[test]
 fn derived_key_file_opens_its_agent_ids_datagrams_only() {
     let dir = tmpdir("key-derive");
     let master = dir.join("master.key");
     write_file(&master, MASTER, 0o600);
     let out = dir.join("agent-4242.key");
-    let r = run_bin(&[
-        "key",
-        "derive",
-        "--master-key-file",
-        master.to_str().unwrap(),
-        "--agent-id",
-        "4242",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let r = derive(&master, 4242, Some(&out));
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let meta = std::fs::symlink_metadata(&out).unwrap();
     assert_eq!(meta.mode() & 0o777, 0o600);
@@ -54,56 +63,24 @@ fn derived_key_file_opens_its_agent_ids_datagrams_only() {
     assert!(other.open(&key).is_err());
 
     // Never overwrites, never follows a link.
-    let again = run_bin(&[
-        "key",
-        "derive",
-        "--master-key-file",
-        master.to_str().unwrap(),
-        "--agent-id",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let again = derive(&master, 1, Some(&out));
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("--out"));
     assert_eq!(std::fs::read_to_string(&out).unwrap(), text, "unchanged");
     let link = dir.join("link.key");
     std::os::unix::fs::symlink(dir.join("elsewhere"), &link).unwrap();
-    let r = run_bin(&[
-        "key",
-        "derive",
-        "--master-key-file",
-        master.to_str().unwrap(),
-        "--agent-id",
-        "1",
-        "--out",
-        link.to_str().unwrap(),
-    ]);
+    let r = derive(&master, 1, Some(&link));
     assert_eq!(r.status.code(), Some(2));
     assert!(!dir.join("elsewhere").exists());
 
     // An unsafe master key file is refused with the rule named.
     let open = dir.join("open-master.key");
     write_file(&open, MASTER, 0o644);
-    let r = run_bin(&[
-        "key",
-        "derive",
-        "--master-key-file",
-        open.to_str().unwrap(),
-        "--agent-id",
-        "1",
-    ]);
+    let r = derive(&open, 1, None);
     assert_eq!(r.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&r.stderr).contains("--master-key-file"));
     // Without --out the key goes to stdout.
-    let r = run_bin(&[
-        "key",
-        "derive",
-        "--master-key-file",
-        master.to_str().unwrap(),
-        "--agent-id",
-        "4242",
-    ]);
+    let r = derive(&master, 4242, None);
     assert!(r.status.success());
     assert_eq!(String::from_utf8_lossy(&r.stdout), text);
 }
@@ -114,16 +91,7 @@ fn observer_with_the_master_key_accepts_an_agent_holding_only_its_own_key() {
     let master = dir.join("master.key");
     write_file(&master, MASTER, 0o600);
     let out = dir.join("agent.key");
-    let r = run_bin(&[
-        "key",
-        "derive",
-        "--master-key-file",
-        master.to_str().unwrap(),
-        "--agent-id",
-        "777",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let r = derive(&master, 777, Some(&out));
     assert!(r.status.success());
     let key = vlp_core::keyfile::read_key_file(&out).unwrap();
     let obs = Observer::start(
