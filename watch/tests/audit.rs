@@ -40,6 +40,20 @@ fn recoveries(obs: &Observer, n: usize) {
     }
 }
 
+/// An observer recovering every stall at once (`/bin/true`), auditing to `log`, with `extra`.
+fn start_audited(dir: &Path, log: &Path, extra: &[&str]) -> Observer {
+    let mut args = vec![
+        "--recovery-exec",
+        "/bin/true {pid}",
+        "--recovery-debounce-ms",
+        "0",
+        "--recovery-audit-file",
+        log.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Observer::start(dir, &args)
+}
+
 fn lines(p: &Path) -> Vec<String> {
     std::fs::read_to_string(p)
         .unwrap()
@@ -57,17 +71,7 @@ fn write_lines(p: &Path, l: &[String]) {
 fn records_are_chained_and_verify_finds_each_kind_of_tampering() {
     let dir = tmpdir("audit-tamper");
     let log = dir.join("audit.log");
-    let mut obs = Observer::start(
-        &dir,
-        &[
-            "--recovery-exec",
-            "/bin/true {pid}",
-            "--recovery-debounce-ms",
-            "0",
-            "--recovery-audit-file",
-            log.to_str().unwrap(),
-        ],
-    );
+    let mut obs = start_audited(&dir, &log, &[]);
     recoveries(&obs, 3);
     assert!(obs.terminate().success());
     let meta = std::fs::metadata(&log).unwrap();
@@ -156,25 +160,19 @@ fn chain_continues_across_rotation_and_restart_and_hmac_needs_the_key() {
     let key = dir.join("audit.key");
     write_file(&key, KEY, 0o600);
     let args = [
-        "--recovery-exec",
-        "/bin/true {pid}",
-        "--recovery-debounce-ms",
-        "0",
-        "--recovery-audit-file",
-        log.to_str().unwrap(),
         "--recovery-audit-max-bytes",
         "4096",
         "--recovery-audit-key-file",
         key.to_str().unwrap(),
     ];
-    let mut obs = Observer::start(&dir, &args);
+    let mut obs = start_audited(&dir, &log, &args);
     // About 130 bytes a record: 40 records fill a file and rotate it.
     recoveries(&obs, 20);
     assert!(obs.terminate().success());
     let gen1 = recovery_support_gen(&log, 1);
     assert!(gen1.exists(), "rotated at 4096 bytes");
     // Restart: the chain goes on from the last record on disk.
-    let mut obs = Observer::start(&dir, &args);
+    let mut obs = start_audited(&dir, &log, &args);
     recoveries(&obs, 1);
     assert!(obs.terminate().success());
     let last = lines(&log);
@@ -265,17 +263,7 @@ fn full_disk_is_an_alarm_not_a_crash_and_the_trail_resumes() {
     }
     let _guard = Mount(mnt.clone());
     let log = mnt.join("audit.log");
-    let mut obs = Observer::start(
-        &dir,
-        &[
-            "--recovery-exec",
-            "/bin/true {pid}",
-            "--recovery-debounce-ms",
-            "0",
-            "--recovery-audit-file",
-            log.to_str().unwrap(),
-        ],
-    );
+    let mut obs = start_audited(&dir, &log, &[]);
     // Fill the disk before the first record: the empty audit file has no page to write into.
     let filler = mnt.join("filler");
     {
