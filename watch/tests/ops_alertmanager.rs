@@ -124,16 +124,22 @@ fn direct_path_firing_then_resolved_naming_the_agent() {
     assert_eq!(c.dropped.load(Ordering::Relaxed), 0);
 }
 
+/// A webhook receiver and two Alertmanagers clustered with each other, both notifying it.
+fn clustered_pair(dir: &std::path::Path) -> (Webhook, Alertmanager, Alertmanager) {
+    let hook = Webhook::start();
+    let cfg = write_am_config(dir, &hook);
+    let (g1, g2) = (free_port(), free_port());
+    let am1 = Alertmanager::start(dir, &cfg, Some((g1, &[g2])));
+    let am2 = Alertmanager::start(dir, &cfg, Some((g2, &[g1])));
+    am1.wait_cluster(2);
+    am2.wait_cluster(2);
+    (hook, am1, am2)
+}
+
 #[test]
 fn three_observers_two_clustered_alertmanagers_one_notification() {
     let dir = tmpdir("ha");
-    let hook = Webhook::start();
-    let cfg = write_am_config(&dir, &hook);
-    let (g1, g2) = (free_port(), free_port());
-    let am1 = Alertmanager::start(&dir, &cfg, Some((g1, &[g2])));
-    let am2 = Alertmanager::start(&dir, &cfg, Some((g2, &[g1])));
-    am1.wait_cluster(2);
-    am2.wait_cluster(2);
+    let (hook, am1, am2) = clustered_pair(&dir);
 
     let t0 = Instant::now();
     let mut senders: Vec<Sender> = ["host-a", "host-b", "host-c"]
@@ -321,13 +327,7 @@ fn fan_out(to: Vec<SocketAddr>) -> SocketAddr {
 #[test]
 fn daemon_fleet_three_observers_two_clustered_alertmanagers_one_notification() {
     let dir = tmpdir("fleet");
-    let hook = Webhook::start();
-    let cfg = write_am_config(&dir, &hook);
-    let (g1, g2) = (free_port(), free_port());
-    let am1 = Alertmanager::start(&dir, &cfg, Some((g1, &[g2])));
-    let am2 = Alertmanager::start(&dir, &cfg, Some((g2, &[g1])));
-    am1.wait_cluster(2);
-    am2.wait_cluster(2);
+    let (hook, am1, am2) = clustered_pair(&dir);
 
     let key = dir.join("shared.key");
     std::fs::write(&key, "5a".repeat(32)).unwrap();
