@@ -5,15 +5,16 @@
 
 #[path = "common/page.rs"]
 mod page;
-#[path = "common/varta_tool.rs"]
-mod varta_tool;
+#[path = "policy_support/mod.rs"]
+mod policy_support;
 
 use page::{agent_rows, attr, chromium, screenshot};
+use policy_support::Agent;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -183,46 +184,6 @@ impl Drop for Daemon {
 }
 
 /// A real agent process whose `comm` is `name` (a symbolic link to `varta`).
-struct Agent(Child);
-
-impl Agent {
-    fn spawn(dir: &Dir, name: &str, socket: &Path) -> Agent {
-        let link = dir.0.join(name);
-        if !link.exists() {
-            std::os::unix::fs::symlink(varta_tool::beside(&watch_bin()), &link).unwrap();
-        }
-        Agent(
-            Command::new(&link)
-                .args(["agent", "--interval-ms", "50", "--socket"])
-                .arg(socket)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    /// Stops it beating (SIGSTOP): a frozen process.
-    fn freeze(&self) {
-        rustix::process::kill_process(
-            rustix::process::Pid::from_child(&self.0),
-            rustix::process::Signal::STOP,
-        )
-        .unwrap();
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn stall_of(d: &Daemon, pid: u32) -> serde_json::Value {
     d.wait_event("stall", |e| e["kind"] == "stall" && e["pid"] == pid)
 }
@@ -258,8 +219,8 @@ fn two_classes_each_agent_stalls_at_its_own_threshold_named_from_proc() {
             "127.0.0.1:0",
         ],
     );
-    let fast = Agent::spawn(&dir, "fastpoke", &d.socket);
-    let slow = Agent::spawn(&dir, "slowpoke", &d.socket);
+    let fast = Agent::spawn(&dir.0, "fastpoke", &d.socket);
+    let slow = Agent::spawn(&dir.0, "slowpoke", &d.socket);
     d.wait_agent(fast.pid(), "in class fast", |a| a["class"] == "fast");
     d.wait_agent(slow.pid(), "named", |a| a["name"] == "slowpoke");
     fast.freeze();
@@ -300,8 +261,8 @@ fn a_silenced_stall_is_shown_but_runs_no_recovery_and_the_cli_manages_silences()
     std::fs::create_dir(&marks).unwrap();
     let cmd = format!("/usr/bin/touch {}/recovered-{{pid}}", marks.display());
     let d = Daemon::start(&dir, &["--threshold-ms", "300", "--recovery-exec", &cmd]);
-    let quiet = Agent::spawn(&dir, "quietpoke", &d.socket);
-    let loud = Agent::spawn(&dir, "loudpoke", &d.socket);
+    let quiet = Agent::spawn(&dir.0, "quietpoke", &d.socket);
+    let loud = Agent::spawn(&dir.0, "loudpoke", &d.socket);
     d.wait_agent(quiet.pid(), "named", |a| a["name"] == "quietpoke");
     d.wait_agent(loud.pid(), "named", |a| a["name"] == "loudpoke");
 
@@ -380,8 +341,8 @@ fn sighup_reloads_class_thresholds_keeps_agents_and_refuses_a_bad_file() {
     };
     let file = dir.write("w.toml", &cfg(4000));
     let d = Daemon::start(&dir, &["--config", file.to_str().unwrap()]);
-    let fast = Agent::spawn(&dir, "fastpoke", &d.socket);
-    let other = Agent::spawn(&dir, "otherpoke", &d.socket);
+    let fast = Agent::spawn(&dir.0, "fastpoke", &d.socket);
+    let other = Agent::spawn(&dir.0, "otherpoke", &d.socket);
     d.wait_agent(fast.pid(), "in class fast", |a| a["class"] == "fast");
     d.wait_agent(other.pid(), "named", |a| a["name"] == "otherpoke");
     let new_before = d.events().iter().filter(|e| e["kind"] == "new").count();
@@ -435,10 +396,10 @@ fn the_real_daemons_page_shows_a_frozen_agent_as_stalled_in_chromium() {
         ],
     );
     let agents = [
-        Agent::spawn(&dir, "pump-north", &d.socket),
-        Agent::spawn(&dir, "pump-south", &d.socket),
-        Agent::spawn(&dir, "backup-sync", &d.socket),
-        Agent::spawn(&dir, "ingest", &d.socket),
+        Agent::spawn(&dir.0, "pump-north", &d.socket),
+        Agent::spawn(&dir.0, "pump-south", &d.socket),
+        Agent::spawn(&dir.0, "backup-sync", &d.socket),
+        Agent::spawn(&dir.0, "ingest", &d.socket),
     ];
     for a in &agents {
         d.wait_agent(a.pid(), "named", |r| r["name"].is_string());
