@@ -5,8 +5,12 @@
 //! `chacha20poly1305` crate (the envelope's own AEAD, feature `fast-aead`, must agree with it).
 #![no_main]
 
+#[path = "common/input.rs"]
+mod input;
+
 use chacha20poly1305::aead::AeadInPlace;
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
+use input::Input;
 use libfuzzer_sys::fuzz_target;
 use vlp_core::envelope::{MASTER_LEN, SHARED_LEN};
 use vlp_core::kdf::derive_agent_key;
@@ -18,19 +22,6 @@ const KEY: [u8; 32] = [
     0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f,
     0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f,
 ];
-
-/// Reads fixed-size fields off the front of the input, zero-padded when it runs out.
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn take<const N: usize>(&mut self) -> [u8; N] {
-        let mut out = [0u8; N];
-        let n = N.min(self.0.len());
-        out[..n].copy_from_slice(&self.0[..n]);
-        self.0 = &self.0[n..];
-        out
-    }
-}
 
 /// Whether the RustCrypto crate verifies the tag of `sealed` = iv (12) | ciphertext (32) | tag
 /// (16) under `key` with associated data `aad`.

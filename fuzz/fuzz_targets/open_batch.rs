@@ -4,32 +4,16 @@
 //! the single open; whatever opens re-seals to exactly the received bytes.
 #![no_main]
 
+#[path = "common/input.rs"]
+mod input;
+
+use input::Input;
 use libfuzzer_sys::fuzz_target;
 use vlp_core::batch::{Backend, Job, Opened, Path, Sealed};
 use vlp_core::envelope::{MASTER_LEN, SHARED_LEN};
 use vlp_core::{Frame, Iv, Key, MasterDatagram, OpenError, SharedDatagram, Status};
 
 const MAX_JOBS: usize = 16;
-
-/// Reads fixed-size fields off the front of the input, zero-padded when it runs out.
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn take<const N: usize>(&mut self) -> [u8; N] {
-        let mut out = [0u8; N];
-        let n = N.min(self.0.len());
-        out[..n].copy_from_slice(&self.0[..n]);
-        self.0 = &self.0[n..];
-        out
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let n = n.min(self.0.len());
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        head.to_vec()
-    }
-}
 
 fn keys() -> [Key; 4] {
     core::array::from_fn(|k| {
