@@ -14,7 +14,10 @@ impl Input<'_> {
     }
 
     /// The next `n` bytes, fewer if the input ends first.
-    #[allow(dead_code, reason = "not every target that includes this reads raw bytes")]
+    #[allow(
+        dead_code,
+        reason = "not every target that includes this reads raw bytes"
+    )]
     pub fn bytes(&mut self, n: usize) -> Vec<u8> {
         let n = n.min(self.0.len());
         let (head, tail) = self.0.split_at(n);
