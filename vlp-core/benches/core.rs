@@ -10,7 +10,11 @@
 
 use std::hint::black_box;
 
-use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+#[path = "common/clock.rs"]
+mod clock;
+
+use clock::ThreadOrWall;
+use criterion::measurement::Measurement;
 use criterion::Criterion;
 use vlp_core::crc::{crc32c, crc32c_hw, crc32c_nibble, crc32c_slice8};
 use vlp_core::kdf::derive_agent_key;
@@ -193,46 +197,6 @@ fn sender<M: Measurement + 'static>(c: &mut Criterion<M>) {
     g.finish();
 }
 
-/// CPU time consumed by the calling thread, in nanoseconds.
-struct ThreadCpuTime;
-
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID exists on Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-impl Measurement for ThreadCpuTime {
-    type Intermediate = u64;
-    type Value = u64;
-
-    fn start(&self) -> u64 {
-        thread_cpu_ns()
-    }
-    fn end(&self, start: u64) -> u64 {
-        thread_cpu_ns() - start
-    }
-    fn add(&self, a: &u64, b: &u64) -> u64 {
-        a + b
-    }
-    fn zero(&self) -> u64 {
-        0
-    }
-    fn to_f64(&self, v: &u64) -> f64 {
-        *v as f64
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        // Values are nanoseconds, as WallTime's: reuse its formatting.
-        static WALL: WallTime = WallTime;
-        WALL.formatter()
-    }
-}
-
 fn run<M: Measurement + 'static>(c: &mut Criterion<M>) {
     wire(c);
     crc(c);
@@ -243,12 +207,8 @@ fn run<M: Measurement + 'static>(c: &mut Criterion<M>) {
 }
 
 fn main() {
-    if std::env::var_os("VLP_BENCH_WALLCLOCK").is_some() {
-        run(&mut Criterion::default().configure_from_args());
-    } else {
-        run(&mut Criterion::default()
-            .with_measurement(ThreadCpuTime)
-            .configure_from_args());
-    }
+    run(&mut Criterion::default()
+        .with_measurement(ThreadOrWall::get())
+        .configure_from_args());
     Criterion::default().configure_from_args().final_summary();
 }
